@@ -1,0 +1,425 @@
+"""The simulated bench: one circuit that every instrument emulator shares.
+
+What an SMU measures depends on which crosspoints are closed and which pads of which
+PCUs the matrix columns reach under the probes. The bench owns that state (wafer,
+probe site, relays, source terminals, virtual clock) and answers the emulators'
+questions ("what current flows out of this terminal now?") by solving the circuit.
+
+Time: device state evolves only when the virtual clock advances. Each interval is
+integrated under the bias present during it (pulses move M1, drift runs in closed
+form, nothing is solved while every output is off), so a 1,000 s retention test costs
+milliseconds. Switching of M2 is instantaneous when its threshold is crossed.
+
+Emulators must hold :attr:`SimBench.lock` around every call (``Emulator.write`` does).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labpcu.clock import VirtualClock
+from labpcu.sim.circuit import Netlist, Solution, solve
+from labpcu.sim.pcu import ELEMENTS, PCU
+from labpcu.sim.wafer import Site, Wafer, make_wafer
+from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS, Crosspoint, SimWiring, net_label, site_pins
+
+DEFAULT_SEED = 0
+#: upper bound on the change of an M1 state (fraction of its range) per integration step
+MAX_STATE_STEP = 0.03
+MAX_SUBSTEPS = 64
+
+
+@dataclass(slots=True)
+class SourceState:
+    """What one SMU channel applies. ``limit`` is the compliance: A in voltage mode,
+    V in current mode. ``output=False`` means high impedance (disconnected)."""
+
+    output: bool = False
+    mode: str = "v"
+    level: float = 0.0
+    limit: float = 1e-4
+
+    @property
+    def live(self) -> bool:
+        return self.output
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A device-level reading of one terminal (no instrument noise)."""
+
+    i: float  # A, out of the terminal's HI into the circuit
+    v: float  # V, terminal to ground
+    compliance: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEvent:
+    """One relay operation, with the outputs that were live on its row at that moment."""
+
+    t: float
+    action: str  # "close" or "open"
+    crosspoint: Crosspoint
+    live_outputs: tuple[str, ...]
+
+
+@dataclass
+class _Topology:
+    """The network for the present site and relay state (rebuilt when they change)."""
+
+    n_nodes: int
+    node_of_label: dict[str, int]
+    m1: list[tuple[PCU, int, int]]  # device, node n1, node n2
+    m2: list[tuple[PCU, int, int]]  # device, node n2, node BL
+    dio: Netlist  # diodes only (static per topology)
+    terminal_node: dict[str, int]
+
+
+@dataclass
+class _UnionFind:
+    parent: dict[str, str] = field(default_factory=dict)
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+class SimBench:
+    """The simulated wafer on the prober, the switch matrix, and the SMU terminals."""
+
+    def __init__(
+        self,
+        seed: int = DEFAULT_SEED,
+        wiring: SimWiring | None = None,
+        site: str | None = None,
+        wafer: Wafer | None = None,
+    ) -> None:
+        self.seed = int(seed)
+        self.wafer = wafer if wafer is not None else make_wafer(self.seed)
+        self.wiring = wiring or SimWiring()
+        self.lock = threading.RLock()
+        self.clock = VirtualClock()
+        self.clock.add_listener(self._evolve)
+        # runtime noise (read noise, cycle-to-cycle spread, instrument noise)
+        self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5B1E]))
+        self._sources: dict[str, SourceState] = {}
+        self._closed: set[Crosspoint] = set()
+        self._stuck: dict[Crosspoint, bool] = {}
+        self._close_counts: Counter[Crosspoint] = Counter()
+        self.relay_events: list[RelayEvent] = []
+        self._site = self.wafer.sites[site or next(iter(self.wafer.sites))]
+        self._topology: _Topology | None = None
+        self._v_guess: np.ndarray | None = None
+        self._settled: Solution | None = None  # noise-free solution after the last settle
+        self.solve_count = 0
+
+    # ------------------------------------------------------------------ probe
+    @property
+    def site(self) -> Site:
+        return self._site
+
+    def move_to(self, site_id: str) -> None:
+        """Move the probe card to another site (the simulated prober is instant)."""
+        with self.lock:
+            if site_id not in self.wafer.sites:
+                raise KeyError(f"no site {site_id!r}; sites are {', '.join(self.wafer.sites)}")
+            self._site = self.wafer.sites[site_id]
+            self._invalidate()
+
+    def move_to_device(self, device_id: str) -> Site:
+        """Move the probe card to the site holding ``device_id``."""
+        site = self.wafer.site_of(device_id)
+        self.move_to(site.id)
+        return site
+
+    def pins(self) -> dict[int, tuple[str, str]]:
+        """Probe pin → (pad name, net) at the present site."""
+        return site_pins(self.wafer, self._site)
+
+    # ---------------------------------------------------------------- sources
+    def source(self, name: str) -> SourceState:
+        """The present state of a terminal (created, off, on first use)."""
+        state = self._sources.get(name)
+        if state is None:
+            state = self._sources[name] = SourceState()
+            self._invalidate()  # a terminal no row reaches still needs a node
+        return state
+
+    def set_source(
+        self,
+        name: str,
+        output: bool | None = None,
+        mode: str | None = None,
+        level: float | None = None,
+        limit: float | None = None,
+    ) -> None:
+        """Change what a terminal applies; unspecified fields keep their value."""
+        with self.lock:
+            s = self.source(name)
+            if mode is not None:
+                if mode not in ("v", "i"):
+                    raise ValueError(f"source mode must be 'v' or 'i', not {mode!r}")
+                s.mode = mode
+            if level is not None:
+                s.level = float(level)
+            if limit is not None:
+                if not limit > 0:
+                    raise ValueError(f"compliance limit must be > 0, not {limit!r}")
+                s.limit = float(limit)
+            if output is not None:
+                s.output = bool(output)
+            self._settled = None
+
+    def live_outputs(self) -> list[str]:
+        return [n for n, s in self._sources.items() if s.output]
+
+    # ----------------------------------------------------------------- matrix
+    def _check_crosspoint(self, cp: Crosspoint) -> Crosspoint:
+        slot, row, col = (int(x) for x in cp)
+        if slot not in self.wiring.slots or not (1 <= row <= MATRIX_ROWS) or not (1 <= col <= MATRIX_COLUMNS):
+            raise ValueError(f"no crosspoint slot {slot} row {row} column {col} on this matrix")
+        return (slot, row, col)
+
+    def _record(self, action: str, cp: Crosspoint) -> None:
+        term = self.wiring.rows.get((cp[0], cp[1]))
+        live = tuple(t for t in [term] if t is not None and self.source(t).output)
+        self.relay_events.append(RelayEvent(self.clock.now(), action, cp, live))
+
+    def close_relays(self, crosspoints: Iterable[Crosspoint]) -> None:
+        with self.lock:
+            for cp in crosspoints:
+                cp = self._check_crosspoint(cp)
+                if cp not in self._closed:
+                    self._closed.add(cp)
+                    self._close_counts[cp] += 1
+                    self._record("close", cp)
+            self._invalidate()
+
+    def open_relays(self, crosspoints: Iterable[Crosspoint]) -> None:
+        with self.lock:
+            for cp in crosspoints:
+                cp = self._check_crosspoint(cp)
+                if cp in self._closed:
+                    self._closed.discard(cp)
+                    self._record("open", cp)
+            self._invalidate()
+
+    def open_all_relays(self) -> None:
+        self.open_relays(sorted(self._closed))
+
+    def closed_relays(self) -> set[Crosspoint]:
+        """What the matrix believes is closed (a stuck relay is not reported)."""
+        return set(self._closed)
+
+    def relay_close_count(self, cp: Crosspoint) -> int:
+        return self._close_counts[self._check_crosspoint(cp)]
+
+    def stick_relay(self, cp: Crosspoint, closed: bool = True) -> None:
+        """Fault: the relay stays physically closed (welded) or open, whatever is commanded."""
+        with self.lock:
+            self._stuck[self._check_crosspoint(cp)] = bool(closed)
+            self._invalidate()
+
+    def unstick_relay(self, cp: Crosspoint) -> None:
+        with self.lock:
+            self._stuck.pop(self._check_crosspoint(cp), None)
+            self._invalidate()
+
+    def physically_closed(self) -> set[Crosspoint]:
+        closed = set(self._closed)
+        for cp, state in self._stuck.items():
+            (closed.add if state else closed.discard)(cp)
+        return closed
+
+    # --------------------------------------------------------------- topology
+    def _invalidate(self) -> None:
+        self._topology = None
+        self._v_guess = None
+        self._settled = None
+
+    def _build(self) -> _Topology:
+        uf = _UnionFind()
+        for (slot, row), term in self.wiring.rows.items():
+            uf.union(f"T:{term}", f"R:{slot}:{row}")
+        pins = self.pins()
+        for (slot, col), pin in self.wiring.columns.items():
+            if pin in pins:
+                uf.union(f"N:{pins[pin][1]}", f"C:{slot}:{col}")
+        for slot, row, col in self.physically_closed():
+            uf.union(f"R:{slot}:{row}", f"C:{slot}:{col}")
+        node_of_root: dict[str, int] = {}
+
+        def node(label: str) -> int:
+            root = uf.find(label)
+            if root not in node_of_root:
+                node_of_root[root] = len(node_of_root) + 1  # 0 is ground
+            return node_of_root[root]
+
+        m1: list[tuple[PCU, int, int]] = []
+        m2: list[tuple[PCU, int, int]] = []
+        dio_rows: list[tuple[int, int, float, float, float, float]] = []
+        for did in self._site.devices:
+            dev = self.wafer.device(did)
+            nodes = {n: node(f"N:{net_label(self.wafer, did, n)}") for n in ("WL", "BL", "n1", "n2")}
+            for el in ELEMENTS:
+                a, b = nodes[el.a], nodes[el.b]
+                if el.kind == "diode":
+                    p = dev.diode(el.name)
+                    dio_rs = (a, b, p.i0, p.nvt, p.rs, 1.0 / p.rsh)
+                    dio_rows.append(dio_rs)
+                elif el.kind == "m1":
+                    m1.append((dev, a, b))
+                else:
+                    m2.append((dev, a, b))
+        terminal_node = {t: node(f"T:{t}") for t in set(self.wiring.rows.values()) | set(self._sources)}
+        n_nodes = len(node_of_root) + 1
+        dio = Netlist(n_nodes)
+        if dio_rows:
+            cols = list(zip(*dio_rows))
+            dio.dio_a = np.array(cols[0], int)
+            dio.dio_k = np.array(cols[1], int)
+            dio.dio_i0, dio.dio_nvt, dio.dio_rs, dio.dio_gsh = (np.array(c, float) for c in cols[2:])
+        labels = {lab: node_of_root[uf.find(lab)] for lab in list(uf.parent) if uf.find(lab) in node_of_root}
+        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node)
+
+    @property
+    def topology(self) -> _Topology:
+        if self._topology is None:
+            self._topology = self._build()
+        return self._topology
+
+    # ----------------------------------------------------------------- solving
+    def _netlist(self, noisy: bool) -> tuple[Netlist, list[str]]:
+        topo = self.topology
+        t = self.clock.now()
+        net = Netlist(topo.n_nodes)
+        d = topo.dio
+        net.dio_a, net.dio_k, net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh = (
+            d.dio_a, d.dio_k, d.dio_i0, d.dio_nvt, d.dio_rs, d.dio_gsh,
+        )
+        n1, n2 = len(topo.m1), len(topo.m2)
+        a = np.empty(n1 + n2, int)
+        b = np.empty(n1 + n2, int)
+        g = np.empty(n1 + n2)
+        for k, (dev, x, y) in enumerate(topo.m1):
+            a[k], b[k], g[k] = x, y, dev.m1.conductance(t)
+        for k, (dev, x, y) in enumerate(topo.m2):
+            a[n1 + k], b[n1 + k], g[n1 + k] = x, y, 1.0 / dev.m2.resistance(t)
+        if noisy and (n1 + n2):
+            sig = np.array([dev.m1.p.read_noise for dev, _, _ in topo.m1] + [dev.m2.p.read_noise for dev, _, _ in topo.m2])
+            g = g * np.maximum(1.0 + sig * self.rng.standard_normal(n1 + n2), 0.0)
+        net.res_a, net.res_b, net.res_g = a, b, g
+        names = [n for n, s in self._sources.items() if s.output]
+        if names:
+            states = [self._sources[n] for n in names]
+            net.src_node = np.array([topo.terminal_node[n] for n in names], int)
+            net.src_is_v = np.array([s.mode == "v" for s in states], bool)
+            net.src_level = np.array([s.level for s in states], float)
+            net.src_limit = np.array([s.limit for s in states], float)
+        return net, names
+
+    def solve(self, noisy: bool = False) -> tuple[Solution, list[str]]:
+        """Solve the circuit as it is now; returns the solution and the live source names
+        in the order of ``Solution.src_current``."""
+        with self.lock:
+            self.topology  # build first, so _netlist node numbers are stable
+            net, names = self._netlist(noisy)
+            guess = self._v_guess if self._v_guess is not None and len(self._v_guess) == net.n_nodes else None
+            sol = solve(net, guess)
+            self.solve_count += 1
+            if not noisy:
+                self._v_guess = sol.v
+            return sol, names
+
+    def settle(self) -> Solution:
+        """Apply instantaneous events (M2 set/reset) caused by the present bias."""
+        with self.lock:
+            if self._settled is not None:
+                return self._settled
+            for _ in range(8):
+                sol, _ = self.solve()
+                if not self._switch_m2(sol):
+                    break
+            self._settled = sol
+            return sol
+
+    def _switch_m2(self, sol: Solution) -> bool:
+        changed = False
+        t = self.clock.now()
+        for dev, a, b in self.topology.m2:
+            v = float(sol.v[a] - sol.v[b])
+            if dev.m2.wants_switch(v):
+                if dev.m2.lrs:
+                    dev.m2.reset()
+                else:
+                    # form the filament, find the current the circuit lets through it
+                    dev.m2.set(t)
+                    trial, _ = self.solve()
+                    dev.m2.fix_strength((trial.v[a] - trial.v[b]) / dev.m2.resistance(t))
+                changed = True
+        return changed
+
+    def measure(self, name: str, duration: float = 0.0) -> Reading:
+        """Read one terminal now (device read noise included), then let ``duration``
+        seconds of integration pass under the present bias."""
+        with self.lock:
+            self.settle()
+            src = self.source(name)
+            topo = self.topology
+            if src.output:
+                sol, names = self.solve(noisy=True)
+                k = names.index(name)
+                reading = Reading(float(sol.src_current[k]), float(sol.src_voltage[k]), bool(sol.src_in_limit[k]))
+            else:
+                sol, _ = self.solve(noisy=True)
+                node = topo.terminal_node.get(name)
+                v = float(sol.v[node]) if node is not None and node < len(sol.v) else 0.0
+                reading = Reading(0.0, v, False)
+            if duration > 0:
+                self.clock.advance(duration)
+            return reading
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    # --------------------------------------------------------------- evolution
+    def _evolve(self, t0: float, dt: float) -> None:
+        """Clock listener: integrate M1 state changes under the bias held over [t0, t0+dt]."""
+        with self.lock:
+            if not any(s.output and s.level != 0.0 for s in self._sources.values()):
+                return  # nothing biased: only closed-form drift, nothing to integrate
+            sol = self.settle()
+            m1 = self.topology.m1
+            volts = [float(sol.v[a] - sol.v[b]) for _, a, b in m1]
+            rates = [dev.m1.drive_rate(v) for (dev, _, _), v in zip(m1, volts)]
+            if not any(rates):
+                return
+            spreads = [dev.m1.draw_spread(self.rng) if r else 0.0 for (dev, _, _), r in zip(m1, rates)]
+            worst = max(abs(r) * s for r, s in zip(rates, spreads))
+            n = int(min(MAX_SUBSTEPS, max(1, math.ceil(worst * dt / MAX_STATE_STEP))))
+            h = dt / n
+            for k in range(n):
+                t = t0 + k * h
+                for (dev, _, _), v, s in zip(m1, volts, spreads):
+                    if s:
+                        dev.m1.apply(v, h, t, s)
+                self._settled = None
+                if k + 1 < n:
+                    sol = self.settle()
+                    volts = [float(sol.v[a] - sol.v[b]) for _, a, b in m1]

@@ -1,0 +1,273 @@
+"""Nodal circuit solver for the simulated bench.
+
+The network has linear conductances (memristors, relays already merged into nodes),
+diodes (Shockley with series and shunt resistance), and source-measure units connected
+between a node and ground (every SMU's LO is the common ground). A voltage-mode source
+fixes its node unless its current limit is reached, then it becomes a current source
+at the limit (compliance); a current-mode source likewise switches to its voltage limit.
+
+Method: Newton iteration on the free node voltages with a damped step (the diode
+junction voltage moves by at most :data:`MAX_DIODE_STEP` per iteration), nested in an
+active-set loop over the sources' compliance states. Linear networks converge in one
+Newton step, so they are solved exactly. A tiny conductance to ground on every node
+(:data:`GMIN`, as in SPICE) keeps floating islands well posed without measurably
+disturbing currents through even a 10 GΩ device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labpcu.sim.diode import diode_iv
+
+GMIN = 1e-15  # S, from every node to ground
+MAX_DIODE_STEP = 0.25  # V per Newton iteration on any diode
+MAX_ITER = 400
+V_TOL = 1e-11  # V, Newton converged when every update is below this (plus relative part)
+
+
+class SolverError(RuntimeError):
+    """The network could not be solved (should not happen for physical networks)."""
+
+
+@dataclass
+class Netlist:
+    """A network on nodes 0..n_nodes-1; node 0 is ground and is not solved for."""
+
+    n_nodes: int
+    # linear conductances
+    res_a: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    res_b: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    res_g: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # diodes: anode, cathode, I0 (A), n·Vt (V), Rs (Ω), shunt conductance (S)
+    dio_a: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    dio_k: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    dio_i0: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dio_nvt: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dio_rs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dio_gsh: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # sources to ground: node, voltage mode?, level (V or A), limit (A or V)
+    src_node: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    src_is_v: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    src_level: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    src_limit: np.ndarray = field(default_factory=lambda: np.full(0, np.inf))
+
+    def add_resistor(self, a: int, b: int, g: float) -> None:
+        self.res_a = np.append(self.res_a, a)
+        self.res_b = np.append(self.res_b, b)
+        self.res_g = np.append(self.res_g, g)
+
+    def add_diode(self, a: int, k: int, i0: float, nvt: float, rs: float, gsh: float) -> None:
+        self.dio_a = np.append(self.dio_a, a)
+        self.dio_k = np.append(self.dio_k, k)
+        self.dio_i0 = np.append(self.dio_i0, i0)
+        self.dio_nvt = np.append(self.dio_nvt, nvt)
+        self.dio_rs = np.append(self.dio_rs, rs)
+        self.dio_gsh = np.append(self.dio_gsh, gsh)
+
+    def add_source(self, node: int, voltage_mode: bool, level: float, limit: float = np.inf) -> int:
+        self.src_node = np.append(self.src_node, node)
+        self.src_is_v = np.append(self.src_is_v, voltage_mode)
+        self.src_level = np.append(self.src_level, float(level))
+        self.src_limit = np.append(self.src_limit, float(limit))
+        return len(self.src_node) - 1
+
+
+@dataclass
+class Solution:
+    """Node voltages and, per source, the current it delivers into the circuit."""
+
+    v: np.ndarray  # node voltages, v[0] = 0
+    src_current: np.ndarray  # A, out of the source's HI terminal into the network
+    src_voltage: np.ndarray  # V at the source's node
+    src_in_limit: np.ndarray  # bool: the source sits at its compliance limit
+    iterations: int
+
+    def element_voltage(self, a: int, b: int) -> float:
+        return float(self.v[a] - self.v[b])
+
+
+def _conductance_matrix(net: Netlist) -> np.ndarray:
+    n = net.n_nodes
+    G = np.zeros((n, n))
+    a, b, g = net.res_a, net.res_b, net.res_g
+    np.add.at(G, (a, a), g)
+    np.add.at(G, (b, b), g)
+    np.add.at(G, (a, b), -g)
+    np.add.at(G, (b, a), -g)
+    G[np.arange(n), np.arange(n)] += GMIN
+    return G
+
+
+def _node_currents(net: Netlist, G: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Current leaving each node through the elements, and the diode currents/conductances."""
+    out = G @ v
+    if len(net.dio_a):
+        vd = v[net.dio_a] - v[net.dio_k]
+        i, g = diode_iv(vd, net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh)
+        np.add.at(out, net.dio_a, i)
+        np.add.at(out, net.dio_k, -i)
+    else:
+        i = g = np.zeros(0)
+    return out, i, g
+
+
+def _newton(
+    net: Netlist,
+    G: np.ndarray,
+    fixed: dict[int, float],
+    inject: np.ndarray,
+    v0: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Solve KCL at the free nodes (all but ground and ``fixed``) for node voltages."""
+    n = net.n_nodes
+    v = v0.copy()
+    v[0] = 0.0
+    for node, val in fixed.items():
+        v[node] = val
+    is_free = np.ones(n, bool)
+    is_free[0] = False
+    for node in fixed:
+        is_free[node] = False
+    free = np.flatnonzero(is_free)
+    if free.size == 0:
+        return v, 0
+    da, dk = net.dio_a, net.dio_k
+    for it in range(1, MAX_ITER + 1):
+        out, _, gd = _node_currents(net, G, v)
+        resid = (out - inject)[free]
+        J = G.copy()
+        if len(da):
+            np.add.at(J, (da, da), gd)
+            np.add.at(J, (dk, dk), gd)
+            np.add.at(J, (da, dk), -gd)
+            np.add.at(J, (dk, da), -gd)
+        try:
+            dv = np.linalg.solve(J[np.ix_(free, free)], -resid)
+        except np.linalg.LinAlgError as exc:  # pragma: no cover - GMIN prevents this
+            raise SolverError(f"singular network: {exc}") from exc
+        step = np.zeros(n)
+        step[free] = dv
+        if len(da):
+            dvd = np.abs(step[da] - step[dk])
+            biggest = float(dvd.max()) if dvd.size else 0.0
+            if biggest > MAX_DIODE_STEP:
+                step *= MAX_DIODE_STEP / biggest
+        v += step
+        if np.all(np.abs(step) <= V_TOL + 1e-9 * np.abs(v)):
+            return v, it
+        if not len(da):  # linear: one exact step
+            return v, it
+    raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
+
+
+def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
+    """Solve the network, honouring every source's compliance limit."""
+    n = net.n_nodes
+    G = _conductance_matrix(net)
+    v = np.zeros(n) if v_start is None or len(v_start) != n else np.asarray(v_start, float).copy()
+    ns = len(net.src_node)
+    # active set: True where a source currently acts in its primary (programmed) mode
+    primary = np.ones(ns, bool)
+    limited_value = np.zeros(ns)  # the limit value a source sits at when not primary
+    _resolve_conflicts(net, primary, limited_value)
+    total_it = 0
+    for _ in range(4 * ns + 4):
+        fixed: dict[int, float] = {}
+        inject = np.zeros(n)
+        for s in range(ns):
+            node = int(net.src_node[s])
+            if node == 0:
+                continue
+            forces_v = net.src_is_v[s] == primary[s]
+            value = net.src_level[s] if primary[s] else limited_value[s]
+            if forces_v:
+                fixed[node] = float(value)
+            else:
+                inject[node] += float(value)
+        v, it = _newton(net, G, fixed, inject, v)
+        total_it += it
+        cur = _source_currents(net, G, v, primary, limited_value)
+        if not _update_active_set(net, v, cur, primary, limited_value):
+            return Solution(v, cur, v[net.src_node], ~primary, total_it)
+    raise SolverError("source compliance states did not settle")
+
+
+def _resolve_conflicts(net: Netlist, primary: np.ndarray, limited: np.ndarray) -> None:
+    """Two voltage sources on one node: the one with the larger current limit holds the
+    voltage; the others start in compliance, pushing towards their own level."""
+    by_node: dict[int, list[int]] = {}
+    for s in np.flatnonzero(net.src_is_v):
+        by_node.setdefault(int(net.src_node[s]), []).append(int(s))
+    for node, group in by_node.items():
+        if len(group) < 2:
+            continue
+        keep = max(group, key=lambda s: net.src_limit[s])
+        for s in group:
+            if s != keep:
+                primary[s] = False
+                direction = np.sign(net.src_level[s] - net.src_level[keep]) or 1.0
+                limited[s] = direction * net.src_limit[s]
+
+
+def _source_currents(
+    net: Netlist, G: np.ndarray, v: np.ndarray, primary: np.ndarray, limited: np.ndarray
+) -> np.ndarray:
+    """Current each source delivers: current-forcing ones deliver what they force; the
+    voltage-forcing ones on a node share the rest of that node's KCL balance."""
+    out, _, _ = _node_currents(net, G, v)
+    ns = len(net.src_node)
+    cur = np.zeros(ns)
+    forcing_v: dict[int, list[int]] = {}
+    injected = np.zeros(net.n_nodes)
+    for s in range(ns):
+        node = int(net.src_node[s])
+        if net.src_is_v[s] == primary[s]:
+            forcing_v.setdefault(node, []).append(s)
+        else:
+            value = net.src_level[s] if primary[s] else limited[s]
+            cur[s] = value
+            injected[node] += value
+    for node, group in forcing_v.items():
+        share = (out[node] - injected[node]) / len(group)
+        for s in group:
+            cur[s] = share
+    return cur
+
+
+def _update_active_set(
+    net: Netlist, v: np.ndarray, cur: np.ndarray, primary: np.ndarray, limited: np.ndarray
+) -> bool:
+    """Switch sources into or out of compliance; True if anything changed."""
+    changed = False
+    rel = 1e-9
+    for s in range(len(net.src_node)):
+        lim = net.src_limit[s]
+        node = int(net.src_node[s])
+        level = net.src_level[s]
+        if net.src_is_v[s]:
+            if primary[s]:
+                if abs(cur[s]) > lim * (1 + rel):
+                    primary[s] = False
+                    limited[s] = np.sign(cur[s]) * lim
+                    changed = True
+            else:
+                # in current limit: give up the limit once the node would overshoot the level
+                overshoot = (v[node] - level) * np.sign(limited[s])
+                if overshoot > 1e-12 + rel * abs(level):
+                    primary[s] = True
+                    changed = True
+        else:
+            if primary[s]:
+                if abs(v[node]) > lim * (1 + rel) + 1e-12:
+                    primary[s] = False
+                    limited[s] = np.sign(v[node]) * lim
+                    changed = True
+            else:
+                # at its voltage limit: return to forcing current once it needs less
+                if abs(cur[s]) > abs(level) * (1 + rel) + 1e-18 or np.sign(cur[s]) == -np.sign(level) and cur[s] != 0:
+                    primary[s] = True
+                    changed = True
+    return changed

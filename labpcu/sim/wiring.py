@@ -1,0 +1,83 @@
+"""Physical wiring of the simulated bench: SMU channels to matrix rows, matrix columns
+to probe-card pins, and probe-card pins to the pads of the site under the probes.
+
+The default mirrors the bench file that ships with labpcu: two 3730 cards (slots 1 and
+2) whose six rows are wired in parallel to the 2612A's two channels and four B1500A
+SMUs, and 32 columns reaching probe pins 1–32 (slot 1 column c → pin c, slot 2 column
+c → pin 16 + c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from labpcu.sim.wafer import Site, Wafer
+
+Crosspoint = tuple[int, int, int]  # (slot, row, column), 1-based
+MATRIX_ROWS = 6
+MATRIX_COLUMNS = 16
+
+DEFAULT_ROW_TERMINALS = (
+    "k2612a.smua",
+    "k2612a.smub",
+    "b1500a.1",
+    "b1500a.2",
+    "b1500a.3",
+    "b1500a.4",
+)
+
+
+def _default_rows() -> dict[tuple[int, int], str]:
+    return {(s, r + 1): t for s in (1, 2) for r, t in enumerate(DEFAULT_ROW_TERMINALS)}
+
+
+def _default_columns() -> dict[tuple[int, int], int]:
+    return {(s, c): (s - 1) * MATRIX_COLUMNS + c for s in (1, 2) for c in range(1, MATRIX_COLUMNS + 1)}
+
+
+@dataclass(frozen=True)
+class SimWiring:
+    """Which terminal each matrix row reaches and which probe pin each column reaches."""
+
+    rows: dict[tuple[int, int], str] = field(default_factory=_default_rows)
+    columns: dict[tuple[int, int], int] = field(default_factory=_default_columns)
+    slots: tuple[int, ...] = (1, 2)
+
+    def row_of(self, terminal: str) -> list[tuple[int, int]]:
+        return [k for k, t in self.rows.items() if t == terminal]
+
+    def columns_of_pin(self, pin: int) -> list[tuple[int, int]]:
+        return [k for k, p in self.columns.items() if p == pin]
+
+
+def net_label(wafer: Wafer, device_id: str, node: str) -> str:
+    """The circuit net a PCU-local node belongs to: array cells share word lines
+    along a row and bit lines along a column."""
+    dev = wafer.device(device_id)
+    if dev.array is not None and node == "WL":
+        return f"{dev.array}.WL{dev.row}"
+    if dev.array is not None and node == "BL":
+        return f"{dev.array}.BL{dev.col}"
+    return f"{device_id}.{node}"
+
+
+def site_pins(wafer: Wafer, site: Site) -> dict[int, tuple[str, str]]:
+    """Probe pin → (pad name, circuit net) for the site under the probes.
+
+    Array site: pins 1–3 WL1–3, 4–6 BL1–3, 7–15 CL1 and 16–24 CL2 of the cells R1C1 …
+    R3C3 in row-major order. Quad site: four pins per PCU in the order WL, BL, CL1, CL2.
+    """
+    pins: dict[int, tuple[str, str]] = {}
+    if site.kind == "array":
+        for k in range(3):
+            pins[1 + k] = (f"{site.id}.WL{k + 1}", f"{site.id}.WL{k + 1}")
+            pins[4 + k] = (f"{site.id}.BL{k + 1}", f"{site.id}.BL{k + 1}")
+        for j, did in enumerate(site.devices):
+            pins[7 + j] = (f"{did}.CL1", f"{did}.n1")
+            pins[16 + j] = (f"{did}.CL2", f"{did}.n2")
+    else:
+        for j, did in enumerate(site.devices):
+            for k, pad in enumerate(("WL", "BL", "CL1", "CL2")):
+                node = {"CL1": "n1", "CL2": "n2"}.get(pad, pad)
+                pins[4 * j + k + 1] = (f"{did}.{pad}", net_label(wafer, did, node))
+    return pins
