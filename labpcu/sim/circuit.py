@@ -26,6 +26,7 @@ GMIN = 1e-15  # S, from every node to ground
 MAX_DIODE_STEP = 0.25  # V per Newton iteration on any diode
 MAX_ITER = 400
 V_TOL = 1e-11  # V, Newton converged when every update is below this (plus relative part)
+I_TOL = 1e-17  # A, ... or when every node's KCL residual is below this (floating islands)
 
 
 class SolverError(RuntimeError):
@@ -138,6 +139,8 @@ def _newton(
     for it in range(1, MAX_ITER + 1):
         out, _, gd = _node_currents(net, G, v)
         resid = (out - inject)[free]
+        if it > 1 and float(np.abs(resid).max()) < I_TOL:
+            return v, it
         J = G.copy()
         if len(da):
             np.add.at(J, (da, da), gd)
@@ -218,6 +221,7 @@ def _source_currents(
     """Current each source delivers: current-forcing ones deliver what they force; the
     voltage-forcing ones on a node share the rest of that node's KCL balance."""
     out, _, _ = _node_currents(net, G, v)
+    out -= GMIN * v  # GMIN is a numerical aid, not a path a source current takes
     ns = len(net.src_node)
     cur = np.zeros(ns)
     forcing_v: dict[int, list[int]] = {}
@@ -267,7 +271,8 @@ def _update_active_set(
                     changed = True
             else:
                 # at its voltage limit: return to forcing current once it needs less
-                if abs(cur[s]) > abs(level) * (1 + rel) + 1e-18 or np.sign(cur[s]) == -np.sign(level) and cur[s] != 0:
+                tol = 1e-15 + rel * abs(level)
+                if abs(cur[s]) > abs(level) + tol or cur[s] * np.sign(level) < -tol:
                     primary[s] = True
                     changed = True
     return changed

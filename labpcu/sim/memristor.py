@@ -26,7 +26,7 @@ class M1Params:
     v_th_p: float = 0.15  # V, potentiation threshold (n1 positive w.r.t. n2)
     v_th_d: float = 0.15  # V, depression threshold magnitude
     v0: float = 0.08  # V, exponential slope of the switching rate above threshold
-    rate: float = 1.6  # 1/s, fraction of the range per second at |V| = v_th + v0·ln 2
+    rate: float = 0.8  # 1/s, fraction of the range per second at |V| = v_th + v0·ln 2
     c2c_sigma: float = 0.12  # relative spread of each pulse's effect (cycle to cycle)
     read_noise: float = 0.0012  # relative conductance fluctuation per reading
     drift_nu: float = 0.003  # fractional loss per decade of time since programming

@@ -88,7 +88,7 @@ def _draw_m1(rng: np.random.Generator, thickness: float) -> MultiStateMemristor:
         v_th_p=base.v_th_p + 0.01 * float(rng.standard_normal()),
         v_th_d=base.v_th_d + 0.01 * float(rng.standard_normal()),
         v0=base.v0,
-        rate=base.rate * float(np.exp(0.2 * rng.standard_normal())),
+        rate=base.rate * float(np.exp(0.15 * rng.standard_normal())),
         c2c_sigma=base.c2c_sigma,
         read_noise=base.read_noise,
         drift_nu=float(np.clip(base.drift_nu + 0.0008 * rng.standard_normal(), 0.0005, 0.006)),

@@ -1,0 +1,231 @@
+"""The circuit solver against hand calculations, and the bench's circuits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labpcu.clock import VirtualClock
+from labpcu.sim.bench import SimBench
+from labpcu.sim.circuit import Netlist, solve
+from labpcu.sim.diode import DiodeParams, diode_current
+from simhelpers import A, B, apply, pin_of, wire
+
+
+def test_voltage_divider_is_exact():
+    net = Netlist(3)
+    net.add_resistor(1, 2, 1 / 1000.0)
+    net.add_resistor(2, 0, 1 / 3000.0)
+    net.add_source(1, True, 2.0, 1.0)
+    sol = solve(net)
+    assert sol.v[2] == pytest.approx(1.5, rel=1e-9)
+    assert sol.src_current[0] == pytest.approx(2.0 / 4000.0, rel=1e-9)
+    assert not sol.src_in_limit[0]
+
+
+def test_wheatstone_bridge_matches_nodal_hand_solution():
+    # 1 -R1- 2 -R3- 0 ; 1 -R2- 3 -R4- 0 ; 2 -R5- 3 ; V1 = 10 V
+    r1, r2, r3, r4, r5 = 100.0, 200.0, 300.0, 400.0, 500.0
+    net = Netlist(4)
+    for a, b, r in ((1, 2, r1), (1, 3, r2), (2, 0, r3), (3, 0, r4), (2, 3, r5)):
+        net.add_resistor(a, b, 1 / r)
+    net.add_source(1, True, 10.0)
+    sol = solve(net)
+    # hand: KCL at nodes 2 and 3
+    G = np.array([[1 / r1 + 1 / r3 + 1 / r5, -1 / r5], [-1 / r5, 1 / r2 + 1 / r4 + 1 / r5]])
+    rhs = np.array([10 / r1, 10 / r2])
+    v2, v3 = np.linalg.solve(G, rhs)
+    assert sol.v[2] == pytest.approx(v2, rel=1e-9)
+    assert sol.v[3] == pytest.approx(v3, rel=1e-9)
+    assert sol.src_current[0] == pytest.approx((10 - v2) / r1 + (10 - v3) / r2, rel=1e-9)
+
+
+def test_voltage_source_goes_into_current_compliance():
+    net = Netlist(2)
+    net.add_resistor(1, 0, 1e-3)  # 1 kΩ
+    net.add_source(1, True, 5.0, 1e-3)  # 5 V would need 5 mA
+    sol = solve(net)
+    assert sol.src_in_limit[0]
+    assert sol.src_current[0] == pytest.approx(1e-3, rel=1e-9)
+    assert sol.v[1] == pytest.approx(1.0, rel=1e-9)
+    net.src_level[0] = -5.0
+    sol = solve(net)
+    assert sol.src_current[0] == pytest.approx(-1e-3, rel=1e-9) and sol.v[1] == pytest.approx(-1.0)
+
+
+def test_current_source_into_open_circuit_stops_at_its_voltage_limit():
+    net = Netlist(3)
+    net.add_resistor(1, 2, 1e-6)  # leads to a floating node
+    net.add_source(1, False, 1e-6, 3.0)
+    sol = solve(net)
+    assert sol.src_in_limit[0]
+    assert sol.v[1] == pytest.approx(3.0)
+    net.add_resistor(2, 0, 1e-3)  # now a path: 1 µA through ~1 MΩ+1 kΩ needs 1.001 V
+    sol = solve(net)
+    assert not sol.src_in_limit[0]
+    assert sol.v[1] == pytest.approx(1e-6 * (1e6 + 1e3), rel=1e-6)
+
+
+def test_two_voltage_sources_on_one_node_the_weaker_limits():
+    net = Netlist(2)
+    net.add_resistor(1, 0, 1e-3)
+    net.add_source(1, True, 1.0, 0.1)
+    net.add_source(1, True, 2.0, 1e-3)
+    sol = solve(net)
+    assert sol.v[1] == pytest.approx(1.0)
+    assert sol.src_in_limit[1] and sol.src_current[1] == pytest.approx(1e-3)
+    assert sol.src_current[0] + sol.src_current[1] == pytest.approx(1e-3, rel=1e-9)
+
+
+def test_diode_with_resistor_obeys_kcl():
+    p = DiodeParams(5e-13, 1.8, 300.0, 5e11)
+    for v_src in (-3.0, 0.3, 0.7, 1.0, 5.0, 20.0):
+        net = Netlist(3)
+        net.add_diode(1, 2, p.i0, p.nvt, p.rs, 1 / p.rsh)
+        net.add_resistor(2, 0, 1e-4)
+        net.add_source(1, True, v_src)
+        sol = solve(net)
+        i_d = float(diode_current(sol.v[1] - sol.v[2], p))
+        assert i_d == pytest.approx(sol.v[2] * 1e-4, rel=1e-7, abs=1e-20)
+        assert sol.src_current[0] == pytest.approx(i_d, rel=1e-7, abs=1e-20)
+
+
+def test_virtual_clock_tells_listeners_before_moving():
+    clock = VirtualClock()
+    seen = []
+    clock.add_listener(lambda t0, dt: seen.append((t0, dt, clock.now())))
+    clock.advance(2.5)
+    clock.sleep(1.0)
+    assert seen == [(0.0, 2.5, 0.0), (2.5, 1.0, 2.5)] and clock.now() == 3.5
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    with pytest.raises(ValueError):
+        clock.advance(float("nan"))
+
+
+# ---------------------------------------------------------- bench circuits
+
+
+def test_no_closed_relay_means_no_current():
+    bench = SimBench(seed=0, site="Q1")
+    bench.set_source(A, output=True, level=1.0, limit=0.01)
+    r = bench.measure(A)
+    assert abs(r.i) < 1e-15
+
+
+def test_current_depends_on_which_crosspoint_is_closed():
+    bench = SimBench(seed=0, site="Q1")
+    wire(bench, "S01.WL", "S01.CL1")  # D1 forward
+    i_d1 = apply(bench, 0.8)
+    bench.open_relays([(1, 2, pin_of(bench, "S01.CL1"))])
+    i_open = apply(bench, 0.8)
+    assert i_d1 > 1e-6 and abs(i_open) < 1e-12
+
+
+def _vmm_ready_array(seed: int) -> SimBench:
+    """Array A5 with every M2 in LRS (D2 shorted), as in vmm mode."""
+    bench = SimBench(seed=seed, site="A5")
+    for did in bench.site.devices:
+        m2 = bench.wafer.device(did).m2
+        m2.set(0.0)
+        m2.fix_strength(1e-3)
+    return bench
+
+
+def _connect(bench, row_pads: dict[int, list[str]]):
+    bench.set_source(A, output=False)
+    bench.set_source(B, output=False)
+    bench.open_all_relays()
+    cps = []
+    for row, pads in row_pads.items():
+        for pad in pads:
+            p = pin_of(bench, pad)
+            cps.append((1, row, p) if p <= 16 else (2, row, p - 16))
+    bench.close_relays(cps)
+
+
+def test_array_selector_diodes_suppress_sneak_paths(seed):
+    bench = _vmm_ready_array(seed)
+    _connect(bench, {1: ["A5.WL1"], 2: ["A5.BL1"]})
+    bench.set_source(B, output=True, level=0.0, limit=0.1)
+    i_selected = apply(bench, 1.0)
+    # the same cell alone: a fresh bench on which the other cells are isolated
+    # (every other cell's M1 set to its minimum and its D1 reverse path is all that is left)
+    alone = Netlist(4)
+    dev = bench.wafer.device("A5-R1C1")
+    p = dev.d1
+    alone.add_diode(1, 2, p.i0, p.nvt, p.rs, 1 / p.rsh)
+    alone.add_resistor(2, 3, dev.m1.conductance(bench.clock.now()))
+    alone.add_resistor(3, 0, 1 / dev.m2.resistance(bench.clock.now()))
+    p2 = dev.d2
+    alone.add_diode(0, 3, p2.i0, p2.nvt, p2.rs, 1 / p2.rsh)
+    alone.add_source(1, True, 1.0)
+    i_alone = solve(alone).src_current[0]
+    assert i_selected == pytest.approx(i_alone, rel=0.01)  # read noise ~0.1 %, sneak < 1 %
+
+
+def test_array_cells_on_one_bit_line_add(seed):
+    bench = _vmm_ready_array(seed)
+    _connect(bench, {2: ["A5.BL1"], 1: ["A5.WL1"]})
+    bench.set_source(B, output=True, level=0.0, limit=0.1)
+    i1 = apply(bench, 1.0)
+    _connect(bench, {2: ["A5.BL1"], 1: ["A5.WL2"]})
+    bench.set_source(B, output=True, level=0.0, limit=0.1)
+    i2 = apply(bench, 1.0)
+    _connect(bench, {2: ["A5.BL1"], 1: ["A5.WL1", "A5.WL2"]})
+    bench.set_source(B, output=True, level=0.0, limit=0.1)
+    i12 = apply(bench, 1.0)
+    assert i12 == pytest.approx(i1 + i2, rel=0.01)
+    # the bit-line SMU sees the sum too (KCL across the whole array)
+    assert bench.measure(B).i == pytest.approx(-i12, rel=0.01)
+
+
+def test_operator_group_of_three_pcus_in_parallel(seed):
+    bench = SimBench(seed=seed, site="Q2")
+    singles = ["S05", "S06", "S07"]
+    for did in singles:  # exp mode: M2 in LRS
+        m2 = bench.wafer.device(did).m2
+        m2.set(0.0)
+        m2.fix_strength(1e-3)
+    each = []
+    for did in singles:
+        _connect(bench, {1: [f"{did}.WL"], 2: [f"{did}.BL"]})
+        bench.set_source(B, output=True, level=0.0, limit=0.1)
+        each.append(apply(bench, 0.9))
+    _connect(bench, {1: [f"{d}.WL" for d in singles], 2: [f"{d}.BL" for d in singles]})
+    bench.set_source(B, output=True, level=0.0, limit=0.1)
+    together = apply(bench, 0.9)
+    assert together == pytest.approx(sum(each), rel=0.01)
+    assert min(each) > 1e-7
+
+
+def test_stuck_relay_conducts_although_reported_open():
+    bench = SimBench(seed=0, site="Q1")
+    wire(bench, "S01.WL", "S01.CL1")
+    cp = (1, 1, pin_of(bench, "S01.WL"))
+    bench.stick_relay(cp, closed=True)
+    bench.set_source(A, output=False)
+    bench.open_relays([cp])
+    assert cp not in bench.closed_relays()
+    assert apply(bench, 0.8) > 1e-6
+    bench.unstick_relay(cp)
+    assert abs(apply(bench, 0.8)) < 1e-12
+
+
+def test_relay_events_record_live_outputs_and_close_counts():
+    bench = SimBench(seed=0, site="Q1")
+    cp = (1, 1, 1)
+    bench.close_relays([cp])
+    bench.open_relays([cp])
+    bench.set_source(A, output=True, level=0.5)
+    bench.close_relays([cp])
+    assert bench.relay_close_count(cp) == 2
+    assert [e.live_outputs for e in bench.relay_events] == [(), (), (A,)]
+
+
+def test_solver_handles_bias_steps_without_warm_start():
+    bench = _vmm_ready_array(0)
+    _connect(bench, {1: ["A5.WL1", "A5.WL3"], 2: ["A5.BL2"]})
+    bench.set_source(B, output=True, level=0.0, limit=0.1)
+    currents = [apply(bench, v) for v in (0.0, 10.0, -10.0, 2.0, 0.5)]
+    assert all(np.isfinite(currents)) and currents[1] > currents[3] > currents[4] > 0 > currents[2]
