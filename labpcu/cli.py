@@ -1,0 +1,124 @@
+"""The ``labpcu`` command line. Thin: every command is a few calls into the Python API.
+
+Exit codes: 0 done, 1 measurement failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from labpcu import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def _port_spec(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT with PORT in 0..65535, got {text!r}")
+    return name, int(port)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labpcu", description="Bench software for perovskite computing units.")
+    parser.add_argument("--version", action="version", version=f"labpcu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a characterization tour of the simulated wafer (no hardware)")
+    demo.add_argument("--seed", type=_seed, default=0, help="wafer seed (default 0)")
+    demo.add_argument("--out", default=None, help="folder for the demo's output (default: a new labpcu-demo-* folder)")
+
+    sim = sub.add_parser("sim", help="the simulated bench")
+    simsub = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
+    serve = simsub.add_parser("serve", help="expose every simulated instrument as a raw TCP socket on loopback")
+    serve.add_argument("--seed", type=_seed, default=0, help="wafer seed (default 0)")
+    serve.add_argument("--site", default=None, help="probe site to start on (A1..A9, Q1..Q5; default A1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_port_spec, action="append", default=[], metavar="NAME=PORT",
+        help="fix an instrument's port, e.g. k2612a=5025 (default: free ports)",
+    )
+    sites = simsub.add_parser("sites", help="list the simulated wafer's probe sites and their devices")
+    sites.add_argument("--seed", type=_seed, default=0)
+    return parser
+
+
+def _cmd_sim_serve(args: argparse.Namespace) -> int:
+    from labpcu.sim.rig import SimRig
+
+    rig = SimRig.default(seed=args.seed, site=_check_site(args.site))
+    ports = dict(args.port)
+    unknown = set(ports) - set(rig.emulators)
+    if unknown:
+        raise UsageError(f"unknown instrument(s) in --port: {', '.join(sorted(unknown))}; have {', '.join(rig.emulators)}")
+    try:
+        server = rig.server(ports=ports, host=args.host)
+        print(f"labpcu simulated bench, seed {args.seed}, site {rig.bench.site.id}; Ctrl-C stops", flush=True)
+        server.serve_forever_until_interrupt(lambda line: print(line, flush=True))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _check_site(site: str | None) -> str | None:
+    from labpcu.sim.wafer import N_ARRAYS, N_SINGLES, SINGLES_PER_QUAD
+
+    valid = [f"A{k + 1}" for k in range(N_ARRAYS)] + [f"Q{k + 1}" for k in range(N_SINGLES // SINGLES_PER_QUAD)]
+    if site is not None and site not in valid:
+        raise UsageError(f"no probe site {site!r}; sites are {', '.join(valid)}")
+    return site
+
+
+def _cmd_sim_sites(args: argparse.Namespace) -> int:
+    from labpcu.sim.wafer import make_wafer
+
+    wafer = make_wafer(args.seed)
+    for site in wafer.sites.values():
+        print(f"{site.id:4s} {site.kind:6s} {' '.join(site.devices)}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from labpcu.demo import run_demo
+
+    return run_demo(seed=args.seed, out=args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _cmd_demo(args)
+        if args.command == "sim" and args.sim_command == "serve":
+            return _cmd_sim_serve(args)
+        if args.command == "sim" and args.sim_command == "sites":
+            return _cmd_sim_sites(args)
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    except UsageError as exc:
+        print(f"labpcu: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("labpcu: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
