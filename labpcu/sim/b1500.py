@@ -1,0 +1,968 @@
+"""Keysight B1500A emulator: the FLEX command subset labpcu uses, on the shared bench.
+
+The multi-channel analyzer role is filled by a B1500A with four B1517A HR-SMUs. This
+module answers FLEX messages the way the instrument does (see
+``shared/reference/instruments.md`` section C) so that drivers can be tested without
+hardware: it keeps each channel's force settings, pushes them to the simulated bench
+terminal ``f"{name}.{slot}"``, reads the bench back, adds range-dependent instrument
+noise and formats the data as FMT 1/2/5 ASCII elements.
+
+Implemented commands (case-insensitive; several per message joined by ``;``):
+
+=====================  ==============================================================
+system                 ``*IDN?`` ``*RST`` ``*OPC?`` ``UNT? [0]`` ``ERRX? [0|1]``
+                       ``ERR? [0|1]``
+outputs                ``CN`` ``CL`` ``DZ`` ``RZ`` (no argument = all channels)
+force                  ``DV`` ``DI``
+spot (immediate)       ``TI`` ``TV`` ``TIV`` ``TTI`` ``TTV`` ``TTIV``
+measurement set-up     ``MM`` (1 spot, 2 staircase, 3 pulsed spot) ``CMM`` ``RI`` ``RV``
+                       ``AAD`` ``AIT`` ``AV`` ``AZ`` ``FL`` ``FMT``
+staircase sweep        ``WV`` ``WI`` ``WT`` ``WM``
+pulsed spot            ``PT`` ``PV`` ``PI``
+trigger and buffer     ``XE`` ``AB`` ``BC`` ``NUB?`` ``TSC`` ``TSR``
+=====================  ==============================================================
+
+Choices where the manual could not be checked (fact sheet: [unverified]) — each is
+the most plausible behaviour and is pinned by ``tests/test_sim_b1500.py``:
+
+* Errors. Codes 100, 102, 103, 120–124 and 200 and their texts are those of the FLEX
+  error table of the sibling E5270B (public drivers and tests). The text of 121 is
+  adapted to ten slots. A channel number that names an empty slot gives 126
+  "Specified channel is not installed." (code and text not verified). Errors about
+  one channel carry the ``; SLOTn`` suffix that ``ERRX?`` shows for module errors.
+  A wrong number of parameters is 103, as the E5270B table says ("the number of
+  parameters will be incorrect"). ``XE`` without the set-up it needs (no ``MM``, no
+  ``WV``/``WI`` for ``MM 2``, no ``PV``/``PI`` for ``MM 3``) gives 120.
+* ``ERRX?`` returns ``+0,"No Error."`` when empty and ``+code,"text"`` otherwise
+  (signed, as QCoDeS's simulation and PyMeasure's tests show). ``ERR?`` returns four
+  codes padded with 0 (``100,0,0,0``) and empties the queue; ``ERR? 1`` returns and
+  removes one code. The queue holds 30 entries (Emulator base behaviour).
+* A message stops at the first command that errs; the commands after it in the same
+  ``;``-joined message are not executed. Every command validates all of its
+  parameters before it changes anything, so a failing command changes nothing.
+* Each query in a ``;``-joined message gives its own CR/LF-terminated reply line.
+* Compliance defaults when omitted: 100 µA for ``DV``/``PV``/``WV``, 2 V for
+  ``DI``/``PI``/``WI``. ``CN`` sets 0 V with 100 µA compliance. Compliance polarity
+  (``pol``) is accepted, but the bench limits the magnitude only. A compliance above
+  what the module can deliver at the output level (B1517A: 100 mA up to 20 V, 50 mA
+  up to 40 V, 20 mA up to 100 V) gives 123.
+* Range codes follow the global FLEX table; a code below the module's smallest range
+  means its smallest range (the B1517A has no 0.2 V range and, without an ASU, no
+  1 pA range), a code above its largest gives 124. Output ranges are limited auto.
+  Measurement ranges: 0 auto (smallest range holding the value), ``+code`` limited
+  auto, ``-code`` fixed. A reading beyond 1.15 × the range is an overflow: status
+  ``V`` and value ``199.999E+99``.
+* Element number: ``sddd.dddEsdd``, exponent = the engineering exponent of the
+  measurement range (1 nA → E-09, 100 µA → E-06, 0.5 V → E-03, 2–100 V → E+00), raised
+  by 3 while the mantissa would reach 1000. This reproduces ``NAI+000.005E-09`` for
+  5 pA on the 1 nA range and shows the 12-digit format's limited resolution on purpose.
+  Source elements use the sweep's output range, time elements E+00.
+* Status letters, highest priority first: ``V`` overflow, ``C`` this channel in
+  compliance, ``T`` another enabled channel in compliance, ``N``. Sweep source data is
+  ``W`` for intermediate steps and ``E`` for the last.
+* ``FMT 5`` (comma terminator) is treated like ``FMT 1``: a reply ending in ``,``
+  cannot be framed by a line-based transport. ``FMT`` modes 0–2 are accepted; mode 2
+  adds nothing because synchronous sweep sources are not emulated.
+* Staircase: two-way sweeps measure the stop value twice (2·N steps). With ``WM 2``
+  (auto abort, the default) a step with status C/T/V ends the sweep; the remaining
+  steps are returned as ``V`` / ``199.999E+99`` so that the element count stays
+  fixed, and the source returns to the start value. ``WT`` trigger and measure
+  delays (``tdelay``/``mdelay``) are accepted and ignored (no trigger ports).
+* Pulsed spot: the bench sees base during hold, pulse during width, base again for
+  the rest of the period (auto period = width + 2 ms, or + 10 ms above 100 ms, at
+  least 5 ms). The reading integrates over the last min(width/4, 1 ms) of the pulse.
+  The pulse channel is the one named by ``PV``/``PI``; ``MM 3,ch`` names the channel
+  that is read (normally the same one).
+* Timing model of the ADCs (simulated clock, not instrument specifications): high
+  speed auto N → N ms, manual N → N × 20 µs, PLC N → N/line frequency, time mode N →
+  N s; high resolution auto N → N/6 PLC, manual N → N × 80 µs, PLC N → N PLC, and
+  auto-zero (``AZ 1``, default) doubles the high-resolution conversion time. ``AV n``
+  maps to ``AIT 0``. Noise: σ_I = (5e-5·range + 10 fA)·k, σ_V = (2e-5·range + 2 µV)·k
+  with k = sqrt(1 ms / integration time) (clipped to 0.1–30), halved on the
+  high-resolution ADC.
+* With ``TSC 1`` every channel's data in an ``XE`` result is preceded by a time
+  element; the timer starts at power-on, ``*RST`` and ``TSR``. ``TI``/``TV``/``TIV``
+  ignore ``TSC`` (their ``TT…`` forms carry the time). ``FMT`` mode 1 adds source data
+  to staircase results only (spot and pulsed spot have no sweep source).
+* Power compliance (``WV``/``WI`` ``Pcomp``, 1 mW–2 W) lowers each step's compliance to
+  Pcomp/|output|.
+* ``*RST`` turns every output off, restores defaults, clears the output buffer and
+  keeps the error queue. ``AB`` is a no-op (measurements here complete inside ``XE``).
+* ``NUB?`` counts the data elements (measured, source and time) still unread.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from labpcu.sim.emulator import Emulator
+
+# --------------------------------------------------------------------------- tables
+#: FLEX voltage range codes → full scale (V)
+V_RANGES: dict[int, float] = {
+    2: 0.2, 5: 0.5, 20: 2.0, 50: 5.0, 200: 20.0, 400: 40.0, 1000: 100.0, 2000: 200.0,
+}
+#: FLEX current range codes → full scale (A)
+I_RANGES: dict[int, float] = {
+    8: 1e-12, 9: 1e-11, 10: 1e-10, 11: 1e-9, 12: 1e-8, 13: 1e-7, 14: 1e-6,
+    15: 1e-5, 16: 1e-4, 17: 1e-3, 18: 1e-2, 19: 0.1, 20: 1.0,
+}
+OVERRANGE = 1.15  # a reading up to 115 % of the range is still valid [unverified]
+OVERFLOW_TEXT = "+199.999E+99"
+DEFAULT_ICOMP = 1e-4  # A, when DV/PV/WV omit it
+DEFAULT_VCOMP = 2.0  # V, when DI/PI/WI omit it
+LINE_FREQUENCY = 50.0  # Hz, for PLC-based integration times
+
+I_NOISE_REL, I_NOISE_FLOOR = 5e-5, 10e-15
+V_NOISE_REL, V_NOISE_FLOOR = 2e-5, 2e-6
+NOISE_REF_APERTURE = 1e-3  # s, integration time at which the σ above apply
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleSpec:
+    """What one SMU module model can do (ranges, output envelope)."""
+
+    model: str
+    v_codes: tuple[int, ...]
+    i_codes: tuple[int, ...]
+    v_max: float
+    i_max: float
+    #: (|V| up to, |I| max) pairs, ascending: the output power envelope
+    envelope: tuple[tuple[float, float], ...]
+
+    @property
+    def v_ranges(self) -> list[float]:
+        return [V_RANGES[c] for c in self.v_codes]
+
+    @property
+    def i_ranges(self) -> list[float]:
+        return [I_RANGES[c] for c in self.i_codes]
+
+    def i_capability(self, volts: float) -> float:
+        """Largest current the module can deliver at ``|volts|``."""
+        for v_top, i_top in self.envelope:
+            if abs(volts) <= v_top * (1 + 1e-12):
+                return i_top
+        return 0.0
+
+
+#: Installable modules. The B1517A HR-SMU: ±100 V, ±100 mA (50 mA above 20 V,
+#: 20 mA above 40 V), ranges 0.5 V–100 V and 10 pA–100 mA (1 pA needs an ASU).
+MODULES: dict[str, ModuleSpec] = {
+    "B1517A": ModuleSpec(
+        "B1517A",
+        v_codes=(5, 20, 50, 200, 400, 1000),
+        i_codes=tuple(range(9, 20)),
+        v_max=100.0,
+        i_max=0.1,
+        envelope=((20.0, 0.1), (40.0, 0.05), (100.0, 0.02)),
+    ),
+}
+DEFAULT_MODULES: tuple[str | None, ...] = ("B1517A",) * 4 + (None,) * 6
+SLOT_LETTERS = "ABCDEFGHIJ"
+
+
+class FlexError(Exception):
+    """A command failed; ``handle`` puts it in the error queue and stops the message."""
+
+    def __init__(self, code: int, message: str, slot: int | None = None) -> None:
+        text = message if slot is None else f"{message}; SLOT{slot}"
+        super().__init__(code, text)
+        self.code = code
+        self.text = text
+
+
+# FLEX error table. Verified for the E5270B (same FLEX family) unless marked.
+E_UNDEFINED = (100, "Undefined GPIB command.")
+E_NUMERIC = (102, "Incorrect numeric data syntax.")
+E_TERMINATOR = (103, "Incorrect terminator position.")  # wrong parameter count
+E_PARAM = (120, "Incorrect parameter value.")
+E_CHANNEL = (121, "Channel number must be 1 to 10, or 101 to 1002.")  # text adapted
+E_NCHANNELS = (122, "Number of channels must be corrected.")
+E_COMPLIANCE = (123, "Compliance must be set correctly.")
+E_RANGE = (124, "Incorrect range value for this channel.")
+E_NOT_INSTALLED = (126, "Specified channel is not installed.")  # [unverified] pick
+E_OUTPUT_OFF = (200, "Channel output switch must be ON.")
+
+
+def _fail(err: tuple[int, str], slot: int | None = None) -> FlexError:
+    return FlexError(err[0], err[1], slot)
+
+
+# ------------------------------------------------------------------------ formatting
+def eng_exponent(full_scale: float) -> int:
+    """Engineering exponent (multiple of 3) of a range's full scale: 1e-8 → -9."""
+    return 3 * math.floor(math.log10(full_scale) / 3 + 1e-9)
+
+
+def format_number(value: float | None, exponent: int) -> str:
+    """The 12-character FMT 1 number ``sddd.dddEsdd``; None or non-finite = overflow."""
+    if value is None or not math.isfinite(value):
+        return OVERFLOW_TEXT
+    e = exponent
+    while True:
+        mantissa = round(value / 10.0**e, 3)
+        if abs(mantissa) < 1000.0:
+            break
+        e += 3
+    if e > 99:
+        return OVERFLOW_TEXT
+    if mantissa == 0.0:
+        mantissa = 0.0  # no "-000.000"
+    return f"{mantissa:+08.3f}E{e:+03d}"
+
+
+class Element(NamedTuple):
+    """One datum of a reply: status letter, slot, type letter (I, V, T), value, exponent."""
+
+    status: str
+    slot: int
+    kind: str
+    value: float | None
+    exponent: int
+
+    def text(self, header: bool) -> str:
+        number = format_number(self.value, self.exponent)
+        if not header:
+            return number
+        return f"{self.status}{SLOT_LETTERS[self.slot - 1]}{self.kind}{number}"
+
+
+class _Reading(NamedTuple):
+    i: float
+    v: float
+    compliance: bool
+
+
+# --------------------------------------------------------------------------- state
+@dataclass(slots=True)
+class _Channel:
+    """Settings of one SMU channel, as the instrument keeps them."""
+
+    slot: int
+    spec: ModuleSpec
+    terminal: str
+    enabled: bool = False
+    mode: str = "v"  # what it forces
+    level: float = 0.0
+    comp: float = DEFAULT_ICOMP  # A in "v" mode, V in "i" mode
+    ri: int = 0  # current measurement range code (signed)
+    rv: int = 0  # voltage measurement range code (signed)
+    cmm: int = 0
+    adc: int = 0
+    filt: int = 0
+    saved: tuple[str, float, float] | None = None  # settings kept by DZ
+
+    def reset(self) -> None:
+        self.enabled, self.mode, self.level, self.comp = False, "v", 0.0, DEFAULT_ICOMP
+        self.ri = self.rv = self.cmm = self.adc = self.filt = 0
+        self.saved = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    slot: int
+    kind: str  # "v" (WV) or "i" (WI)
+    mode: int
+    range_code: int
+    start: float
+    stop: float
+    steps: int
+    comp: float
+    pcomp: float | None
+
+    def points(self) -> list[float]:
+        n = self.steps
+        if n == 1:
+            fwd = [self.start]
+        elif self.mode in (1, 3):
+            fwd = [self.start + k * (self.stop - self.start) / (n - 1) for k in range(n)]
+        else:
+            ratio = self.stop / self.start
+            fwd = [self.start * ratio ** (k / (n - 1)) for k in range(n)]
+        return fwd + fwd[::-1] if self.mode in (3, 4) else fwd
+
+
+@dataclass(frozen=True, slots=True)
+class _Pulse:
+    slot: int
+    kind: str
+    base: float
+    pulse: float
+    comp: float
+
+
+@dataclass(slots=True)
+class _Settings:
+    """Instrument-wide settings that ``*RST`` restores."""
+
+    fmt: int = 1
+    fmt_mode: int = 0
+    mm: tuple[int, tuple[int, ...]] | None = None
+    wt: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    wm: tuple[int, int] = (2, 1)
+    pt: tuple[float, float, float, float] = (0.0, 1e-3, 0.0, 0.0)
+    sweep: _Sweep | None = None
+    pulse: _Pulse | None = None
+    tsc: int = 0
+    az: int = 1
+    #: ADC type (0 high speed, 1 high resolution, 2 pulsed) → (mode, N)
+    ait: dict[int, tuple[int, float]] = field(
+        default_factory=lambda: {0: (0, 1.0), 1: (0, 6.0), 2: (3, 1e-3)}
+    )
+
+
+# ----------------------------------------------------------------------- parsing
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_COMMAND = re.compile(r"(\*?[A-Za-z]+\??)(.*)", re.S)
+
+
+def parse_float(text: str) -> float:
+    if not _NUMBER.fullmatch(text):
+        raise _fail(E_NUMERIC)
+    value = float(text)
+    if not math.isfinite(value):
+        raise _fail(E_PARAM)
+    return value
+
+
+def parse_int(text: str) -> int:
+    value = parse_float(text)
+    if value != int(value):
+        raise _fail(E_PARAM)
+    return int(value)
+
+
+def _check(cond: bool, err: tuple[int, str] = E_PARAM, slot: int | None = None) -> None:
+    if not cond:
+        raise _fail(err, slot)
+
+
+Handler = Callable[[list[str]], None]
+
+
+class B1500AEmulator(Emulator):
+    """Keysight B1500A with B1517A HR-SMUs, speaking FLEX over CR/LF."""
+
+    model = "B1500A"
+    reply_termination = b"\r\n"
+    write_termination = b"\r\n"
+    idn = "Agilent Technologies,B1500A,0,A.06.01.2019.0807"
+
+    def __init__(
+        self,
+        bench: Any = None,
+        name: str = "b1500a",
+        modules: Sequence[str | None] | None = None,
+        line_frequency: float = LINE_FREQUENCY,
+    ) -> None:
+        super().__init__(bench, name)
+        slots = list(DEFAULT_MODULES if modules is None else modules)
+        if len(slots) > 10:
+            raise ValueError(f"a B1500A has 10 slots, got {len(slots)} modules")
+        slots += [None] * (10 - len(slots))
+        self.modules: list[str | None] = []
+        self.channels: dict[int, _Channel] = {}
+        for slot, model in enumerate(slots, start=1):
+            if not model:
+                self.modules.append(None)
+                continue
+            if model not in MODULES:
+                raise ValueError(f"unknown module {model!r} in slot {slot}; known: {', '.join(MODULES)}")
+            self.modules.append(model)
+            self.channels[slot] = _Channel(slot, MODULES[model], f"{self.name}.{slot}")
+        self.line_frequency = float(line_frequency)
+        self.settings = _Settings()
+        self._timer_origin = self.now()
+        self._consumed = 0  # reply bytes read or cleared since power-on
+        self._data_ends: deque[int] = deque()  # stream offsets where unread data elements end
+        self._commands: dict[str, tuple[Handler, int, int]] = {
+            "*IDN?": (lambda a: self.reply(self.idn), 0, 0),
+            "*OPC?": (lambda a: self.reply("1"), 0, 0),
+            "*RST": (lambda a: self.reset(), 0, 0),
+            "UNT?": (self._unt, 0, 1),
+            "ERRX?": (self._errx, 0, 1),
+            "ERR?": (self._err, 0, 1),
+            "CN": (self._cn, 0, 15),
+            "CL": (self._cl, 0, 15),
+            "DZ": (self._dz, 0, 15),
+            "RZ": (self._rz, 0, 15),
+            "DV": (lambda a: self._force_cmd(a, "v"), 3, 6),
+            "DI": (lambda a: self._force_cmd(a, "i"), 3, 6),
+            "TI": (lambda a: self._spot_cmd(a, ("I",), False), 1, 2),
+            "TV": (lambda a: self._spot_cmd(a, ("V",), False), 1, 2),
+            "TIV": (lambda a: self._spot_cmd(a, ("I", "V"), False), 1, 3),
+            "TTI": (lambda a: self._spot_cmd(a, ("I",), True), 1, 2),
+            "TTV": (lambda a: self._spot_cmd(a, ("V",), True), 1, 2),
+            "TTIV": (lambda a: self._spot_cmd(a, ("I", "V"), True), 1, 3),
+            "MM": (self._mm, 1, 11),
+            "CMM": (self._cmm, 2, 2),
+            "RI": (lambda a: self._meas_range_cmd(a, "I"), 2, 2),
+            "RV": (lambda a: self._meas_range_cmd(a, "V"), 2, 2),
+            "AAD": (self._aad, 2, 2),
+            "AIT": (self._ait, 2, 3),
+            "AV": (self._av, 1, 2),
+            "AZ": (self._az, 1, 1),
+            "FL": (self._fl, 1, 16),
+            "FMT": (self._fmt, 1, 2),
+            "WV": (lambda a: self._sweep_cmd(a, "v"), 6, 8),
+            "WI": (lambda a: self._sweep_cmd(a, "i"), 6, 8),
+            "WT": (self._wt, 2, 5),
+            "WM": (self._wm, 1, 2),
+            "PT": (self._pt, 2, 4),
+            "PV": (lambda a: self._pulse_cmd(a, "v"), 4, 5),
+            "PI": (lambda a: self._pulse_cmd(a, "i"), 4, 5),
+            "XE": (self._xe, 0, 0),
+            "AB": (lambda a: None, 0, 0),
+            "BC": (lambda a: self.clear_output(), 0, 0),
+            "NUB?": (lambda a: self.reply(str(len(self._data_ends))), 0, 0),
+            "TSC": (self._tsc, 1, 1),
+            "TSR": (self._tsr, 0, 1),
+        }
+
+    # ================================================================ wire level
+    def handle(self, message: str) -> None:
+        """Run each ``;``-separated command; stop the message at the first error."""
+        for part in message.split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                self._run(part)
+            except FlexError as err:
+                self.errors.push(err.code, err.text)
+                return
+
+    def _run(self, command: str) -> None:
+        m = _COMMAND.fullmatch(command)
+        if m is None:
+            raise _fail(E_UNDEFINED)
+        mnemonic, rest = m.group(1).upper(), m.group(2).strip()
+        entry = self._commands.get(mnemonic)
+        if entry is None:
+            raise _fail(E_UNDEFINED)
+        handler, n_min, n_max = entry
+        args = [a.strip() for a in rest.split(",")] if rest else []
+        if not n_min <= len(args) <= n_max:
+            raise _fail(E_TERMINATOR)
+        if any(a == "" for a in args):
+            raise _fail(E_NUMERIC)
+        handler(args)
+
+    def take_output(self, count: int = -1, until: bytes | None = None) -> bytes:
+        with self._lock:
+            data = super().take_output(count, until)
+            self._consumed += len(data)
+            while self._data_ends and self._data_ends[0] <= self._consumed:
+                self._data_ends.popleft()
+            return data
+
+    def clear_output(self) -> None:
+        """``BC``/device clear: drop every unread reply, measurement data included."""
+        with self._lock:
+            self._consumed += self.pending_output()
+            self._data_ends.clear()
+            super().clear_output()
+
+    def _emit(self, elements: Sequence[Element]) -> None:
+        """Put one data line in the output buffer and account its elements for NUB?."""
+        header = self.settings.fmt != 2
+        texts = [e.text(header) for e in elements]
+        pos = self._consumed + self.pending_output()
+        for t in texts:
+            self._data_ends.append(pos + len(t))
+            pos += len(t) + 1
+        self.reply(",".join(texts))
+
+    # =============================================================== bench glue
+    def _push(self, ch: _Channel) -> None:
+        """Tell the bench what the channel applies now."""
+        if self.bench is None:
+            return
+        self.bench.set_source(
+            ch.terminal, output=ch.enabled, mode=ch.mode, level=ch.level, limit=abs(ch.comp)
+        )
+        settle = getattr(self.bench, "settle", None)
+        if settle is not None and ch.enabled:
+            settle()
+
+    def _advance(self, seconds: float) -> None:
+        if self.bench is not None and seconds > 0:
+            self.bench.advance(seconds)
+
+    def _bench_read(self, ch: _Channel, duration: float) -> _Reading:
+        if self.bench is None:  # nothing connected: an open circuit
+            return _Reading(0.0, ch.level if ch.mode == "v" else 0.0, False)
+        r = self.bench.measure(ch.terminal, duration)
+        return _Reading(float(r.i), float(r.v), bool(r.compliance))
+
+    def _timer(self) -> float:
+        return self.now() - self._timer_origin
+
+    # ================================================================== helpers
+    def _channel(self, text: str) -> _Channel:
+        """Parse a channel number and return the installed channel."""
+        n = parse_int(text)
+        if 1 <= n <= 10:
+            slot, sub = n, 1
+        elif 101 <= n <= 1002 and n % 100 == 2 and 1 <= n // 100 <= 10:
+            slot, sub = n // 100, 2
+        else:
+            raise _fail(E_CHANNEL)
+        ch = self.channels.get(slot)
+        if ch is None or sub != 1:  # every installed module is single-channel
+            raise _fail(E_NOT_INSTALLED, slot)
+        return ch
+
+    def _channels(self, args: list[str], default_all: bool = True) -> list[_Channel]:
+        chans = [self._channel(a) for a in args] if args else (
+            list(self.channels.values()) if default_all else []
+        )
+        _check(len({c.slot for c in chans}) == len(chans), E_NCHANNELS)
+        return chans
+
+    @staticmethod
+    def _require_on(*chans: _Channel) -> None:
+        for ch in chans:
+            _check(ch.enabled, E_OUTPUT_OFF, ch.slot)
+
+    @staticmethod
+    def _range_code(ch: _Channel, text: str, kind: str, signed: bool) -> int:
+        """Validate a range code for this module (0 = auto; negative = fixed if ``signed``)."""
+        code = parse_int(text)
+        if code == 0:
+            return 0
+        table = V_RANGES if kind == "V" else I_RANGES
+        if abs(code) not in table or (code < 0 and not signed):
+            raise _fail(E_RANGE, ch.slot)
+        top = ch.spec.v_ranges[-1] if kind == "V" else ch.spec.i_ranges[-1]
+        if table[abs(code)] > top * (1 + 1e-9):
+            raise _fail(E_RANGE, ch.slot)
+        return code
+
+    @staticmethod
+    def _range_for(ch: _Channel, kind: str, code: int, value: float) -> float:
+        """Full scale of the range used to measure ``value`` under range ``code``."""
+        avail = ch.spec.v_ranges if kind == "V" else ch.spec.i_ranges
+        table = V_RANGES if kind == "V" else I_RANGES
+        floor = avail[0]
+        if code:
+            wanted = table[abs(code)]
+            floor = next((r for r in avail if r >= wanted * (1 - 1e-9)), avail[-1])
+            if code < 0:
+                return floor
+        return next((r for r in avail if r >= floor and abs(value) <= r), avail[-1])
+
+    def _check_level(self, ch: _Channel, kind: str, levels: Sequence[float], comp: float) -> None:
+        """Output values within the module, compliance within the output envelope."""
+        spec = ch.spec
+        peak = max(abs(x) for x in levels)
+        if kind == "v":
+            _check(peak <= spec.v_max * (1 + 1e-12), E_PARAM)
+            _check(0.0 < abs(comp) <= spec.i_capability(peak), E_COMPLIANCE, ch.slot)
+        else:
+            _check(peak <= spec.i_max * (1 + 1e-12), E_PARAM)
+            _check(0.0 < abs(comp) <= spec.v_max, E_COMPLIANCE, ch.slot)
+            _check(peak <= spec.i_capability(abs(comp)), E_COMPLIANCE, ch.slot)
+
+    def _aperture(self, ch: _Channel) -> tuple[float, float]:
+        """(time the conversion takes, noise factor) for the channel's ADC settings."""
+        adc = ch.adc
+        mode, n = self.settings.ait[adc]
+        plc = 1.0 / self.line_frequency
+        if adc == 1:  # high resolution
+            t = {0: n * plc / 6.0, 1: n * 80e-6, 2: n * plc}[mode]
+            duration = t * (2.0 if self.settings.az else 1.0)
+        else:
+            t = {0: n * 1e-3, 1: n * 20e-6, 2: n * plc, 3: n}[mode]
+            duration = t
+        k = min(30.0, max(0.1, math.sqrt(NOISE_REF_APERTURE / t)))
+        if adc == 1:
+            k *= 0.5
+        return duration, k
+
+    def _quantities(self, ch: _Channel) -> tuple[str, ...]:
+        """What ``CMM`` says to read on this channel."""
+        side = "I" if ch.mode == "v" else "V"
+        force = "V" if ch.mode == "v" else "I"
+        return {0: (side,), 1: ("I",), 2: ("V",), 3: (force,), 4: ("I", "V")}[ch.cmm]
+
+    def _value(self, ch: _Channel, kind: str, raw: float, code: int, k: float) -> tuple[float | None, int]:
+        """Instrument view of a bench value: range, noise, overflow. Returns (value, exp)."""
+        r = self._range_for(ch, kind, code, raw)
+        rel, floor = (I_NOISE_REL, I_NOISE_FLOOR) if kind == "I" else (V_NOISE_REL, V_NOISE_FLOOR)
+        sigma = (rel * r + floor) * k
+        noise = float(self.bench.rng.normal(0.0, sigma)) if self.bench is not None else 0.0
+        value = raw + noise
+        exp = eng_exponent(r)
+        if abs(value) > OVERRANGE * r:
+            return None, exp
+        return value, exp
+
+    def _others_in_compliance(self, measured: dict[int, bool]) -> dict[int, bool]:
+        """Compliance state of every enabled channel (reading the unmeasured ones)."""
+        states = dict(measured)
+        for slot, ch in self.channels.items():
+            if ch.enabled and slot not in states:
+                states[slot] = self._bench_read(ch, 0.0).compliance
+        return states
+
+    def _read_channels(
+        self,
+        chans: Sequence[_Channel],
+        quantities: Callable[[_Channel], tuple[str, ...]],
+        codes: Callable[[_Channel, str], int],
+        timestamps: bool,
+        aperture: float | None = None,
+    ) -> list[Element]:
+        """Measure channels one after another and turn the readings into elements."""
+        taken: list[tuple[_Channel, float, _Reading, float]] = []
+        for ch in chans:
+            duration, k = self._aperture(ch)
+            if aperture is not None:
+                duration, k = aperture, min(30.0, max(0.1, math.sqrt(NOISE_REF_APERTURE / aperture)))
+            t = self._timer()
+            taken.append((ch, t, self._bench_read(ch, duration), k))
+        comp = self._others_in_compliance({ch.slot: rd.compliance for ch, _, rd, _ in taken})
+        elements: list[Element] = []
+        for ch, t, rd, k in taken:
+            if timestamps:
+                elements.append(Element("N", ch.slot, "T", t, 0))
+            other = any(v for s, v in comp.items() if s != ch.slot)
+            for q in quantities(ch):
+                value, exp = self._value(ch, q, rd.i if q == "I" else rd.v, codes(ch, q), k)
+                status = "V" if value is None else "C" if comp[ch.slot] else "T" if other else "N"
+                elements.append(Element(status, ch.slot, q, value, exp))
+        return elements
+
+    @staticmethod
+    def _channel_code(ch: _Channel, q: str) -> int:
+        return ch.ri if q == "I" else ch.rv
+
+    # ================================================================== system
+    def reset(self) -> None:
+        """``*RST``: outputs off, defaults back, buffer cleared, error queue kept."""
+        for ch in self.channels.values():
+            ch.reset()
+            self._push(ch)
+        self.settings = _Settings()
+        self._timer_origin = self.now()
+        self.clear_output()
+
+    def _unt(self, args: list[str]) -> None:
+        if args:
+            _check(parse_int(args[0]) == 0)
+        self.reply(";".join(f"{m},0" if m else "0,0" for m in self.modules))
+
+    def _errx(self, args: list[str]) -> None:
+        mode = parse_int(args[0]) if args else 0
+        _check(mode in (0, 1))
+        err = self.errors.pop()
+        code, text = (0, "No Error.") if err is None else (err.code, err.message)
+        self.reply(f"{code:+d}" if mode == 1 else f'{code:+d},"{text}"')
+
+    def _err(self, args: list[str]) -> None:
+        mode = parse_int(args[0]) if args else 0
+        _check(mode in (0, 1))
+        if mode == 1:
+            err = self.errors.pop()
+            self.reply(str(err.code if err else 0))
+            return
+        codes = [e.code for e in self.errors][:4]
+        self.errors.clear()
+        self.reply(",".join(str(c) for c in codes + [0] * (4 - len(codes))))
+
+    # ================================================================= outputs
+    def _cn(self, args: list[str]) -> None:
+        """Close the output switch: 0 V, 100 µA compliance."""
+        for ch in self._channels(args):
+            if not ch.enabled:
+                ch.enabled, ch.mode, ch.level, ch.comp, ch.saved = True, "v", 0.0, DEFAULT_ICOMP, None
+                self._push(ch)
+
+    def _cl(self, args: list[str]) -> None:
+        """Open the output switch; the bench terminal goes high-impedance."""
+        for ch in self._channels(args):
+            ch.enabled, ch.mode, ch.level, ch.comp, ch.saved = False, "v", 0.0, DEFAULT_ICOMP, None
+            self._push(ch)
+
+    def _dz(self, args: list[str]) -> None:
+        """Remember the settings, then force 0 V (compliance kept when forcing V)."""
+        for ch in self._channels(args):
+            if not ch.enabled:
+                continue
+            ch.saved = (ch.mode, ch.level, ch.comp)
+            comp = ch.comp if ch.mode == "v" else DEFAULT_ICOMP
+            ch.mode, ch.level, ch.comp = "v", 0.0, comp
+            self._push(ch)
+
+    def _rz(self, args: list[str]) -> None:
+        for ch in self._channels(args):
+            if ch.enabled and ch.saved is not None:
+                ch.mode, ch.level, ch.comp = ch.saved
+                ch.saved = None
+                self._push(ch)
+
+    # =================================================================== force
+    def _force_cmd(self, args: list[str], kind: str) -> None:
+        """``DV ch,vrange,V[,Icomp[,pol[,irange]]]`` / ``DI ch,irange,I[,Vcomp[,pol[,vrange]]]``."""
+        ch = self._channel(args[0])
+        out_kind, comp_kind = ("V", "I") if kind == "v" else ("I", "V")
+        self._range_code(ch, args[1], out_kind, signed=False)
+        level = parse_float(args[2])
+        comp = parse_float(args[3]) if len(args) > 3 else (DEFAULT_ICOMP if kind == "v" else DEFAULT_VCOMP)
+        if len(args) > 4:
+            _check(parse_int(args[4]) in (0, 1))
+        if len(args) > 5:
+            self._range_code(ch, args[5], comp_kind, signed=False)
+        self._check_level(ch, kind, [level], comp)
+        self._require_on(ch)
+        ch.mode, ch.level, ch.comp, ch.saved = kind, level, abs(comp), None
+        self._push(ch)
+
+    # ==================================================================== spot
+    def _spot_cmd(self, args: list[str], quantities: tuple[str, ...], timed: bool) -> None:
+        """High-speed spot: measure now, whatever ``MM`` says; the channel must be on."""
+        ch = self._channel(args[0])
+        if len(quantities) == 2:
+            _check(len(args) in (1, 3), E_TERMINATOR)
+        codes = {"I": ch.ri, "V": ch.rv}
+        for q, text in zip(quantities, args[1:]):
+            codes[q] = self._range_code(ch, text, q, signed=True)
+        self._require_on(ch)
+        elements = self._read_channels([ch], lambda c: quantities, lambda c, q: codes[q], timed)
+        self._emit(elements)
+
+    # ============================================================ measure set-up
+    def _mm(self, args: list[str]) -> None:
+        mode = parse_int(args[0])
+        _check(mode in (1, 2, 3))
+        chans = self._channels(args[1:], default_all=False)
+        _check(len(chans) >= 1 and (mode != 3 or len(chans) == 1), E_NCHANNELS)
+        self.settings.mm = (mode, tuple(c.slot for c in chans))
+
+    def _cmm(self, args: list[str]) -> None:
+        ch = self._channel(args[0])
+        mode = parse_int(args[1])
+        _check(mode in (0, 1, 2, 3, 4))
+        ch.cmm = mode
+
+    def _meas_range_cmd(self, args: list[str], kind: str) -> None:
+        ch = self._channel(args[0])
+        code = self._range_code(ch, args[1], kind, signed=True)
+        if kind == "I":
+            ch.ri = code
+        else:
+            ch.rv = code
+
+    def _aad(self, args: list[str]) -> None:
+        ch = self._channel(args[0])
+        adc = parse_int(args[1])
+        _check(adc in (0, 1, 2))
+        ch.adc = adc
+
+    _AIT_LIMITS: dict[tuple[int, int], tuple[float, float]] = {
+        (0, 0): (1, 1023), (0, 1): (1, 1023), (0, 2): (1, 100), (0, 3): (2e-6, 20e-3),
+        (1, 0): (1, 127), (1, 1): (1, 127), (1, 2): (1, 100),
+        (2, 3): (2e-6, 20e-3),
+    }
+
+    def _ait(self, args: list[str]) -> None:
+        adc, mode = parse_int(args[0]), parse_int(args[1])
+        limits = self._AIT_LIMITS.get((adc, mode))
+        _check(limits is not None)
+        assert limits is not None
+        if len(args) > 2:
+            n = parse_float(args[2])
+        else:
+            n = {0: 6.0 if adc == 1 else 1.0, 1: 1.0, 2: 1.0, 3: 1e-3}[mode]
+        if mode != 3:
+            _check(n == int(n))
+        _check(limits[0] <= n <= limits[1])
+        self.settings.ait[adc] = (mode, n)
+
+    def _av(self, args: list[str]) -> None:
+        """``AV number[,mode]``: the older way to set the high-speed ADC (→ ``AIT 0``)."""
+        n = parse_int(args[0])
+        mode = parse_int(args[1]) if len(args) > 1 else 0
+        _check(mode in (0, 1) and (1 <= n <= 1023 or -100 <= n <= -1))
+        self.settings.ait[0] = (2, float(-n)) if n < 0 else (0 if mode == 0 else 1, float(n))
+
+    def _az(self, args: list[str]) -> None:
+        value = parse_int(args[0])
+        _check(value in (0, 1))
+        self.settings.az = value
+
+    def _fl(self, args: list[str]) -> None:
+        value = parse_int(args[0])
+        _check(value in (0, 1))
+        for ch in self._channels(args[1:]):
+            ch.filt = value
+
+    def _fmt(self, args: list[str]) -> None:
+        f = parse_int(args[0])
+        mode = parse_int(args[1]) if len(args) > 1 else 0
+        _check(f in (1, 2, 5) and mode in (0, 1, 2))
+        self.settings.fmt, self.settings.fmt_mode = f, mode
+
+    def _tsc(self, args: list[str]) -> None:
+        value = parse_int(args[0])
+        _check(value in (0, 1))
+        self.settings.tsc = value
+
+    def _tsr(self, args: list[str]) -> None:
+        if args:
+            self._channel(args[0])
+        self._timer_origin = self.now()
+
+    # =========================================================== staircase sweep
+    def _sweep_cmd(self, args: list[str], kind: str) -> None:
+        """``WV ch,mode,range,start,stop,nsteps[,Icomp[,Pcomp]]`` and the ``WI`` form."""
+        ch = self._channel(args[0])
+        mode = parse_int(args[1])
+        _check(mode in (1, 2, 3, 4))
+        code = self._range_code(ch, args[2], "V" if kind == "v" else "I", signed=False)
+        start, stop = parse_float(args[3]), parse_float(args[4])
+        steps = parse_int(args[5])
+        _check(1 <= steps <= 1001)
+        if mode in (2, 4):
+            _check(start != 0.0 and stop != 0.0 and (start > 0) == (stop > 0))
+        comp = parse_float(args[6]) if len(args) > 6 else (DEFAULT_ICOMP if kind == "v" else DEFAULT_VCOMP)
+        pcomp = parse_float(args[7]) if len(args) > 7 else None
+        if pcomp is not None:
+            _check(1e-3 <= pcomp <= 2.0, E_COMPLIANCE, ch.slot)
+        self._check_level(ch, kind, [start, stop], comp)
+        self.settings.sweep = _Sweep(ch.slot, kind, mode, code, start, stop, steps, abs(comp), pcomp)
+
+    def _wt(self, args: list[str]) -> None:
+        values = [parse_float(a) for a in args] + [0.0] * (5 - len(args))
+        hold, delay, sdelay, tdelay, mdelay = values
+        _check(0 <= hold <= 655.35 and 0 <= delay <= 65.535 and 0 <= sdelay <= 1.0)
+        _check(0 <= tdelay <= delay and 0 <= mdelay <= 65.535)
+        self.settings.wt = (hold, delay, sdelay, tdelay, mdelay)
+
+    def _wm(self, args: list[str]) -> None:
+        abort = parse_int(args[0])
+        post = parse_int(args[1]) if len(args) > 1 else 1
+        _check(abort in (1, 2) and post in (1, 2))
+        self.settings.wm = (abort, post)
+
+    # ============================================================== pulsed spot
+    def _pt(self, args: list[str]) -> None:
+        """``PT hold,width[,period[,Tdelay]]`` (limits from the E5260/E5270 guide)."""
+        values = [parse_float(a) for a in args] + [0.0] * (4 - len(args))
+        hold, width, period, tdelay = values
+        _check(0 <= hold <= 655.35 and 5e-4 <= width <= 2.0)
+        if period != 0.0:
+            margin = 2e-3 if width <= 0.1 else 10e-3
+            _check(5e-3 <= period <= 5.0 and period >= width + margin - 1e-12)
+        _check(0 <= tdelay <= width)
+        self.settings.pt = (hold, width, period, tdelay)
+
+    def _pulse_cmd(self, args: list[str], kind: str) -> None:
+        """``PV ch,range,base,pulse[,Icomp]`` and the ``PI`` form."""
+        ch = self._channel(args[0])
+        self._range_code(ch, args[1], "V" if kind == "v" else "I", signed=False)
+        base, pulse = parse_float(args[2]), parse_float(args[3])
+        comp = parse_float(args[4]) if len(args) > 4 else (DEFAULT_ICOMP if kind == "v" else DEFAULT_VCOMP)
+        self._check_level(ch, kind, [base, pulse], comp)
+        self.settings.pulse = _Pulse(ch.slot, kind, base, pulse, abs(comp))
+
+    def pulse_period(self) -> float:
+        """The period ``XE`` will use (resolving ``0`` = automatic)."""
+        _, width, period, _ = self.settings.pt
+        if period:
+            return period
+        return max(5e-3, width + (2e-3 if width <= 0.1 else 10e-3))
+
+    # ====================================================================== XE
+    def _xe(self, args: list[str]) -> None:
+        mm = self.settings.mm
+        _check(mm is not None)
+        assert mm is not None
+        mode, slots = mm
+        chans = [self.channels[s] for s in slots]
+        if mode == 1:
+            self._require_on(*chans)
+            timestamps = bool(self.settings.tsc)
+            self._emit(self._read_channels(chans, self._quantities, self._channel_code, timestamps))
+        elif mode == 2:
+            self._run_sweep(chans)
+        else:
+            self._run_pulsed(chans[0])
+
+    def _set_force(self, ch: _Channel, kind: str, level: float, comp: float) -> None:
+        ch.mode, ch.level, ch.comp, ch.saved = kind, level, comp, None
+        self._push(ch)
+
+    def _run_sweep(self, chans: list[_Channel]) -> None:
+        sw = self.settings.sweep
+        _check(sw is not None)
+        assert sw is not None
+        src = self.channels[sw.slot]
+        self._require_on(src, *chans)
+        points = sw.points()
+        src_type = "V" if sw.kind == "v" else "I"
+        # output ranges are limited auto: one range holding both start and stop
+        out_range = self._range_for(src, src_type, sw.range_code, max(abs(sw.start), abs(sw.stop)))
+        src_exp = eng_exponent(out_range)
+        hold, delay, sdelay, _, _ = self.settings.wt
+        abort_enabled, post = self.settings.wm
+        with_source = self.settings.fmt_mode >= 1
+        timestamps = bool(self.settings.tsc)
+        elements: list[Element] = []
+        aborted = False
+        for k, level in enumerate(points):
+            end = "E" if k == len(points) - 1 else "W"
+            if aborted:  # dummy data keeps the element count fixed
+                for ch in chans:
+                    if timestamps:
+                        elements.append(Element("N", ch.slot, "T", self._timer(), 0))
+                    elements += [Element("V", ch.slot, q, None, 0) for q in self._quantities(ch)]
+                if with_source:
+                    elements.append(Element(end, src.slot, src_type, level, src_exp))
+                continue
+            comp = sw.comp
+            if sw.pcomp is not None and level != 0.0:
+                comp = min(comp, sw.pcomp / abs(level))
+            self._set_force(src, sw.kind, level, comp)
+            self._advance(delay + (hold if k == 0 else 0.0))
+            t0 = self.now()
+            step = self._read_channels(chans, self._quantities, self._channel_code, timestamps)
+            self._advance(sdelay - (self.now() - t0))
+            elements += step
+            if with_source:
+                elements.append(Element(end, src.slot, src_type, level, src_exp))
+            if abort_enabled == 2 and any(e.status in "CTV" for e in step if e.kind != "T"):
+                aborted = True
+        final = sw.start if aborted or post == 1 else sw.stop
+        self._set_force(src, sw.kind, final, sw.comp)
+        self._emit(elements)
+
+    def _run_pulsed(self, ch: _Channel) -> None:
+        p = self.settings.pulse
+        _check(p is not None)
+        assert p is not None
+        src = self.channels[p.slot]
+        self._require_on(src, ch)
+        hold, width, _, _ = self.settings.pt
+        period = self.pulse_period()
+        aperture = min(width / 4.0, 1e-3)
+        self._set_force(src, p.kind, p.base, p.comp)
+        self._advance(hold)
+        self._set_force(src, p.kind, p.pulse, p.comp)
+        self._advance(width - aperture)
+        elements = self._read_channels(
+            [ch], self._quantities, self._channel_code, bool(self.settings.tsc), aperture=aperture
+        )
+        self._set_force(src, p.kind, p.base, p.comp)
+        self._advance(period - width)
+        self._emit(elements)
+
+
+__all__ = ["B1500AEmulator", "Element", "FlexError", "MODULES", "ModuleSpec", "format_number", "eng_exponent"]
