@@ -1,0 +1,23 @@
+"""Exceptions every driver raises, so the runner can react without knowing the model."""
+
+from __future__ import annotations
+
+
+class InstrumentError(RuntimeError):
+    """The instrument reported an error; carries its own code and text."""
+
+    def __init__(self, instrument: str, code: int, message: str) -> None:
+        super().__init__(f"{instrument}: error {code}: {message}")
+        self.instrument = instrument
+        self.code = code
+        self.message = message
+
+
+class InstrumentCommunicationError(RuntimeError):
+    """A timeout or a lost connection: the instrument's state is unknown."""
+
+
+class LimitError(ValueError):
+    """A requested level or setting is outside what the bench or instrument allows.
+
+    Raised before anything is sent."""
