@@ -1,0 +1,1 @@
+"""Bench files shipped with labpcu (sim.toml: the simulated bench)."""
