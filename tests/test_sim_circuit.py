@@ -229,3 +229,19 @@ def test_solver_handles_bias_steps_without_warm_start():
     bench.set_source(B, output=True, level=0.0, limit=0.1)
     currents = [apply(bench, v) for v in (0.0, 10.0, -10.0, 2.0, 0.5)]
     assert all(np.isfinite(currents)) and currents[1] > currents[3] > currents[4] > 0 > currents[2]
+
+
+def test_current_source_into_a_blocked_path_stops_at_its_limit_quickly():
+    """1 µA into a word line whose only way out is a 20 GΩ M2: the source must sit at
+    its voltage limit (and, at 5 V, form the filament), not walk Newton to kilovolts."""
+    bench = SimBench(seed=0, site="A1")
+    bench.close_relays([(1, 1, 1), (1, 2, 4)])  # smua -> WL1, smub -> BL1
+    bench.set_source(B, output=True, mode="v", level=0.0, limit=0.1)
+    bench.set_source(A, output=True, mode="i", level=1e-6, limit=0.3)
+    r = bench.measure(A)
+    assert r.compliance and r.v == pytest.approx(0.3) and r.i < 1e-9
+    assert not bench.wafer.device("A1-R1C1").m2.lrs
+    bench.set_source(A, limit=5.0)
+    r = bench.measure(A)
+    assert bench.wafer.device("A1-R1C1").m2.lrs  # 5 V across the pristine M2 formed it
+    assert r.i == pytest.approx(1e-6) and not r.compliance

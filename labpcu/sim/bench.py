@@ -79,6 +79,7 @@ class _Topology:
     m2: list[tuple[PCU, int, int]]  # device, node n2, node BL
     dio: Netlist  # diodes only (static per topology)
     terminal_node: dict[str, int]
+    device_nodes: frozenset[int] = frozenset()  # nodes that some device element touches
 
 
 @dataclass
@@ -185,6 +186,15 @@ class SimBench:
             if output is not None:
                 s.output = bool(output)
             self._settled = None
+            if s.output and self.reaches_devices(name):
+                # the new bias reaches the devices at once: filament switching takes
+                # nanoseconds, far less than any source's settling time
+                self.settle()
+
+    def reaches_devices(self, name: str) -> bool:
+        """True if the terminal's net touches any device under the probes now."""
+        topo = self.topology
+        return topo.terminal_node.get(name) in topo.device_nodes
 
     def live_outputs(self) -> list[str]:
         return [n for n, s in self._sources.items() if s.output]
@@ -296,7 +306,10 @@ class SimBench:
             dio.dio_k = np.array(cols[1], int)
             dio.dio_i0, dio.dio_nvt, dio.dio_rs, dio.dio_gsh = (np.array(c, float) for c in cols[2:])
         labels = {lab: node_of_root[uf.find(lab)] for lab in list(uf.parent) if uf.find(lab) in node_of_root}
-        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node)
+        device_nodes = frozenset(
+            [n for _, a, b in m1 + m2 for n in (a, b)] + [int(x) for x in dio.dio_a] + [int(x) for x in dio.dio_k]
+        )
+        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node, device_nodes)
 
     @property
     def topology(self) -> _Topology:

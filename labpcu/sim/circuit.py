@@ -121,8 +121,14 @@ def _newton(
     fixed: dict[int, float],
     inject: np.ndarray,
     v0: np.ndarray,
+    vlimits: dict[int, float] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Solve KCL at the free nodes (all but ground and ``fixed``) for node voltages."""
+    """Solve KCL at the free nodes (all but ground and ``fixed``) for node voltages.
+
+    ``vlimits`` (node → voltage compliance of a current source there): once an
+    iterate passes a limit, stop early; the caller's active set then fixes that node at
+    its limit instead of walking a damped Newton towards a kilovolt solution.
+    """
     n = net.n_nodes
     v = v0.copy()
     v[0] = 0.0
@@ -159,6 +165,8 @@ def _newton(
             if biggest > MAX_DIODE_STEP:
                 step *= MAX_DIODE_STEP / biggest
         v += step
+        if vlimits and any(abs(v[node]) > lim for node, lim in vlimits.items()):
+            return v, it
         if np.all(np.abs(step) <= V_TOL + 1e-9 * np.abs(v)):
             return v, it
         if not len(da):  # linear: one exact step
@@ -179,6 +187,7 @@ def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
     total_it = 0
     for _ in range(4 * ns + 4):
         fixed: dict[int, float] = {}
+        vlimits: dict[int, float] = {}
         inject = np.zeros(n)
         for s in range(ns):
             node = int(net.src_node[s])
@@ -190,7 +199,9 @@ def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
                 fixed[node] = float(value)
             else:
                 inject[node] += float(value)
-        v, it = _newton(net, G, fixed, inject, v)
+                if not net.src_is_v[s]:  # a current source still forcing: watch its limit
+                    vlimits[node] = min(vlimits.get(node, np.inf), float(net.src_limit[s]))
+        v, it = _newton(net, G, fixed, inject, v, vlimits)
         total_it += it
         cur = _source_currents(net, G, v, primary, limited_value)
         if not _update_active_set(net, v, cur, primary, limited_value):

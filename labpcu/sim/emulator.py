@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from labpcu.sim.bench import SimBench
 
 
+LOG_CAPACITY = 200_000
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     """One message across the emulator's wire, stamped with simulated time."""
@@ -82,7 +85,8 @@ class Emulator:
     def __init__(self, bench: SimBench | None = None, name: str | None = None) -> None:
         self.bench = bench
         self.name = name or self.model
-        self.log: list[LogEntry] = []
+        #: the most recent messages both ways (bounded: a long session must not fill memory)
+        self.log: deque[LogEntry] = deque(maxlen=LOG_CAPACITY)
         self.log_enabled = True
         self.faults = FaultPlan()
         self.errors = self._make_error_queue()

@@ -22,10 +22,12 @@ def make_emulator(model: str, bench: SimBench, name: str) -> Emulator:
     """An emulator of ``model`` attached to ``bench`` (imported lazily: each pulls in
     its own machinery, e.g. the Lua runtime for TSP instruments)."""
     key = model.upper()
-    if key in ("2612A", "2602A", "2611A", "2601A", "2602B", "2612B", "2636B"):
+    if key.startswith("26"):
+        from labpcu.sim.tsp.k2600 import MODELS as K2600_MODELS
         from labpcu.sim.tsp.k2600 import K2612AEmulator
 
-        return K2612AEmulator(bench, name=name)
+        if key in K2600_MODELS:
+            return K2612AEmulator(bench, name=name, model=key)
     if key == "3706A":
         from labpcu.sim.tsp.k3706 import K3706AEmulator
 
@@ -34,7 +36,7 @@ def make_emulator(model: str, bench: SimBench, name: str) -> Emulator:
         from labpcu.sim.b1500 import B1500AEmulator
 
         return B1500AEmulator(bench, name=name)
-    raise ValueError(f"no emulator for instrument model {model!r}; known: 2612A, 3706A, B1500A")
+    raise ValueError(f"no emulator for instrument model {model!r}; known: 2600A/B SourceMeters, 3706A, B1500A")
 
 
 @dataclass
