@@ -136,7 +136,7 @@ def test_read_with_nothing_pending_times_out_at_once(adapter: SimAdapter) -> Non
     with pytest.raises(VisaIOError) as err:
         adapter.read()
     assert err.value.error_code == StatusCode.error_timeout
-    assert time.perf_counter() - t0 < 0.1
+    assert time.perf_counter() - t0 < 0.5
 
 
 def test_late_reply_times_out_without_sleeping(emu: EchoEmulator, adapter: SimAdapter) -> None:
@@ -146,7 +146,7 @@ def test_late_reply_times_out_without_sleeping(emu: EchoEmulator, adapter: SimAd
     with pytest.raises(VisaIOError) as err:
         inst.ask("ECHO? late")
     assert err.value.error_code == StatusCode.error_timeout
-    assert time.perf_counter() - t0 < 0.1
+    assert time.perf_counter() - t0 < 0.5
     assert emu.pending_output() == 0  # the late reply is gone
     assert inst.ask("ECHO? next") == "next"  # count=1: only one reply was late
 
@@ -156,7 +156,7 @@ def test_delay_within_timeout_is_delivered(emu: EchoEmulator, adapter: SimAdapte
     t0 = time.perf_counter()
     adapter.write("*IDN?")
     assert adapter.read() == IDN
-    assert time.perf_counter() - t0 < 0.1
+    assert time.perf_counter() - t0 < 0.4
     adapter.timeout = 0.2
     adapter.write("*IDN?")
     with pytest.raises(VisaIOError):
