@@ -1,0 +1,304 @@
+"""Role interfaces: all that protocols may call of an instrument.
+
+A protocol asks for "a source-measure unit", "the switch matrix" or "the multi-channel
+analyzer", never for a model. The interfaces are :class:`typing.Protocol` classes; the
+adapters below give the 2600 family's channels, the B1500A's SMUs and the 3706A those
+shapes, and add the bench's safety rules on top of the drivers' own checks:
+
+* every level and compliance is checked against the present software limits
+  (:meth:`set_limits`, set by the bench from the device type under test) *before*
+  anything is sent;
+* an output turns on only after a level *and* its compliance were given;
+* ``safe_off`` brings the level to 0 and turns the output off, whatever failed before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from labpcu.instruments.errors import LimitError
+
+Crosspoint = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IVReading:
+    """One reading of a source-measure channel."""
+
+    current: float  # A, out of HI into the device; NaN on overflow
+    voltage: float  # V
+    compliance: bool  # the source sat at its limit: the value is the limit
+    overflow: bool = False
+
+
+@dataclass(frozen=True)
+class IVSweep:
+    """Per point: programmed level, measured voltage and current, and flags."""
+
+    source: np.ndarray
+    voltage: np.ndarray
+    current: np.ndarray
+    compliance: np.ndarray
+    overflow: np.ndarray
+
+
+@runtime_checkable
+class SourceMeasureUnit(Protocol):
+    name: str
+    max_voltage: float
+    max_current: float
+
+    def set_limits(self, max_voltage: float | None, max_current: float | None) -> None: ...
+    def source_voltage(self, volts: float, compliance: float) -> None: ...
+    def source_current(self, amps: float, compliance: float) -> None: ...
+    def output_on(self) -> None: ...
+    def output_off(self) -> None: ...
+    def measure(self) -> IVReading: ...
+    def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep: ...
+    def safe_off(self) -> None: ...
+
+
+@runtime_checkable
+class SwitchMatrix(Protocol):
+    def connect(self, crosspoints: Iterable[Crosspoint]) -> None:
+        """Make exactly these crosspoints closed (break before make)."""
+        ...
+
+    def open_all(self) -> None: ...
+    def closed(self) -> set[Crosspoint]: ...
+
+
+@runtime_checkable
+class MultiChannelAnalyzer(Protocol):
+    name: str
+
+    @property
+    def smus(self) -> dict[str, SourceMeasureUnit]: ...
+
+    def safe_off(self) -> None: ...
+
+
+# ------------------------------------------------------------------ adapters
+class _SmuBase:
+    """Software limits and the level-before-output rule, shared by every SMU adapter."""
+
+    def __init__(self, name: str, max_voltage: float, max_current: float) -> None:
+        self.name = name
+        self.max_voltage = max_voltage
+        self.max_current = max_current
+        self._vlim = max_voltage
+        self._ilim = max_current
+        self._armed = False  # a level and its compliance have been given
+        self._on = False
+
+    def set_limits(self, max_voltage: float | None, max_current: float | None) -> None:
+        """Cap levels and compliances (V, A); None restores the instrument's range."""
+        for what, value, cap in (("voltage", max_voltage, self.max_voltage), ("current", max_current, self.max_current)):
+            if value is not None and not (math.isfinite(value) and 0 < value <= cap):
+                raise LimitError(f"{self.name}: software {what} limit {value!r} must be > 0 and <= {cap:g}")
+        self._vlim = self.max_voltage if max_voltage is None else float(max_voltage)
+        self._ilim = self.max_current if max_current is None else float(max_current)
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        return self._vlim, self._ilim
+
+    def _check(self, volts: float | None = None, amps: float | None = None) -> None:
+        if volts is not None and not (math.isfinite(volts) and abs(volts) <= self._vlim):
+            raise LimitError(f"{self.name}: {volts!r} V is outside the limit ±{self._vlim:g} V")
+        if amps is not None and not (math.isfinite(amps) and abs(amps) <= self._ilim):
+            raise LimitError(f"{self.name}: {amps!r} A is outside the limit ±{self._ilim:g} A")
+
+    def _check_compliance(self, value: float, unit: str) -> None:
+        if not (math.isfinite(value) and value > 0):
+            raise LimitError(f"{self.name}: compliance must be a positive number of {unit}, not {value!r}")
+
+    @property
+    def output(self) -> bool:
+        return self._on
+
+    def output_on(self) -> None:
+        if not self._armed:
+            raise LimitError(f"{self.name}: give a level and its compliance before turning the output on")
+        self._output(True)
+        self._on = True
+
+    def output_off(self) -> None:
+        self._output(False)
+        self._on = False
+
+    def _output(self, on: bool) -> None:
+        raise NotImplementedError
+
+
+class K2600Smu(_SmuBase):
+    """A channel of a Keithley 2600A/B as a :class:`SourceMeasureUnit`."""
+
+    def __init__(self, name: str, channel) -> None:  # channel: keithley2600.SMUChannel
+        spec = channel.parent.spec
+        super().__init__(name, spec.v_max, spec.i_max)
+        self.channel = channel
+
+    def source_voltage(self, volts: float, compliance: float) -> None:
+        self._check_compliance(compliance, "A")
+        self._check(volts=volts, amps=compliance)
+        self.channel.source_voltage(volts, compliance)
+        self._armed = True
+
+    def source_current(self, amps: float, compliance: float) -> None:
+        self._check_compliance(compliance, "V")
+        self._check(volts=compliance, amps=amps)
+        self.channel.source_current(amps, compliance)
+        self._armed = True
+
+    def _output(self, on: bool) -> None:
+        self.channel.output = on
+
+    def measure(self) -> IVReading:
+        r = self.channel.measure_iv()
+        return IVReading(r.current, r.voltage, bool(self.channel.in_compliance), r.overflow)
+
+    def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
+        levels = [float(v) for v in levels]
+        if not levels:
+            raise LimitError(f"{self.name}: a sweep needs at least one level")
+        self._check_compliance(compliance, "A")
+        for v in levels:
+            self._check(volts=v)
+        self._check(amps=compliance)
+        res = self.channel.sweep_voltage_list(levels, compliance, nplc)
+        at_limit = np.abs(np.nan_to_num(res.current)) >= 0.999 * compliance
+        return IVSweep(res.source, res.voltage, res.current, at_limit, res.overflow)
+
+    def safe_off(self) -> None:
+        self._on = False
+        self._armed = False
+        prefix = f"smu{self.channel.id}"
+        for line in (f"{prefix}.source.levelv = 0", f"{prefix}.source.leveli = 0", f"{prefix}.source.output = 0"):
+            self.channel.parent.write(line)
+
+
+class B1500Smu(_SmuBase):
+    """An SMU of a Keysight B1500A as a :class:`SourceMeasureUnit`.
+
+    FLEX applies ``DV``/``DI`` at once on a connected channel, so the level is kept
+    here and forced when the output is switched on (``CN`` then ``DV``).
+    """
+
+    def __init__(self, name: str, smu) -> None:  # smu: keysight_b1500a.SMU
+        super().__init__(name, smu.model.v_max, smu.model.i_max)
+        self.smu = smu
+        self._force: tuple[str, float, float] | None = None
+
+    def _apply(self) -> None:
+        assert self._force is not None
+        kind, level, comp = self._force
+        if kind == "v":
+            self.smu.force_voltage(level, comp)
+        else:
+            self.smu.force_current(level, comp)
+
+    def source_voltage(self, volts: float, compliance: float) -> None:
+        self._check_compliance(compliance, "A")
+        self._check(volts=volts, amps=compliance)
+        self._force = ("v", float(volts), float(compliance))
+        self._armed = True
+        if self._on:
+            self._apply()
+
+    def source_current(self, amps: float, compliance: float) -> None:
+        self._check_compliance(compliance, "V")
+        self._check(volts=compliance, amps=amps)
+        self._force = ("i", float(amps), float(compliance))
+        self._armed = True
+        if self._on:
+            self._apply()
+
+    def _output(self, on: bool) -> None:
+        if on:
+            self.smu.enable()
+            self._apply()
+        else:
+            self.smu.zero()
+            self.smu.disable()
+
+    def measure(self) -> IVReading:
+        r = self.smu.measure()
+        return IVReading(r.current, r.voltage, r.compliance, r.overflow)
+
+    def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
+        """A spot reading per level (host-timed): FLEX staircases are linear or log only."""
+        levels = [float(v) for v in levels]
+        if not levels:
+            raise LimitError(f"{self.name}: a sweep needs at least one level")
+        self._check_compliance(compliance, "A")
+        for v in levels:
+            self._check(volts=v)
+        self._check(amps=compliance)
+        was_on = self._on
+        rows = []
+        self.source_voltage(levels[0], compliance)
+        if not was_on:
+            self.output_on()
+        try:
+            for v in levels:
+                self.source_voltage(v, compliance)
+                rows.append(self.measure())
+        finally:
+            if not was_on:
+                self.output_off()
+        return IVSweep(
+            np.array(levels),
+            np.array([r.voltage for r in rows]),
+            np.array([r.current for r in rows]),
+            np.array([r.compliance for r in rows]),
+            np.array([r.overflow for r in rows]),
+        )
+
+    def safe_off(self) -> None:
+        self._on = False
+        self._armed = False
+        self._force = None
+        self.smu.zero()
+        self.smu.disable()
+
+
+class B1500Analyzer:
+    """The Keysight B1500A as a :class:`MultiChannelAnalyzer`."""
+
+    def __init__(self, name: str, driver) -> None:  # driver: KeysightB1500A
+        self.name = name
+        self.driver = driver
+        self._smus = {f"{name}.{slot}": B1500Smu(f"{name}.{slot}", smu) for slot, smu in driver.smus.items()}
+
+    @property
+    def smus(self) -> dict[str, SourceMeasureUnit]:
+        return dict(self._smus)
+
+    def safe_off(self) -> None:
+        for smu in self._smus.values():
+            smu._on = smu._armed = False
+        self.driver.zero_outputs()
+        self.driver.disable_outputs()
+
+
+class K3706AMatrix:
+    """The Keithley 3706A as a :class:`SwitchMatrix`."""
+
+    def __init__(self, name: str, driver) -> None:  # driver: Keithley3706A
+        self.name = name
+        self.driver = driver
+
+    def connect(self, crosspoints: Iterable[Crosspoint]) -> None:
+        self.driver.exclusive_close(sorted(set(crosspoints)))
+
+    def open_all(self) -> None:
+        self.driver.open_all()
+
+    def closed(self) -> set[Crosspoint]:
+        return self.driver.closed()
