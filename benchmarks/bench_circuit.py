@@ -15,7 +15,7 @@ from scipy.optimize import root
 
 from _table import best_of, report
 from labpcu.sim.bench import SimBench
-from labpcu.sim.circuit import GMIN, _conductance_matrix, _node_currents, solve
+from labpcu.sim.circuit import _conductance_matrix, _node_currents, solve
 
 TERMS = ["k2612a.smua", "k2612a.smub", "b1500a.1", "b1500a.2", "b1500a.3", "b1500a.4"]
 PADS = ["A5.WL1", "A5.WL2", "A5.WL3", "A5.BL1", "A5.BL2", "A5.BL3"]

@@ -107,6 +107,8 @@ class Bench:
         layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
         bench = cls(config, drivers, clock, layout, sim, prober)
         bench.safe_state()
+        if config.matrix.forbidden:  # the instrument refuses them too: defence in depth
+            drivers[config.matrix.instrument].set_forbidden(sorted(config.matrix.forbidden))
         return bench
 
     def _build_roles(self) -> None:

@@ -106,6 +106,8 @@ def test_forbidden_crosspoint_is_refused_before_any_io(tmp_path):
         with pytest.raises(LimitError, match="1101.*forbidden"):
             bench.connect({A: "S01.WL"})
         assert sent(bench) == before
+        # the matrix itself refuses it too, should anything bypass the bench
+        assert bench.drivers["k3706a"].get_forbidden() == {(1, 1, 1)}
 
 
 def test_relays_never_switch_under_a_live_output(bench):

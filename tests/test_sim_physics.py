@@ -10,7 +10,7 @@ from labpcu.sim.bench import SimBench
 from labpcu.sim.diode import DiodeParams, diode_current, diode_iv
 from labpcu.sim.memristor import BinaryMemristor, M1Params, M2Params, MultiStateMemristor
 from labpcu.sim.wafer import make_wafer
-from simhelpers import A, apply, pulse, wire
+from simhelpers import apply, pulse, wire
 
 # ------------------------------------------------------------------ diode
 

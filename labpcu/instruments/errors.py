@@ -21,3 +21,7 @@ class LimitError(ValueError):
     """A requested level or setting is outside what the bench or instrument allows.
 
     Raised before anything is sent."""
+
+
+class DataFormatError(InstrumentCommunicationError):
+    """A reply that does not parse: out of step with the request, or garbled."""

@@ -85,11 +85,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyvisa.errors
 from pymeasure.instruments import Channel, Instrument
-from pyvisa.constants import StatusCode
 
-from labpcu.instruments.errors import InstrumentCommunicationError, InstrumentError, LimitError
+from labpcu.instruments.base import TspInstrument
+from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, LimitError
 
 __all__ = [
     "BufferResult",
@@ -251,10 +250,6 @@ def tsp_number(value: float) -> str:
 def _lua_table(values: Iterable[float]) -> str:
     return "{" + ", ".join(tsp_number(v) for v in values) + "}"
 
-
-class DataFormatError(InstrumentCommunicationError):
-    """A reply that is not what the driver asked for (wrong count, not a number): the
-    data cannot be trusted, nor the state of the link."""
 
 
 _SEPARATOR = re.compile(r"\s*[,\t]\s*")
@@ -1322,10 +1317,9 @@ class SMUChannel(Channel):
 # ---------------------------------------------------------------------- instrument
 
 
-_COMM_ERRORS = (pyvisa.errors.Error, OSError)
 
 
-class Keithley2600(Instrument):
+class Keithley2600(TspInstrument):
     """Keithley 2600A/B SourceMeter (2612A and its family), over TSP.
 
     :param adapter: a pymeasure adapter, or a VISA resource string (then ``kwargs`` go
@@ -1335,8 +1329,6 @@ class Keithley2600(Instrument):
     :param name: used in log lines and in :class:`InstrumentError`.
     """
 
-    #: True while a silent query is being diagnosed (no second diagnosis inside it)
-    _diagnosing = False
 
     def __init__(self, adapter: Any, name: str = "Keithley 2600", model: str | None = None, **kwargs: Any) -> None:
         if isinstance(adapter, (str, int)):
@@ -1382,62 +1374,11 @@ class Keithley2600(Instrument):
                              f"{', '.join('smu' + c for c in self.smus)}") from None
 
     # -- communication ------------------------------------------------------------
-    @staticmethod
-    @contextmanager
-    def _link(doing: str, name: str) -> Iterator[None]:
-        """Turn transport failures into :class:`InstrumentCommunicationError`."""
-        try:
-            yield
-        except _COMM_ERRORS as exc:
-            raise InstrumentCommunicationError(f"{name}: communication failed {doing}: {exc!r}") from exc
 
-    def write(self, command: str, **kwargs: Any) -> None:
-        with self._link(f"sending {command[:80]!r}", self.name):
-            super().write(command, **kwargs)
 
-    def write_bytes(self, content: bytes, **kwargs: Any) -> None:
-        with self._link(f"sending {len(content)} bytes", self.name):
-            super().write_bytes(content, **kwargs)
 
-    def read(self, **kwargs: Any) -> str:
-        with self._link("reading a reply", self.name):
-            return super().read(**kwargs)
 
-    def read_bytes(self, count: int, **kwargs: Any) -> bytes:
-        with self._link("reading a reply", self.name):
-            return super().read_bytes(count, **kwargs)
 
-    def ask(self, command: str, query_delay: float | None = None) -> str:
-        """Send a query and read its reply.
-
-        A TSP runtime error inside ``print(...)`` makes the instrument print nothing,
-        so the read times out. The error queue is then read once: its errors are raised
-        as :class:`InstrumentError` (the real cause); otherwise the timeout is a
-        communication failure.
-        """
-        self.write(command)
-        self.wait_for(query_delay)
-        try:
-            return self.adapter.read()
-        except pyvisa.errors.VisaIOError as exc:
-            if exc.error_code != StatusCode.error_timeout or self._diagnosing:
-                raise InstrumentCommunicationError(
-                    f"{self.name}: communication failed reading the reply to {command[:80]!r}: {exc}") from exc
-            timeout = exc
-        except _COMM_ERRORS as exc:
-            raise InstrumentCommunicationError(
-                f"{self.name}: communication failed reading the reply to {command[:80]!r}: {exc!r}") from exc
-        self._diagnosing = True
-        try:
-            errors = self.check_errors()
-        except InstrumentCommunicationError:
-            errors = []
-        finally:
-            self._diagnosing = False
-        if errors:
-            raise self._error(errors) from timeout
-        raise InstrumentCommunicationError(
-            f"{self.name}: no reply to {command[:80]!r} (timeout): {timeout}") from timeout
 
     @contextmanager
     def _timeout_at_least(self, seconds: float) -> Iterator[None]:
@@ -1462,50 +1403,11 @@ class Keithley2600(Instrument):
                 log.warning("%s: could not restore the timeout of %g ms", self.name, old)
 
     # -- errors -------------------------------------------------------------------
-    def check_errors(self) -> list[tuple[int, str]]:
-        """Drain the error queue; returns ``[(code, message), ...]`` (empty if none).
 
-        Reads ``print(errorqueue.count)`` first, so an empty queue costs one query.
-        """
-        count = self._number(self.ask("print(errorqueue.count)"), "print(errorqueue.count)")
-        errors: list[tuple[int, str]] = []
-        for _ in range(int(count)):
-            reply = self.ask("print(errorqueue.next())")
-            fields = reply.split("\t")
-            code = int(self._number(fields[0], "print(errorqueue.next())"))
-            message = fields[1] if len(fields) > 1 else ""
-            if code == 0:  # the queue emptied meanwhile
-                break
-            log.error("%s: error %d: %s", self.name, code, message)
-            errors.append((code, message))
-        return errors
 
-    def check_set_errors(self) -> list[tuple[int, str]]:
-        """After a configuration write: raise :class:`InstrumentError` if the queue holds
-        anything (the first error; later ones are appended to its message)."""
-        errors = self.check_errors()
-        if errors:
-            raise self._error(errors)
-        return errors
 
-    def check_get_errors(self) -> list[tuple[int, str]]:
-        return self.check_set_errors()
 
-    def _error(self, errors: list[tuple[int, str]]) -> InstrumentError:
-        code, message = errors[0]
-        if len(errors) > 1:
-            message += " (then: " + "; ".join(f"{c}: {m}" for c, m in errors[1:]) + ")"
-        return InstrumentError(self.name, code, message)
 
-    def clear_errors(self) -> None:
-        """Empty the error queue without reading it (``errorqueue.clear()``)."""
-        self.write("errorqueue.clear()")
-
-    def _number(self, reply: str, query: str) -> float:
-        try:
-            return float(reply)
-        except ValueError:
-            raise DataFormatError(f"{self.name}: unexpected reply {reply!r} to {query!r}") from None
 
     def configure(self, lines: Iterable[str]) -> None:
         """Send TSP lines (one message each), then one error check."""

@@ -34,16 +34,14 @@ from __future__ import annotations
 import logging
 import operator
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any, Union
 
 from pymeasure.instruments import Channel, Instrument
 from pymeasure.instruments.validators import strict_discrete_set
-from pyvisa.constants import StatusCode
-from pyvisa.errors import VisaIOError
 
-from labpcu.instruments.errors import InstrumentCommunicationError, InstrumentError, LimitError
+from labpcu.instruments.base import TspInstrument
+from labpcu.instruments.errors import InstrumentCommunicationError, LimitError
 
 __all__ = [
     "CARD_MODEL",
@@ -230,7 +228,7 @@ class SlotChannel(Channel):
 
 
 # ------------------------------------------------------------------- instrument
-class Keithley3706A(Instrument):
+class Keithley3706A(TspInstrument):
     """Keithley 3706A mainframe with 3730 matrix cards.
 
     :param adapter: a pymeasure adapter, or a VISA resource string (then ``kwargs`` go
@@ -239,8 +237,6 @@ class Keithley3706A(Instrument):
     """
 
     slots = Instrument.MultiChannelCreator(SlotChannel, tuple(SLOTS), prefix="slot_")
-    #: True while a silent query is being diagnosed (no second diagnosis inside it)
-    _diagnosing = False
 
     def __init__(self, adapter: Any, name: str = "Keithley 3706A", **kwargs: Any) -> None:
         if isinstance(adapter, (str, int)):
@@ -250,115 +246,22 @@ class Keithley3706A(Instrument):
             super().__init__(adapter, name, includeSCPI=False, **kwargs)
 
     # -- communication ------------------------------------------------------------
-    @staticmethod
-    @contextmanager
-    def _link(doing: str, name: str) -> Iterator[None]:
-        """Turn transport failures into :class:`InstrumentCommunicationError`."""
-        try:
-            yield
-        except VisaIOError as exc:
-            raise InstrumentCommunicationError(f"{name}: communication failed {doing}: {exc}") from exc
-        except OSError as exc:
-            raise InstrumentCommunicationError(f"{name}: communication failed {doing}: {exc!r}") from exc
 
-    def write(self, command: str, **kwargs: Any) -> None:
-        with self._link(f"sending {command!r}", self.name):
-            super().write(command, **kwargs)
 
-    def write_bytes(self, content: bytes, **kwargs: Any) -> None:
-        with self._link(f"sending {content!r}", self.name):
-            super().write_bytes(content, **kwargs)
 
-    def read(self, **kwargs: Any) -> str:
-        with self._link("reading a reply", self.name):
-            return super().read(**kwargs)
 
-    def read_bytes(self, count: int, **kwargs: Any) -> bytes:
-        with self._link("reading a reply", self.name):
-            return super().read_bytes(count, **kwargs)
 
-    def ask(self, command: str, query_delay: float | None = None) -> str:
-        """Send a query and read its reply.
-
-        A TSP runtime error inside ``print(...)`` (e.g. a slot without a card) makes the
-        instrument print nothing, so the read times out. In that case the error queue
-        is read once: if it holds errors they are raised as :class:`InstrumentError`
-        (the real cause); otherwise the timeout is a communication failure.
-        """
-        self.write(command)
-        self.wait_for(query_delay)
-        try:
-            return self.adapter.read()
-        except VisaIOError as exc:
-            if exc.error_code != StatusCode.error_timeout or self._diagnosing:
-                raise InstrumentCommunicationError(
-                    f"{self.name}: communication failed reading the reply to {command!r}: {exc}") from exc
-            timeout = exc
-        except OSError as exc:
-            raise InstrumentCommunicationError(
-                f"{self.name}: communication failed reading the reply to {command!r}: {exc!r}") from exc
-        self._diagnosing = True
-        try:
-            errors = self.check_errors()
-        except InstrumentCommunicationError:
-            errors = []
-        finally:
-            self._diagnosing = False
-        if errors:
-            raise self._error(errors) from timeout
-        raise InstrumentCommunicationError(
-            f"{self.name}: no reply to {command!r} (timeout): {timeout}") from timeout
 
     # -- errors -------------------------------------------------------------------
-    def check_errors(self) -> list[tuple[int, str]]:
-        """Drain the error queue; returns ``[(code, message), ...]`` (empty if none).
 
-        Reads ``print(errorqueue.count)`` first so that an empty queue costs one query.
-        """
-        count = self._number(self.ask("print(errorqueue.count)"), "print(errorqueue.count)")
-        errors: list[tuple[int, str]] = []
-        for _ in range(int(count)):
-            reply = self.ask("print(errorqueue.next())")
-            fields = reply.split("\t")
-            code = int(self._number(fields[0], "print(errorqueue.next())"))
-            message = fields[1] if len(fields) > 1 else ""
-            if code == 0:  # the queue emptied meanwhile
-                break
-            log.error("%s: error %d: %s", self.name, code, message)
-            errors.append((code, message))
-        return errors
 
-    def check_set_errors(self) -> list[tuple[int, str]]:
-        """After a configuration write: raise :class:`InstrumentError` if the queue holds
-        anything (the instrument's first error; later ones are appended)."""
-        errors = self.check_errors()
-        if errors:
-            raise self._error(errors)
-        return errors
 
-    def check_get_errors(self) -> list[tuple[int, str]]:
-        return self.check_set_errors()
 
-    def _error(self, errors: list[tuple[int, str]]) -> InstrumentError:
-        code, message = errors[0]
-        if len(errors) > 1:
-            message += " (then: " + "; ".join(f"{c}: {m}" for c, m in errors[1:]) + ")"
-        return InstrumentError(self.name, code, message)
-
-    def clear_errors(self) -> None:
-        """Empty the error queue without reading it (``errorqueue.clear()``)."""
-        self.write("errorqueue.clear()")
 
     def clear(self) -> None:
         """Same as :meth:`clear_errors` (pymeasure's name for it)."""
         self.clear_errors()
 
-    def _number(self, reply: str, query: str) -> float:
-        try:
-            return float(reply)
-        except ValueError:
-            raise InstrumentCommunicationError(
-                f"{self.name}: unexpected reply {reply!r} to {query!r}") from None
 
     def _configure(self, command: str) -> None:
         """A configuration write followed by the error check."""

@@ -65,13 +65,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyvisa.errors
 from pymeasure.instruments import Channel, Instrument
 from pymeasure.instruments.agilent.agilentB1500 import SMUCurrentRanging, SMUVoltageRanging
 from pymeasure.instruments.validators import strict_discrete_set
-from pyvisa.constants import StatusCode
 
-from labpcu.instruments.errors import InstrumentCommunicationError, InstrumentError, LimitError
+from labpcu.instruments.base import GuardedInstrument, is_timeout as _is_timeout
+from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, InstrumentError, LimitError
 
 __all__ = [
     "DataFormatError",
@@ -196,10 +195,6 @@ def format_fmt1_number(value: float) -> str:
         mantissa, e = 0.0, 0
     return f"{mantissa:+08.3f}E{e:+03d}"
 
-
-class DataFormatError(InstrumentCommunicationError):
-    """A reply that is not what the driver asked for (malformed element, wrong count,
-    data out of step): the data cannot be trusted, nor the state of the link."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,13 +505,7 @@ _ADC = {"high_speed": 0, "high_resolution": 1, "pulsed": 2}
 _ADC_MODES = {"auto": 0, "manual": 1, "plc": 2, "time": 3}
 
 
-def _is_timeout(exc: BaseException | None) -> bool:
-    if isinstance(exc, pyvisa.errors.VisaIOError):
-        return exc.error_code == StatusCode.error_timeout
-    return isinstance(exc, TimeoutError)
 
-
-_COMM_ERRORS = (pyvisa.errors.Error, OSError)
 _ERRX = re.compile(r'\s*([+-]?\d+)\s*,\s*"(.*)"\s*', re.S)
 
 
@@ -766,7 +755,7 @@ class SMU(Channel):
 # -------------------------------------------------------------------- instrument
 
 
-class KeysightB1500A(Instrument):
+class KeysightB1500A(GuardedInstrument):
     """Keysight B1500A with SMU modules, FLEX over any pymeasure adapter.
 
     :param adapter: VISA resource string or pymeasure adapter.
@@ -857,35 +846,10 @@ class KeysightB1500A(Instrument):
     )
 
     # ------------------------------------------------------ communication guard
-    def _comm_error(self, action: str, what: str, exc: BaseException) -> InstrumentCommunicationError:
-        kind = "no reply within the timeout" if _is_timeout(exc) else "connection failed"
-        return InstrumentCommunicationError(
-            f"{self.name}: {kind} while {action} {what}: {exc} (instrument state unknown)"
-        )
 
-    def write(self, command: str, **kwargs: Any) -> None:
-        try:
-            super().write(command, **kwargs)
-        except _COMM_ERRORS as exc:
-            raise self._comm_error("sending", repr(command), exc) from exc
 
-    def write_bytes(self, content: bytes, **kwargs: Any) -> None:
-        try:
-            super().write_bytes(content, **kwargs)
-        except _COMM_ERRORS as exc:
-            raise self._comm_error("sending", f"{len(content)} bytes", exc) from exc
 
-    def read(self, **kwargs: Any) -> str:
-        try:
-            return super().read(**kwargs)
-        except _COMM_ERRORS as exc:
-            raise self._comm_error("reading", "a reply", exc) from exc
 
-    def read_bytes(self, count: int, **kwargs: Any) -> bytes:
-        try:
-            return super().read_bytes(count, **kwargs)
-        except _COMM_ERRORS as exc:
-            raise self._comm_error("reading", f"{count} bytes", exc) from exc
 
     # ----------------------------------------------------------------- errors
     def clear_errors(self) -> list[tuple[int, str]]:

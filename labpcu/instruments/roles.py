@@ -118,6 +118,33 @@ class _SmuBase:
         if not (math.isfinite(value) and value > 0):
             raise LimitError(f"{self.name}: compliance must be a positive number of {unit}, not {value!r}")
 
+    def source_voltage(self, volts: float, compliance: float) -> None:
+        """Source ``volts`` with current ``compliance`` (A), both checked first."""
+        self._check_compliance(compliance, "A")
+        self._check(volts=volts, amps=compliance)
+        self._source("v", float(volts), float(compliance))
+        self._armed = True
+
+    def source_current(self, amps: float, compliance: float) -> None:
+        """Source ``amps`` with voltage ``compliance`` (V), both checked first."""
+        self._check_compliance(compliance, "V")
+        self._check(volts=compliance, amps=amps)
+        self._source("i", float(amps), float(compliance))
+        self._armed = True
+
+    def _sweep_levels(self, levels: Sequence[float], compliance: float) -> list[float]:
+        volts = [float(v) for v in levels]
+        if not volts:
+            raise LimitError(f"{self.name}: a sweep needs at least one level")
+        self._check_compliance(compliance, "A")
+        for v in volts:
+            self._check(volts=v)
+        self._check(amps=compliance)
+        return volts
+
+    def _source(self, kind: str, level: float, compliance: float) -> None:
+        raise NotImplementedError
+
     @property
     def output(self) -> bool:
         return self._on
@@ -144,17 +171,11 @@ class K2600Smu(_SmuBase):
         super().__init__(name, spec.v_max, spec.i_max)
         self.channel = channel
 
-    def source_voltage(self, volts: float, compliance: float) -> None:
-        self._check_compliance(compliance, "A")
-        self._check(volts=volts, amps=compliance)
-        self.channel.source_voltage(volts, compliance)
-        self._armed = True
-
-    def source_current(self, amps: float, compliance: float) -> None:
-        self._check_compliance(compliance, "V")
-        self._check(volts=compliance, amps=amps)
-        self.channel.source_current(amps, compliance)
-        self._armed = True
+    def _source(self, kind: str, level: float, compliance: float) -> None:
+        if kind == "v":
+            self.channel.source_voltage(level, compliance)
+        else:
+            self.channel.source_current(level, compliance)
 
     def _output(self, on: bool) -> None:
         self.channel.output = on
@@ -164,14 +185,7 @@ class K2600Smu(_SmuBase):
         return IVReading(r.current, r.voltage, bool(self.channel.in_compliance), r.overflow)
 
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
-        levels = [float(v) for v in levels]
-        if not levels:
-            raise LimitError(f"{self.name}: a sweep needs at least one level")
-        self._check_compliance(compliance, "A")
-        for v in levels:
-            self._check(volts=v)
-        self._check(amps=compliance)
-        res = self.channel.sweep_voltage_list(levels, compliance, nplc)
+        res = self.channel.sweep_voltage_list(self._sweep_levels(levels, compliance), compliance, nplc)
         at_limit = np.abs(np.nan_to_num(res.current)) >= 0.999 * compliance
         return IVSweep(res.source, res.voltage, res.current, at_limit, res.overflow)
 
@@ -203,19 +217,8 @@ class B1500Smu(_SmuBase):
         else:
             self.smu.force_current(level, comp)
 
-    def source_voltage(self, volts: float, compliance: float) -> None:
-        self._check_compliance(compliance, "A")
-        self._check(volts=volts, amps=compliance)
-        self._force = ("v", float(volts), float(compliance))
-        self._armed = True
-        if self._on:
-            self._apply()
-
-    def source_current(self, amps: float, compliance: float) -> None:
-        self._check_compliance(compliance, "V")
-        self._check(volts=compliance, amps=amps)
-        self._force = ("i", float(amps), float(compliance))
-        self._armed = True
+    def _source(self, kind: str, level: float, compliance: float) -> None:
+        self._force = (kind, level, compliance)
         if self._on:
             self._apply()
 
@@ -233,13 +236,7 @@ class B1500Smu(_SmuBase):
 
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
         """A spot reading per level (host-timed): FLEX staircases are linear or log only."""
-        levels = [float(v) for v in levels]
-        if not levels:
-            raise LimitError(f"{self.name}: a sweep needs at least one level")
-        self._check_compliance(compliance, "A")
-        for v in levels:
-            self._check(volts=v)
-        self._check(amps=compliance)
+        levels = self._sweep_levels(levels, compliance)
         was_on = self._on
         rows = []
         self.source_voltage(levels[0], compliance)

@@ -1,0 +1,141 @@
+"""What every labpcu driver shares: transport failures turned into one exception type,
+and (for TSP instruments) the error-queue discipline.
+
+Keeping this in one place means the runner sees the same
+:class:`~labpcu.instruments.errors.InstrumentCommunicationError` whether a 2612A timed
+out over GPIB or a B1500A's socket was reset, with the action that failed in the text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyvisa.errors
+from pymeasure.instruments import Instrument
+from pyvisa.constants import StatusCode
+
+from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, InstrumentError
+
+log = logging.getLogger(__name__)
+
+#: what a transport raises when the link fails (pyvisa-py raises plain OSErrors on a reset socket)
+COMM_ERRORS = (pyvisa.errors.Error, OSError)
+
+
+def is_timeout(exc: BaseException | None) -> bool:
+    if isinstance(exc, pyvisa.errors.VisaIOError):
+        return exc.error_code == StatusCode.error_timeout
+    return isinstance(exc, TimeoutError)
+
+
+class GuardedInstrument(Instrument):
+    """A pymeasure Instrument whose I/O raises only InstrumentCommunicationError on a
+    transport failure, naming what it was doing (the instrument's state is unknown)."""
+
+    @staticmethod
+    @contextmanager
+    def _link(doing: str, name: str) -> Iterator[None]:
+        try:
+            yield
+        except COMM_ERRORS as exc:
+            kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
+            raise InstrumentCommunicationError(f"{name}: {kind} while {doing}: {exc}") from exc
+
+    def write(self, command: str, **kwargs: Any) -> None:
+        with self._link(f"sending {command[:80]!r}", self.name):
+            super().write(command, **kwargs)
+
+    def write_bytes(self, content: bytes, **kwargs: Any) -> None:
+        with self._link(f"sending {len(content)} bytes", self.name):
+            super().write_bytes(content, **kwargs)
+
+    def read(self, **kwargs: Any) -> str:
+        with self._link("reading a reply", self.name):
+            return super().read(**kwargs)
+
+    def read_bytes(self, count: int, **kwargs: Any) -> bytes:
+        with self._link(f"reading {count} bytes", self.name):
+            return super().read_bytes(count, **kwargs)
+
+
+class TspInstrument(GuardedInstrument):
+    """A Keithley TSP instrument: queries are ``print(...)``; errors sit in
+    ``errorqueue`` and are read after every configuration step."""
+
+    #: True while a silent query is being diagnosed (no second diagnosis inside it)
+    _diagnosing = False
+
+    def ask(self, command: str, query_delay: float | None = None) -> str:
+        """Send a query and read its reply.
+
+        A TSP runtime error inside ``print(...)`` makes the instrument print nothing,
+        so the read times out. The error queue is then read once: its errors are raised
+        as :class:`InstrumentError` (the real cause); otherwise the timeout stands.
+        """
+        self.write(command)
+        self.wait_for(query_delay)
+        try:
+            with self._link(f"reading the reply to {command[:80]!r}", self.name):
+                return self.adapter.read()
+        except InstrumentCommunicationError as exc:
+            if not is_timeout(exc.__cause__) or self._diagnosing:
+                raise
+            timeout = exc
+        self._diagnosing = True
+        try:
+            errors = self.check_errors()
+        except InstrumentCommunicationError:
+            errors = []
+        finally:
+            self._diagnosing = False
+        if errors:
+            raise self._error(errors) from timeout
+        raise timeout
+
+    def check_errors(self) -> list[tuple[int, str]]:
+        """Drain the error queue; returns ``[(code, message), ...]`` (empty if none).
+
+        Reads ``print(errorqueue.count)`` first, so an empty queue costs one query.
+        """
+        count = self._number(self.ask("print(errorqueue.count)"), "print(errorqueue.count)")
+        errors: list[tuple[int, str]] = []
+        for _ in range(int(count)):
+            reply = self.ask("print(errorqueue.next())")
+            fields = reply.split("\t")
+            code = int(self._number(fields[0], "print(errorqueue.next())"))
+            message = fields[1] if len(fields) > 1 else ""
+            if code == 0:  # the queue emptied meanwhile
+                break
+            log.error("%s: error %d: %s", self.name, code, message)
+            errors.append((code, message))
+        return errors
+
+    def check_set_errors(self) -> list[tuple[int, str]]:
+        """After a configuration write: raise :class:`InstrumentError` if the queue holds
+        anything (the instrument's first error; later ones are appended)."""
+        errors = self.check_errors()
+        if errors:
+            raise self._error(errors)
+        return errors
+
+    def check_get_errors(self) -> list[tuple[int, str]]:
+        return self.check_set_errors()
+
+    def _error(self, errors: list[tuple[int, str]]) -> InstrumentError:
+        code, message = errors[0]
+        if len(errors) > 1:
+            message += " (then: " + "; ".join(f"{c}: {m}" for c, m in errors[1:]) + ")"
+        return InstrumentError(self.name, code, message)
+
+    def clear_errors(self) -> None:
+        """Empty the error queue without reading it (``errorqueue.clear()``)."""
+        self.write("errorqueue.clear()")
+
+    def _number(self, reply: str, query: str) -> float:
+        try:
+            return float(reply)
+        except ValueError:
+            raise DataFormatError(f"{self.name}: unexpected reply {reply!r} to {query!r}") from None
