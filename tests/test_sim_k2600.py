@@ -543,5 +543,5 @@ def test_random_commands_never_break_the_emulator(emu: K2612AEmulator, chunks: l
     emu.clear_output()
     emu.errors.clear()
     assert emu.internal_errors == []
-    emu.write("format.data = format.ASCII print(smua.source.levelv ~= nil, errorqueue.count)")
+    emu.write("format.data = format.ASCII format.asciiprecision = 6 print(smua.source.levelv ~= nil, errorqueue.count)")
     assert emu.take_output() == b"true\t0.00000e+00\n"

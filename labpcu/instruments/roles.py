@@ -15,6 +15,7 @@ shapes, and add the bench's safety rules on top of the drivers' own checks:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -84,7 +85,7 @@ class MultiChannelAnalyzer(Protocol):
 
 
 # ------------------------------------------------------------------ adapters
-class _SmuBase:
+class _SmuBase(ABC):
     """Software limits and the level-before-output rule, shared by every SMU adapter."""
 
     def __init__(self, name: str, max_voltage: float, max_current: float) -> None:
@@ -142,8 +143,9 @@ class _SmuBase:
         self._check(amps=compliance)
         return volts
 
+    @abstractmethod
     def _source(self, kind: str, level: float, compliance: float) -> None:
-        raise NotImplementedError
+        """Send the level (``kind`` "v" or "i") with its compliance to the instrument."""
 
     @property
     def output(self) -> bool:
@@ -159,8 +161,9 @@ class _SmuBase:
         self._output(False)
         self._on = False
 
+    @abstractmethod
     def _output(self, on: bool) -> None:
-        raise NotImplementedError
+        """Switch the instrument's output."""
 
 
 class K2600Smu(_SmuBase):

@@ -9,6 +9,7 @@ server) only move bytes; drivers never know they are talking to a simulator.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -68,7 +69,7 @@ class ErrorQueue:
         return iter(list(self._q))
 
 
-class Emulator:
+class Emulator(ABC):
     """Base class: logging, output buffer, error queue, fault plan, bench lock.
 
     Subclasses implement :meth:`handle` (one incoming message) and may override
@@ -95,8 +96,9 @@ class Emulator:
         self._lock: threading.RLock = bench.lock if bench is not None else threading.RLock()
 
     # -- to implement -------------------------------------------------------
+    @abstractmethod
     def handle(self, message: str) -> None:
-        raise NotImplementedError
+        """Act on one incoming message as the instrument would (never raise)."""
 
     def _make_error_queue(self) -> ErrorQueue:
         return ErrorQueue(30, InstrumentError(-350, "Queue overflow"))
