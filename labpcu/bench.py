@@ -39,6 +39,7 @@ from labpcu.instruments.roles import (
     SwitchMatrix,
 )
 from labpcu.sim.wafer import Site, Wafer, make_wafer
+from labpcu.sim.wiring import site_pins
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +187,8 @@ class Bench:
     def pads(self) -> dict[str, Pad]:
         """Every pad under the probes, by name."""
         fx = self.config.fixture
-        out: dict[str, Pad] = {}
-        if self._site.kind == "array":
-            for k in range(3):
-                out[f"{self._site.id}.WL{k + 1}"] = Pad(f"{self._site.id}.WL{k + 1}", fx.array["WL"][k], "WL")
-                out[f"{self._site.id}.BL{k + 1}"] = Pad(f"{self._site.id}.BL{k + 1}", fx.array["BL"][k], "BL")
-            for j, did in enumerate(self._site.devices):
-                out[f"{did}.CL1"] = Pad(f"{did}.CL1", fx.array["CL1"][j], "CL1")
-                out[f"{did}.CL2"] = Pad(f"{did}.CL2", fx.array["CL2"][j], "CL2")
-        else:
-            for j, did in enumerate(self._site.devices):
-                for k, kind in enumerate(("WL", "BL", "CL1", "CL2")):
-                    out[f"{did}.{kind}"] = Pad(f"{did}.{kind}", fx.quad[4 * j + k], kind)
-        return out
+        pins = site_pins(self.layout, self._site, fx.array, fx.quad)
+        return {name: Pad(name, pin, kind) for pin, (name, kind, _net) in pins.items()}
 
     def pad(self, device_id: str, kind: str) -> str:
         """The pad name of a device's WL, BL, CL1 or CL2 (array lines are shared)."""
@@ -286,9 +276,11 @@ class Bench:
                 self.matrix.open_all()
 
     def _outputs_off(self) -> None:
-        for smu in self.smus.values():
-            if getattr(smu, "output", False):
-                smu.safe_off()
+        """Every source instrument to 0 V and off, whoever turned its outputs on (a
+        driver-level call such as program-and-verify leaves them on at 0 V)."""
+        for name, spec in self.config.instruments.items():
+            if spec.info.role != "switch":
+                self._safe_instrument(name)
 
     # ------------------------------------------------------------------- safety
     @contextmanager
@@ -381,6 +373,8 @@ def _make_sim_rig(config: BenchConfig, seed: int):
         rows={(s, r): t for s in m.slots for r, t in m.rows.items()},
         columns=dict(m.columns),
         slots=tuple(m.slots),
+        array_pins=dict(config.fixture.array),
+        quad_pins=tuple(config.fixture.quad),
     )
     rig = SimRig(SimBench(seed=seed, wiring=wiring))
     for name, spec in config.instruments.items():

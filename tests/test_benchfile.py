@@ -40,14 +40,32 @@ def test_simulator_wiring_matches_the_shipped_bench_file():
     wiring = SimWiring()
     assert wiring.rows == {(s, r): t for s in cfg.matrix.slots for r, t in cfg.matrix.rows.items()}
     assert wiring.columns == cfg.matrix.columns
+    assert wiring.array_pins == cfg.fixture.array
+    assert wiring.quad_pins == cfg.fixture.quad
+
+
+def test_site_pins_follow_the_fixture():
     wafer = make_wafer(0)
     pins = site_pins(wafer, wafer.sites["A1"])
-    for pad, expect in cfg.fixture.array.items():
-        got = tuple(p for p, (name, _) in sorted(pins.items()) if name.split(".")[-1].rstrip("123") == pad
-                    or name.endswith("." + pad))
-        assert got == expect, pad
+    assert pins[1] == ("A1.WL1", "WL", "A1.WL1") and pins[6] == ("A1.BL3", "BL", "A1.BL3")
+    assert pins[7] == ("A1-R1C1.CL1", "CL1", "A1-R1C1.n1") and pins[24] == ("A1-R3C3.CL2", "CL2", "A1-R3C3.n2")
+    swapped = {"WL": (4, 5, 6), "BL": (1, 2, 3), "CL1": tuple(range(7, 16)), "CL2": tuple(range(16, 25))}
+    assert site_pins(wafer, wafer.sites["A1"], swapped)[1][0] == "A1.BL1"
     quad = site_pins(wafer, wafer.sites["Q1"])
-    assert tuple(sorted(quad)) == cfg.fixture.quad
+    assert sorted(quad) == list(range(1, 17)) and quad[8] == ("S02.CL2", "CL2", "S02.n2")
+
+
+def test_simulated_bench_uses_the_bench_files_fixture(tmp_path):
+    """A bench file with another probe card: the simulator's pads follow the file."""
+    from labpcu.bench import Bench
+
+    text = DEFAULT.replace('WL = "1-3"', 'WL = "4-6"').replace('BL = "4-6"', 'BL = "1-3"')
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    with Bench.from_file(path) as bench:
+        bench.move_to("A1")
+        assert bench.pads()["A1.WL1"].pin == 4
+        assert bench.sim.bench.pins()[4][0] == "A1.WL1"
 
 
 def test_unknown_model_names_the_line():

@@ -1561,27 +1561,34 @@ class Keithley2600(TspInstrument):
         return _parse_ispp(reply, call, target, tol, read)
 
     # -- shutdown -------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Safe state: every channel's levels to 0, then every output off.
+    def safe_off(self, *channels: SMUChannel) -> None:
+        """Levels to 0, then outputs off, on ``channels`` (default: every channel).
 
         No error check in between (an old error must not keep an output on); every step
         is attempted even if one fails, and the first communication failure is raised
         afterwards, because the caller must know the safe state is unproven.
         """
+        chans = channels or tuple(self.smus.values())
         steps = []
-        for ch in self.smus.values():
+        for ch in chans:
             steps += [f"{ch.tsp}.source.levelv = 0", f"{ch.tsp}.source.leveli = 0"]
-        steps += [f"{ch.tsp}.source.output = 0" for ch in self.smus.values()]
+        steps += [f"{ch.tsp}.source.output = 0" for ch in chans]
         failure: InstrumentCommunicationError | None = None
         for command in steps:
             try:
                 self.write(command)
             except InstrumentCommunicationError as exc:
-                log.error("%s: shutdown step %r failed: %s", self.name, command, exc)
+                log.error("%s: safe-off step %r failed: %s", self.name, command, exc)
                 failure = failure or exc
-        super().shutdown()
         if failure is not None:
             raise failure
+
+    def shutdown(self) -> None:
+        """Safe state of every channel (:meth:`safe_off`), then pymeasure's shutdown."""
+        try:
+            self.safe_off()
+        finally:
+            super().shutdown()
 
 
 def _parse_ispp(reply: str, call: str, target: float, tol: float, v_read: float) -> ProgramResult:

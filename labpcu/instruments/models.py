@@ -1,8 +1,8 @@
-"""What labpcu knows of each supported instrument model: its role, its channels and
-the largest levels it can source. The bench-file loader checks against these before
-any instrument is contacted; drivers keep their finer range tables themselves.
+"""What a bench file may name: each supported instrument model, its role, its source
+channels and the largest levels it can source.
 
-Figures are from the manufacturers' datasheets (maximum DC source levels).
+Derived from the drivers' own model tables, so a model a driver accepts is a model the
+bench file accepts, with the same ranges; nothing here is written twice.
 """
 
 from __future__ import annotations
@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from labpcu.instruments import keithley2600, keysight_b1500a
+
 Role = Literal["smu", "switch", "analyzer"]
+#: the B1500A's default complement (bench files name slots 1-10; the modules present
+#: are discovered with UNT? when the instrument is opened)
+B1500A_DEFAULT_MODULE = "B1517A"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,30 +27,18 @@ class ModelInfo:
     max_current: float = 0.0  # A, largest DC source level
 
 
-def _k2600(model: str, channels: tuple[str, ...], v: float, i: float) -> ModelInfo:
-    return ModelInfo(model, "smu", channels, v, i)
+def _models() -> dict[str, ModelInfo]:
+    out = {
+        name: ModelInfo(name, "smu", tuple(f"smu{c}" for c in spec.channels), spec.v_max, spec.i_max)
+        for name, spec in keithley2600.MODELS.items()
+    }
+    out["3706A"] = ModelInfo("3706A", "switch", ())
+    module = keysight_b1500a.SMU_MODELS[B1500A_DEFAULT_MODULE]
+    out["B1500A"] = ModelInfo("B1500A", "analyzer", tuple(str(s) for s in range(1, 11)), module.v_max, module.i_max)
+    return out
 
 
-MODELS: dict[str, ModelInfo] = {
-    m.model: m
-    for m in (
-        _k2600("2601A", ("smua",), 40.0, 3.0),
-        _k2600("2602A", ("smua", "smub"), 40.0, 3.0),
-        _k2600("2611A", ("smua",), 200.0, 1.5),
-        _k2600("2612A", ("smua", "smub"), 200.0, 1.5),
-        _k2600("2635A", ("smua",), 200.0, 1.5),
-        _k2600("2636A", ("smua", "smub"), 200.0, 1.5),
-        _k2600("2601B", ("smua",), 40.0, 3.0),
-        _k2600("2602B", ("smua", "smub"), 40.0, 3.0),
-        _k2600("2611B", ("smua",), 200.0, 1.5),
-        _k2600("2612B", ("smua", "smub"), 200.0, 1.5),
-        _k2600("2636B", ("smua", "smub"), 200.0, 1.5),
-        ModelInfo("3706A", "switch", ()),
-        # B1500A with B1517A HR-SMUs in slots 1-10 (a slot without a module is refused
-        # when the instrument is connected, not here: the bench file cannot know)
-        ModelInfo("B1500A", "analyzer", tuple(str(s) for s in range(1, 11)), 100.0, 0.1),
-    )
-}
+MODELS: dict[str, ModelInfo] = _models()
 
 
 def model_info(model: str) -> ModelInfo:

@@ -105,6 +105,11 @@ class _SmuBase(ABC):
         self._vlim = self.max_voltage if max_voltage is None else float(max_voltage)
         self._ilim = self.max_current if max_current is None else float(max_current)
 
+    def _forget(self) -> None:
+        """After a safe-off: nothing is armed or on until the next level is given."""
+        self._on = False
+        self._armed = False
+
     @property
     def limits(self) -> tuple[float, float]:
         return self._vlim, self._ilim
@@ -193,11 +198,8 @@ class K2600Smu(_SmuBase):
         return IVSweep(res.source, res.voltage, res.current, at_limit, res.overflow)
 
     def safe_off(self) -> None:
-        self._on = False
-        self._armed = False
-        prefix = f"smu{self.channel.id}"
-        for line in (f"{prefix}.source.levelv = 0", f"{prefix}.source.leveli = 0", f"{prefix}.source.output = 0"):
-            self.channel.parent.write(line)
+        self._forget()
+        self.channel.parent.safe_off(self.channel)
 
 
 class B1500Smu(_SmuBase):
@@ -260,10 +262,12 @@ class B1500Smu(_SmuBase):
             np.array([r.overflow for r in rows]),
         )
 
-    def safe_off(self) -> None:
-        self._on = False
-        self._armed = False
+    def _forget(self) -> None:
+        super()._forget()
         self._force = None
+
+    def safe_off(self) -> None:
+        self._forget()
         self.smu.zero()
         self.smu.disable()
 
@@ -282,7 +286,7 @@ class B1500Analyzer:
 
     def safe_off(self) -> None:
         for smu in self._smus.values():
-            smu._on = smu._armed = False
+            smu._forget()
         self.driver.zero_outputs()
         self.driver.disable_outputs()
 

@@ -151,7 +151,8 @@ class SimBench:
 
     def pins(self) -> dict[int, tuple[str, str]]:
         """Probe pin → (pad name, net) at the present site."""
-        return site_pins(self.wafer, self._site)
+        w = self.wiring
+        return {pin: (name, net) for pin, (name, _, net) in site_pins(self.wafer, self._site, w.array_pins, w.quad_pins).items()}
 
     # ---------------------------------------------------------------- sources
     def source(self, name: str) -> SourceState:

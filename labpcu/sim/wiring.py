@@ -27,6 +27,18 @@ DEFAULT_ROW_TERMINALS = (
 )
 
 
+#: probe pins of an array site: word lines 1-3, bit lines 1-3, CL1 and CL2 of R1C1..R3C3
+DEFAULT_ARRAY_PINS: dict[str, tuple[int, ...]] = {
+    "WL": (1, 2, 3),
+    "BL": (4, 5, 6),
+    "CL1": tuple(range(7, 16)),
+    "CL2": tuple(range(16, 25)),
+}
+#: probe pins of a quad site: WL, BL, CL1, CL2 of each of the four single PCUs
+DEFAULT_QUAD_PINS: tuple[int, ...] = tuple(range(1, 17))
+PAD_KINDS = ("WL", "BL", "CL1", "CL2")
+
+
 def _default_rows() -> dict[tuple[int, int], str]:
     return {(s, r + 1): t for s in (1, 2) for r, t in enumerate(DEFAULT_ROW_TERMINALS)}
 
@@ -37,11 +49,14 @@ def _default_columns() -> dict[tuple[int, int], int]:
 
 @dataclass(frozen=True)
 class SimWiring:
-    """Which terminal each matrix row reaches and which probe pin each column reaches."""
+    """Which terminal each matrix row reaches, which probe pin each column reaches, and
+    which pad each probe pin touches at an array site and at a quad site."""
 
     rows: dict[tuple[int, int], str] = field(default_factory=_default_rows)
     columns: dict[tuple[int, int], int] = field(default_factory=_default_columns)
     slots: tuple[int, ...] = (1, 2)
+    array_pins: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(DEFAULT_ARRAY_PINS))
+    quad_pins: tuple[int, ...] = DEFAULT_QUAD_PINS
 
     def row_of(self, terminal: str) -> list[tuple[int, int]]:
         return [k for k, t in self.rows.items() if t == terminal]
@@ -61,23 +76,32 @@ def net_label(wafer: Wafer, device_id: str, node: str) -> str:
     return f"{device_id}.{node}"
 
 
-def site_pins(wafer: Wafer, site: Site) -> dict[int, tuple[str, str]]:
-    """Probe pin → (pad name, circuit net) for the site under the probes.
+def site_pins(
+    wafer: Wafer,
+    site: Site,
+    array_pins: dict[str, tuple[int, ...]] | None = None,
+    quad_pins: tuple[int, ...] | None = None,
+) -> dict[int, tuple[str, str, str]]:
+    """Probe pin → (pad name, pad kind, circuit net) for the site under the probes.
 
-    Array site: pins 1–3 WL1–3, 4–6 BL1–3, 7–15 CL1 and 16–24 CL2 of the cells R1C1 …
-    R3C3 in row-major order. Quad site: four pins per PCU in the order WL, BL, CL1, CL2.
+    Array site: ``array_pins`` gives the pins of WL1–3, BL1–3, and CL1 / CL2 of the
+    cells R1C1 … R3C3 in row-major order. Quad site: ``quad_pins`` gives four pins per
+    PCU in the order WL, BL, CL1, CL2. Defaults: the shipped simulated bench's fixture.
     """
-    pins: dict[int, tuple[str, str]] = {}
+    array_pins = array_pins or DEFAULT_ARRAY_PINS
+    quad_pins = quad_pins or DEFAULT_QUAD_PINS
+    pins: dict[int, tuple[str, str, str]] = {}
     if site.kind == "array":
         for k in range(3):
-            pins[1 + k] = (f"{site.id}.WL{k + 1}", f"{site.id}.WL{k + 1}")
-            pins[4 + k] = (f"{site.id}.BL{k + 1}", f"{site.id}.BL{k + 1}")
+            for kind in ("WL", "BL"):
+                name = f"{site.id}.{kind}{k + 1}"
+                pins[array_pins[kind][k]] = (name, kind, name)
         for j, did in enumerate(site.devices):
-            pins[7 + j] = (f"{did}.CL1", f"{did}.n1")
-            pins[16 + j] = (f"{did}.CL2", f"{did}.n2")
+            pins[array_pins["CL1"][j]] = (f"{did}.CL1", "CL1", f"{did}.n1")
+            pins[array_pins["CL2"][j]] = (f"{did}.CL2", "CL2", f"{did}.n2")
     else:
         for j, did in enumerate(site.devices):
-            for k, pad in enumerate(("WL", "BL", "CL1", "CL2")):
-                node = {"CL1": "n1", "CL2": "n2"}.get(pad, pad)
-                pins[4 * j + k + 1] = (f"{did}.{pad}", net_label(wafer, did, node))
+            for k, kind in enumerate(PAD_KINDS):
+                node = {"CL1": "n1", "CL2": "n2"}.get(kind, kind)
+                pins[quad_pins[4 * j + k]] = (f"{did}.{kind}", kind, net_label(wafer, did, node))
     return pins
