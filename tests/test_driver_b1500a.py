@@ -26,8 +26,7 @@ from labpcu.instruments.keysight_b1500a import (
     parse_sweep,
 )
 from labpcu.sim.b1500 import format_number as sim_format_number
-from labpcu.sim.bench import SimBench
-from labpcu.sim.rig import SimRig, make_emulator
+from labpcu.sim.rig import SimRig
 
 OK = ("ERRX?", '+0,"No Error."')  # the error check after a configuration command
 FOUR = {1: "B1517A", 2: "B1517A", 3: "B1517A", 4: "B1517A"}
@@ -477,14 +476,7 @@ def test_fmt1_number_edge_cases():
 
 # ============================================================ (4) against the emulator
 def make_rig() -> SimRig:
-    try:
-        return SimRig.default(seed=0, site="Q1")
-    except ModuleNotFoundError as exc:  # pragma: no cover - until the 2612A emulator lands
-        if "k2600" not in str(exc):
-            raise
-        # only the B1500A emulator and the shared bench are needed here
-        bench = SimBench(seed=0, site="Q1")
-        return SimRig(bench, {"b1500a": make_emulator("B1500A", bench, "b1500a")})
+    return SimRig.default(seed=0, site="Q1")
 
 
 @pytest.fixture

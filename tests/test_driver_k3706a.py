@@ -10,8 +10,7 @@ from pymeasure.test import expected_protocol
 
 from labpcu.instruments.errors import InstrumentCommunicationError, InstrumentError, LimitError
 from labpcu.instruments.keithley3706a import Keithley3706A, format_channels, parse_channels
-from labpcu.sim.bench import SimBench
-from labpcu.sim.rig import SimRig, make_emulator
+from labpcu.sim.rig import SimRig
 
 OK = ("print(errorqueue.count)", "0.00000e+00")  # the error check after a configuration write
 A, B = "k2612a.smua", "k2612a.smub"
@@ -19,14 +18,7 @@ IDN1 = "3730,6x16 High Density Matrix,01.40h,4447332"
 
 
 def make_rig() -> SimRig:
-    try:
-        return SimRig.default(seed=0, site="Q1")
-    except ModuleNotFoundError as exc:  # pragma: no cover - until the 2612A emulator lands
-        if "k2600" not in str(exc):
-            raise
-        # only the 3706A emulator and the shared bench are needed here
-        bench = SimBench(seed=0, site="Q1")
-        return SimRig(bench, {"k3706a": make_emulator("3706A", bench, "k3706a")})
+    return SimRig.default(seed=0, site="Q1")
 
 
 # ============================================================ (1) message by message
