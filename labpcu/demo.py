@@ -1,17 +1,17 @@
 """``labpcu demo``: a characterization tour of the simulated wafer, no hardware needed.
 
-It drives the three emulated instruments with the very messages a real bench would
-receive (TSP to the 2612A and 3706A, FLEX to the B1500A), through the in-process
-pymeasure adapter, and checks the single-device figures of pcu.md:
+It opens the shipped simulated bench file as any bench would (:class:`labpcu.bench.Bench`)
+and measures through the role interfaces and drivers, so the instruments receive the
+very messages a real bench would. It checks the single-device figures of pcu.md:
 
-* diode D1: two-way B1500A staircase sweep, rectification at ±1 V, Shockley fit;
+* diode D1: a −1 V … +1 V sweep on a B1500A SMU, rectification at ±1 V, Shockley fit;
 * M2: set and reset with the 2612A, on/off ratio at +0.1 V, and 1,000 s of +0.1 V reads
-  run as a TSP script on the instrument;
+  timed by the bench clock;
 * M1: Incremental Step Pulse with Verify run on the instrument (±0.2 V start, 0.1 V
   steps, 20 ms pulses, +0.01 V reads) to three levels, then 600 s of reads per level.
 
-Until the driver layer lands, the messages are written here directly; the protocols
-will replace this tour with the full characterization (issue "Analog operators …").
+The protocols will replace this tour with the full characterization (issue "Analog
+operators …").
 """
 
 from __future__ import annotations
@@ -22,35 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from pymeasure.instruments import Instrument
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from scipy.optimize import curve_fit
 
+from labpcu.bench import Bench
 from labpcu.sim.diode import DiodeParams, diode_current
-from labpcu.sim.rig import SimRig
 
-SITE = "Q1"  # S01 (diode), S02 (M2), S03 (M1) sit on pins 1-4, 5-8, 9-12
-ISPP_SCRIPT = """loadscript ispp
-function ispp_program(target, tol, maxpulses)
-  local amp, dir, n = 0.2, 0, 0
-  smua.source.levelv = 0.01
-  local g = smua.measure.i() / 0.01
-  while math.abs(g - target) > tol and n < maxpulses do
-    local d = 1
-    if g > target then d = -1 end
-    if d ~= dir then amp = 0.2; dir = d end
-    smua.source.levelv = d * amp
-    delay(0.02)
-    smua.source.levelv = 0.01
-    amp = math.min(amp + 0.1, 1.5)
-    n = n + 1
-    g = smua.measure.i() / 0.01
-  end
-  print(g, n)
-end
-endscript"""
+A, B = "k2612a.smua", "k2612a.smub"
 
 
 @dataclass
@@ -62,47 +42,6 @@ class Figure:
     measured: float
     unit: str
     passed: bool
-
-
-def _instrument(rig: SimRig, name: str) -> Instrument:
-    return Instrument(rig.adapter(name), f"{name} (simulated)", includeSCPI=False)
-
-
-def _tsp(inst: Instrument, *lines: str) -> None:
-    for line in lines:
-        inst.write(line)
-
-
-def _route(mtx: Instrument, smu: Instrument, crosspoints: str) -> None:
-    """Outputs off, then break before make to the new crosspoints."""
-    _tsp(smu, "smua.source.output = 0", "smub.source.output = 0")
-    mtx.write(f'channel.exclusiveclose("{crosspoints}")')
-
-
-def _smu_on(smu: Instrument, limit_a: float) -> None:
-    _tsp(
-        smu,
-        "smua.source.func = smua.OUTPUT_DCVOLTS", "smub.source.func = smub.OUTPUT_DCVOLTS",
-        f"smua.source.limiti = {limit_a}", "smub.source.limiti = 0.1",
-        "smua.source.levelv = 0", "smub.source.levelv = 0",
-        "smua.measure.nplc = 1",
-        "smua.source.output = 1", "smub.source.output = 1",
-    )
-
-
-def _read(smu: Instrument, volts: float) -> float:
-    smu.write(f"smua.source.levelv = {volts}")
-    return float(smu.ask("print(smua.measure.i())"))
-
-
-def _check_errors(smu: Instrument, mtx: Instrument, pa: Instrument) -> None:
-    for inst in (smu, mtx):
-        n = float(inst.ask("print(errorqueue.count)"))
-        if n:
-            raise RuntimeError(f"{inst.name}: {inst.ask('print(errorqueue.next())')}")
-    err = pa.ask("ERRX?")
-    if not err.startswith(("+0,", "0,")):
-        raise RuntimeError(f"{pa.name}: {err}")
 
 
 def _shockley_fit(v: np.ndarray, i: np.ndarray) -> tuple[float, float]:
@@ -117,17 +56,37 @@ def _shockley_fit(v: np.ndarray, i: np.ndarray) -> tuple[float, float]:
     return float(popt[1]), float(1 - np.sum(resid**2) / np.sum((y - y.mean()) ** 2))
 
 
-def diode_tour(rig: SimRig, smu, mtx, pa) -> list[Figure]:
-    _route(mtx, smu, "1301,1403")  # B1500 ch1 -> S01.WL, ch2 -> S01.CL1
-    for cmd in ("FMT 1,1", "CN 1,2", "DV 2,0,0,1e-2", "WT 0,0.001", "WM 1",
-                "WV 1,3,0,-1,1,41,1e-2", "MM 2,1", "XE"):
-        pa.write(cmd)
-    elements = pa.read().split(",")
-    pa.write("CL")
-    i = np.array([float(e[3:]) for e in elements[0::2]])
-    v = np.array([float(e[3:]) for e in elements[1::2]])
-    i_fwd = i[np.isclose(v, 1.0)].mean()
-    i_rev = abs(i[np.isclose(v, -1.0)].mean())
+def _grounded(bench: Bench, terminal: str) -> None:
+    """Hold a terminal at 0 V, able to sink what the device type may carry."""
+    smu = bench.smu(terminal)
+    smu.source_voltage(0.0, smu.limits[1])
+    smu.output_on()
+
+
+def _read(bench: Bench, volts: float, compliance: float) -> float:
+    smu = bench.smu(A)
+    smu.source_voltage(volts, compliance)
+    if not smu.output:
+        smu.output_on()
+    return smu.measure().current
+
+
+def _reads_over(bench: Bench, seconds: float, every: float) -> np.ndarray:
+    """Read smua every ``every`` s of bench time for ``seconds``."""
+    out = []
+    for _ in range(int(round(seconds / every))):
+        bench.clock.sleep(every)
+        out.append(bench.smu(A).measure().current)
+    return np.array(out)
+
+
+def diode_tour(bench: Bench) -> list[Figure]:
+    bench.move_to("S01")
+    bench.connect({"b1500a.1": "S01.WL", "b1500a.2": "S01.CL1"})
+    _grounded(bench, "b1500a.2")
+    sweep = bench.smu("b1500a.1").sweep_voltage(np.linspace(-1.0, 1.0, 41), 1e-2)
+    v, i = sweep.source, sweep.current
+    i_fwd, i_rev = i[-1], abs(i[0])
     forward = (v >= 0.1) & (v <= 1.0)
     n, r2 = _shockley_fit(v[forward], np.abs(i[forward]))
     return [
@@ -136,48 +95,45 @@ def diode_tour(rig: SimRig, smu, mtx, pa) -> list[Figure]:
     ]
 
 
-def m2_tour(rig: SimRig, smu, mtx, pa) -> list[Figure]:
-    _route(mtx, smu, "1108,1206")  # smua -> S02.CL2, smub -> S02.BL
-    _smu_on(smu, 1e-3)
-    _read(smu, 1.0)  # set, 1 mA compliance
-    i_on = _read(smu, 0.1)
-    smu.write("smua.source.limiti = 0.02")
-    _read(smu, -1.0)  # reset
-    i_off = abs(_read(smu, 0.1))
-    smu.write("smua.source.limiti = 1e-3")
-    _read(smu, 1.0)  # set again, then 1,000 s of reads on the instrument
-    _read(smu, 0.1)
-    _tsp(smu, "smua.nvbuffer1.clear()", "smua.nvbuffer1.appendmode = 1", "for k = 1, 100 do delay(10) smua.measure.i(smua.nvbuffer1) end")
-    reads = np.array([float(x) for x in smu.ask("printbuffer(1, smua.nvbuffer1.n, smua.nvbuffer1.readings)").split(",")])
-    _read(smu, 0.0)
+def m2_tour(bench: Bench) -> list[Figure]:
+    bench.move_to("S02")
+    bench.connect({A: "S02.CL2", B: "S02.BL"})
+    _grounded(bench, B)
+    _read(bench, 1.0, 1e-3)  # set, 1 mA compliance
+    i_on = _read(bench, 0.1, 1e-3)
+    _read(bench, -1.0, 0.02)  # reset
+    i_off = abs(_read(bench, 0.1, 1e-3))
+    _read(bench, 1.0, 1e-3)  # set again, then 1,000 s of reads
+    _read(bench, 0.1, 1e-3)
+    reads = _reads_over(bench, 1000.0, 10.0)
     change = abs(reads[-1] / reads[0] - 1)
     return [
         Figure("M2 LRS/HRS current ratio at +0.1 V", "> 1e6", i_on / i_off, "", i_on / i_off > 1e6),
-        Figure("M2 ratio after 1,000 s of +0.1 V reads", "> 1e6", reads[-1] / i_off, "", reads[-1] / i_off > 1e6 and change < 0.01),
+        Figure("M2 ratio after 1,000 s of +0.1 V reads", "> 1e6", reads[-1] / i_off, "",
+               reads[-1] / i_off > 1e6 and change < 0.01),
     ]
 
 
-def m1_tour(rig: SimRig, smu, mtx, pa) -> list[Figure]:
-    _route(mtx, smu, "1111,1212")  # smua -> S03.CL1, smub -> S03.CL2
-    _smu_on(smu, 1e-3)
-    for line in ISPP_SCRIPT.splitlines():
-        smu.write(line)
-    smu.write("ispp()")  # defines ispp_program
-    m1 = rig.bench.wafer.device("S03").m1.p
+def m1_tour(bench: Bench) -> list[Figure]:
+    bench.move_to("S03")
+    bench.connect({A: "S03.CL1", B: "S03.CL2"})
+    # the range is known here only because the wafer is simulated; a real bench
+    # would take it from a range-finding sweep
+    m1 = bench.sim.bench.wafer.device("S03").m1.p
     tol = 0.02 * m1.g_range
+    k2612a = bench.drivers["k2612a"]
     reached, drifts, pulses = 0, [], []
     for frac in (0.25, 0.5, 0.75):
         target = m1.g_min + frac * m1.g_range
-        g, n = (float(x) for x in smu.ask(f"ispp_program({target}, {tol}, 100)").split("\t"))
-        reached += abs(g - target) <= tol
-        pulses.append(n)
-        smu.write("smua.source.levelv = 0.01")
-        _tsp(smu, "smua.nvbuffer1.clear()", "smua.nvbuffer1.appendmode = 1", "for k = 1, 60 do delay(10) smua.measure.i(smua.nvbuffer1) end")
-        reads = [float(x) for x in smu.ask("printbuffer(1, smua.nvbuffer1.n, smua.nvbuffer1.readings)").split(",")]
-        drifts.append(abs(reads[-1] / (g * 0.01) - 1))
-    smu.write("smua.source.levelv = 0")
+        result = k2612a.program_and_verify(target, tol, channel="a", ground="b")
+        reached += result.reached
+        pulses.append(result.pulses)
+        _grounded(bench, B)
+        _read(bench, 0.01, 1e-3)
+        reads = _reads_over(bench, 600.0, 10.0)
+        drifts.append(abs(reads[-1] / (result.conductance * 0.01) - 1))
     return [
-        Figure(f"M1 ISPP targets reached (pulses {', '.join(f'{p:.0f}' for p in pulses)})", "3 of 3", reached, "", reached == 3),
+        Figure(f"M1 ISPP targets reached (pulses {', '.join(str(p) for p in pulses)})", "3 of 3", reached, "", reached == 3),
         Figure("M1 worst drift over 600 s at +0.01 V", "< 2 %", 100 * max(drifts), "%", max(drifts) < 0.02),
     ]
 
@@ -188,40 +144,31 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
     folder = Path(out) if out else Path(f"labpcu-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
-    rig = SimRig.default(seed=seed, site=SITE)
-    smu, mtx, pa = (_instrument(rig, n) for n in ("k2612a", "k3706a", "b1500a"))
     figures: list[Figure] = []
-    steps = [("identify instruments", None), ("diode D1 I–V sweep (B1500A)", diode_tour),
+    steps = [("diode D1 I–V sweep (B1500A)", diode_tour),
              ("M2 switching and 1,000 s retention (2612A)", m2_tour),
-             ("M1 ISPP and 600 s retention (2612A script)", m1_tour)]
-    identities = {}
-    try:
+             ("M1 ISPP on the instrument and 600 s retention (2612A)", m1_tour)]
+    with Bench.from_file(seed=seed) as bench:
+        identities = {name: inst["identity"] for name, inst in bench.snapshot()["instruments"].items()}
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("simulated bench", total=len(steps))
             for label, step in steps:
                 progress.update(task, description=label)
-                if step is None:
-                    identities = {inst.name: inst.ask("*IDN?").strip() for inst in (smu, mtx, pa)}
-                else:
-                    figures += step(rig, smu, mtx, pa)
-                    _check_errors(smu, mtx, pa)
+                with bench.guard():
+                    figures += step(bench)
                 progress.advance(task)
-    finally:
-        _tsp(smu, "smua.source.levelv = 0", "smub.source.levelv = 0", "smua.source.output = 0", "smub.source.output = 0")
-        mtx.write('channel.open("allslots")')
-        pa.write("CL")
+        bench_time = bench.clock.now()
     wall = time.perf_counter() - wall
 
-    table = Table(title=f"labpcu demo — simulated wafer, seed {seed}, site {SITE}")
+    table = Table(title=f"labpcu demo — simulated wafer, seed {seed}")
     for col in ("figure", "band (pcu.md)", "measured", "result"):
         table.add_column(col)
     for f in figures:
         table.add_row(f.name, f.band, f"{f.measured:.4g} {f.unit}".strip(), "[green]pass" if f.passed else "[red]FAIL")
     console.print(table)
-    sim_time = rig.bench.clock.now()
-    console.print(f"{sim_time:,.0f} s of bench time in {wall:.2f} s of wall time; instruments: "
+    console.print(f"{bench_time:,.0f} s of bench time in {wall:.2f} s of wall time; instruments: "
                   + "; ".join(identities.values()))
-    summary = {"seed": seed, "site": SITE, "bench_time_s": sim_time, "wall_time_s": wall,
+    summary = {"seed": seed, "bench_time_s": bench_time, "wall_time_s": wall,
                "instruments": identities, "figures": [asdict(f) for f in figures]}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     console.print(f"wrote {folder / 'summary.json'}")
