@@ -127,12 +127,11 @@ class Bench:
             elif role == "analyzer":
                 self.analyzer = B1500Analyzer(name, driver)
                 self.smus.update(self.analyzer.smus)
-        for name, spec in self.config.instruments.items():
-            for smu in self.smus.values():
-                if smu.name.partition(".")[0] == name and (spec.max_voltage or spec.max_current):
-                    smu.max_voltage = min(smu.max_voltage, spec.max_voltage or smu.max_voltage)
-                    smu.max_current = min(smu.max_current, spec.max_current or smu.max_current)
-                    smu.set_limits(None, None)
+        for smu in self.smus.values():  # the bench file's caps below an instrument's range
+            spec = self.config.instruments[smu.name.partition(".")[0]]
+            smu.max_voltage = min(smu.max_voltage, spec.max_voltage or smu.max_voltage)
+            smu.max_current = min(smu.max_current, spec.max_current or smu.max_current)
+            smu.set_limits(None, None)
 
     def close(self) -> None:
         """Safe state, then release every connection."""

@@ -355,7 +355,10 @@ class Keithley3706A(TspInstrument):
 
         This is what the card commanded; a welded relay is invisible here.
         """
-        query = f'print(channel.getclose("{_slot_scope(slot)}"))'
+        return self._ask_channels(f'print(channel.getclose("{_slot_scope(slot)}"))')
+
+    def _ask_channels(self, query: str) -> set[Crosspoint]:
+        """A query whose reply is a channel list (or ``nil``), parsed."""
         reply = self.ask(query)
         try:
             return parse_channels(reply)
@@ -381,12 +384,7 @@ class Keithley3706A(TspInstrument):
 
     def get_forbidden(self, slot: int | None = None) -> set[Crosspoint]:
         """Forbidden crosspoints (all slots, or one slot)."""
-        query = f'print(channel.getforbidden("{_slot_scope(slot)}"))'
-        reply = self.ask(query)
-        try:
-            return parse_channels(reply)
-        except ValueError as exc:
-            raise InstrumentCommunicationError(f"{self.name}: reply to {query!r}: {exc}") from None
+        return self._ask_channels(f'print(channel.getforbidden("{_slot_scope(slot)}"))')
 
     def clear_forbidden(self, specs: CrosspointSpec | Iterable[CrosspointSpec] | None = None) -> None:
         """Remove crosspoints from the forbidden list; ``None`` clears it entirely

@@ -393,15 +393,15 @@ class SimBench:
         """Read one terminal now (device read noise included), then let ``duration``
         seconds of integration pass under the present bias."""
         with self.lock:
-            self.settle()
+            settled = self.settle()
             src = self.source(name)
             topo = self.topology
             if src.output:
                 sol, names = self.solve(noisy=True)
                 k = names.index(name)
                 reading = Reading(float(sol.src_current[k]), float(sol.src_voltage[k]), bool(sol.src_in_limit[k]))
-            else:
-                sol, _ = self.solve(noisy=True)
+            else:  # a high-Z terminal only senses its node: no need to solve again
+                sol = settled
                 node = topo.terminal_node.get(name)
                 v = float(sol.v[node]) if node is not None and node < len(sol.v) else 0.0
                 reading = Reading(0.0, v, False)
