@@ -1,0 +1,239 @@
+"""Protocol parameters: frozen dataclasses whose fields carry units, limits and help.
+
+The CLI flags and the GUI form are generated from the same declarations, and the
+runner validates against them before any instrument I/O::
+
+    @dataclass(frozen=True)
+    class SweepParams(Params):
+        stop: float = param(1.0, unit="V", limits=(-20, 20), help="last voltage")
+        points: int = param(101, limits=(2, 100_000), help="points per branch")
+        mode: str = param("linear", choices=("linear", "log", "list"), help="spacing")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from labpcu.units import format_quantity, parse_quantity
+
+
+class ParameterError(ValueError):
+    """A parameter value that is missing, unknown, of the wrong type, or out of range."""
+
+
+def param(
+    default: Any,
+    *,
+    help: str,  # noqa: A002 - the word users know from argparse
+    unit: str = "",
+    limits: tuple[float | None, float | None] | None = None,
+    choices: Sequence[Any] | None = None,
+) -> Any:
+    """A parameter field. ``limits`` bound every number (inclusive; None = open);
+    ``choices`` lists the allowed values. Tuples default via a factory."""
+    meta = {"help": help, "unit": unit, "limits": limits, "choices": tuple(choices) if choices else None}
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return dataclasses.field(default_factory=lambda: value, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a form or a flag needs to know about one parameter."""
+
+    name: str
+    kind: type  # float, int, bool, str
+    is_list: bool  # a tuple of ``kind``
+    optional: bool  # None allowed
+    default: Any
+    unit: str
+    limits: tuple[float | None, float | None] | None
+    choices: tuple[Any, ...] | None
+    help: str
+
+    def describe(self) -> str:
+        """Help text with units, limits and default, e.g. for ``--help``."""
+        bits = [self.help.rstrip(".")]
+        if self.unit:
+            bits.append(f"in {self.unit}")
+        if self.limits:
+            lo, hi = self.limits
+            bits.append(f"{_fmt(lo, self.unit) if lo is not None else '-inf'} to {_fmt(hi, self.unit) if hi is not None else 'inf'}")
+        if self.choices:
+            bits.append("one of " + ", ".join(map(str, self.choices)))
+        bits.append(f"default {self.format(self.default)}")
+        return "; ".join(bits)
+
+    def format(self, value: Any) -> str:
+        if value is None:
+            return "none"
+        if self.is_list:
+            return ",".join(self._format_one(v) for v in value)
+        return self._format_one(value)
+
+    def _format_one(self, value: Any) -> str:
+        if self.kind is float and self.unit:
+            return format_quantity(float(value), self.unit)
+        return str(value)
+
+    def parse(self, text: str) -> Any:
+        """Text from a command line or a form field to a typed value (not yet checked
+        against limits)."""
+        text = text.strip()
+        if self.optional and text.lower() in ("none", ""):
+            return None
+        if self.is_list:
+            return tuple(self._parse_one(t) for t in text.split(",") if t.strip())
+        return self._parse_one(text)
+
+    def _parse_one(self, text: str) -> Any:
+        text = text.strip()
+        try:
+            if self.kind is bool:
+                low = text.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(f"{text!r} is not true/false")
+            if self.kind is int:
+                value = parse_quantity(text, self.unit)
+                if not value.is_integer():
+                    raise ValueError(f"{text!r} is not a whole number")
+                return int(value)
+            if self.kind is float:
+                return parse_quantity(text, self.unit)
+            return text
+        except ValueError as exc:
+            raise ParameterError(f"parameter {self.name!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base of every protocol's parameters. Construction validates: an instance is a
+    checked set of values. Override :meth:`check` for rules across fields."""
+
+    #: the protocol name, for messages (set by the protocol class)
+    _owner: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for spec in self.specs():
+            object.__setattr__(self, spec.name, _checked(self._owner, spec, getattr(self, spec.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field rules; raise :class:`ParameterError` with one line."""
+
+    @classmethod
+    def specs(cls) -> list[ParamSpec]:
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            kind, is_list, optional = _kind(hints[f.name], f"{cls.__name__}.{f.name}")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            m = f.metadata
+            out.append(ParamSpec(f.name, kind, is_list, optional, default, m.get("unit", ""), m.get("limits"),
+                                 m.get("choices"), m.get("help", "")))
+        return out
+
+    @classmethod
+    def spec(cls, name: str) -> ParamSpec:
+        for s in cls.specs():
+            if s.name == name:
+                return s
+        raise ParameterError(f"{cls._owner or cls.__name__}: no parameter {name!r}; "
+                             f"have {', '.join(s.name for s in cls.specs())}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None) -> Self:
+        """Build from names to values; strings are parsed (``"20 ms"``), unknown names
+        are refused, missing ones take their defaults."""
+        values = dict(values or {})
+        known = {s.name: s for s in cls.specs()}
+        kwargs = {}
+        for name, value in values.items():
+            key = name.replace("-", "_")
+            if key not in known:
+                raise ParameterError(f"{cls._owner or cls.__name__}: no parameter {name!r}; have {', '.join(known)}")
+            spec = known[key]
+            kwargs[key] = spec.parse(value) if isinstance(value, str) and spec.kind is not str else value
+        try:
+            return cls(**kwargs)
+        except ParameterError:
+            raise
+        except TypeError as exc:
+            raise ParameterError(f"{cls._owner or cls.__name__}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s.name: (list(v) if isinstance(v := getattr(self, s.name), tuple) else v) for s in self.specs()}
+
+    @classmethod
+    def units(cls) -> dict[str, str]:
+        return {s.name: s.unit for s in cls.specs() if s.unit}
+
+
+def _kind(hint: Any, where: str) -> tuple[type, bool, bool]:
+    """(element type, is a tuple, may be None) from a field's annotation."""
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            raise TypeError(f"{where}: a parameter has one type (optionally | None), not {hint}")
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) != 2 or args[1] is not Ellipsis or args[0] not in (float, int, str, bool):
+            raise TypeError(f"{where}: list parameters are tuple[float | int | str | bool, ...], not {hint}")
+        return args[0], True, optional
+    if hint not in (float, int, str, bool):
+        raise TypeError(f"{where}: parameter types are float, int, str, bool or tuples of them, not {hint}")
+    return hint, False, optional
+
+
+def _checked(owner: str, spec: ParamSpec, value: Any) -> Any:
+    """Type-check and range-check one value; ints are accepted for floats."""
+    label = f"{owner + ': ' if owner else ''}parameter {spec.name!r}"
+    if value is None:
+        if spec.optional:
+            return None
+        raise ParameterError(f"{label} is required")
+    if spec.is_list:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ParameterError(f"{label} must be a list of {spec.kind.__name__}, not {value!r}")
+        return tuple(_checked_one(label, spec, v) for v in value)
+    return _checked_one(label, spec, value)
+
+
+def _checked_one(label: str, spec: ParamSpec, value: Any) -> Any:
+    kind = spec.kind
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+        if math.isnan(value):
+            raise ParameterError(f"{label} is NaN")
+    elif kind is int and hasattr(value, "__index__") and not isinstance(value, bool):
+        value = int(value)
+    elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ParameterError(f"{label} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ParameterError(f"{label} = {value!r} is not one of {', '.join(map(str, spec.choices))}")
+    if spec.limits is not None and kind in (int, float):
+        lo, hi = spec.limits
+        if lo is not None and value < lo:
+            raise ParameterError(f"{label} = {_fmt(value, spec.unit)} is below its limit {_fmt(lo, spec.unit)}")
+        if hi is not None and value > hi:
+            raise ParameterError(f"{label} = {_fmt(value, spec.unit)} is above its limit {_fmt(hi, spec.unit)}")
+    return value
+
+
+def _fmt(value: float, unit: str) -> str:
+    return format_quantity(float(value), unit) if unit else f"{value:g}"
