@@ -1,0 +1,105 @@
+"""Wiring helpers every device-level protocol shares: which pads reach a component of
+a PCU, which terminals drive it, and the bench limit a level must respect.
+
+PCU topology (pcu.md, *model*): ``WL —D1▶— n1 —M1— n2 —[M2 ∥ D2◀]— BL`` with CL1 on
+n1 and CL2 on n2. So each component sits between two pads:
+
+==========  ==========  ===========================================
+component   pads         notes
+==========  ==========  ===========================================
+``d1``      WL → CL1     forward from WL to CL1
+``m1``      CL1 → CL2    multi-state memristor (weights)
+``m2``      CL2 → BL     binary memristor (the reconfiguration switch)
+``d2``      BL → CL2     forward from BL to CL2; shorted while M2 is in LRS
+``path``    WL → BL      the whole cell, as an operator uses it
+==========  ==========  ===========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from labpcu.protocols.params import ParameterError
+
+if TYPE_CHECKING:
+    from labpcu.bench import Bench
+    from labpcu.instruments.roles import SourceMeasureUnit
+
+#: component -> (pad driven by the force terminal, pad held at 0 V by the ground terminal)
+COMPONENT_PADS: dict[str, tuple[str, str]] = {
+    "d1": ("WL", "CL1"),
+    "m1": ("CL1", "CL2"),
+    "m2": ("CL2", "BL"),
+    "d2": ("BL", "CL2"),
+    "path": ("WL", "BL"),
+}
+#: component -> device type of the bench file's [limits]; None: the strictest applies
+DEVICE_TYPE: dict[str, str | None] = {"d1": "diode", "d2": "diode", "m1": "m1", "m2": "m2", "path": None}
+COMPONENTS = tuple(COMPONENT_PADS)
+
+
+def default_terminals(bench: Bench) -> tuple[str, str]:
+    """(force, ground): the two channels of the bench's first source meter, the usual
+    pair for device-level work (the analyzer's SMUs are kept for the operators)."""
+    for name, spec in bench.config.instruments.items():
+        if spec.info.role == "smu":
+            channels = [t for t in bench.smus if t.startswith(f"{name}.")]
+            if len(channels) >= 2:
+                return channels[0], channels[1]
+    names = list(bench.smus)
+    if len(names) < 2:
+        raise ParameterError("this bench has fewer than two source-measure units")
+    return names[0], names[1]
+
+
+def component_limits(bench: Bench, component: str) -> tuple[float, float]:
+    """(max |V|, max |I|) the bench file allows across ``component``."""
+    if component not in COMPONENT_PADS:
+        raise ParameterError(f"component must be one of {', '.join(COMPONENTS)}, not {component!r}")
+    kind = DEVICE_TYPE[component]
+    lims = bench.config.limits
+    if kind is not None and kind in lims:
+        return lims[kind].voltage, lims[kind].current
+    if not lims:
+        return float("inf"), float("inf")
+    return min(x.voltage for x in lims.values()), min(x.current for x in lims.values())
+
+
+def check_levels(bench: Bench, component: str, protocol: str, **levels: float | Sequence[float] | None) -> None:
+    """Refuse (before any I/O) a voltage or current above the bench limit of the
+    component, e.g. ``check_levels(bench, "m2", "hysteresis", v_set=2.5)``. Names
+    starting with ``i_`` or ``compliance`` are currents; the rest voltages."""
+    vmax, imax = component_limits(bench, component)
+    for name, value in levels.items():
+        if value is None:
+            continue
+        values = [value] if isinstance(value, (int, float)) else list(value)
+        is_current = name.startswith("i_") or name.startswith("compliance")
+        cap, unit = (imax, "A") if is_current else (vmax, "V")
+        for v in values:
+            if abs(v) > cap:
+                kind = DEVICE_TYPE[component] or "every device type"
+                raise ParameterError(f"{protocol}: {name} = {v:g} {unit} exceeds the bench limit of {cap:g} {unit} "
+                                     f"for {kind} ({component})")
+
+
+def connect_component(
+    bench: Bench,
+    device: str,
+    component: str,
+    terminals: tuple[str, str] | None = None,
+) -> tuple[SourceMeasureUnit, SourceMeasureUnit]:
+    """Probe ``device``, route the component's pads to (force, ground) terminals, hold
+    ground at 0 V (output on, compliance at the component's current limit), and
+    return (force, ground) SMUs. The force SMU is left for the caller to set."""
+    if component not in COMPONENT_PADS:
+        raise ParameterError(f"component must be one of {', '.join(COMPONENTS)}, not {component!r}")
+    force_t, ground_t = terminals or default_terminals(bench)
+    hi, lo = COMPONENT_PADS[component]
+    bench.move_to(device)
+    bench.connect({force_t: bench.pad(device, hi), ground_t: bench.pad(device, lo)}, device_type=DEVICE_TYPE[component])
+    force, ground = bench.smu(force_t), bench.smu(ground_t)
+    ground.source_voltage(0.0, ground.limits[1])
+    ground.output_on()
+    return force, ground
