@@ -8,7 +8,9 @@ natively (dicts of Python scalars, numpy blocks, tuples), built before timing, s
 baselines are not charged for conversions they would not do.
 
 * labpcu: ``Store.begin_run`` ... ``append`` ... ``finish``. Crash safety is built in:
-  SWMR mode, and the buffers reach the file at least once a second.
+  SWMR mode, and the buffers reach the file at least once a second and whenever one
+  fills (65536 rows). The runs here are shorter than a second, so it is the full
+  buffers (3 per run) and the close that flush, not the timer.
 * pymeasure 0.16: its real per-point path. A ``Procedure`` emits each point and a
   ``Worker`` hands it to its ``Recorder``, whose ``FileHandler`` formats the line with
   ``Results.formatter`` and writes and flushes it, one point at a time.
@@ -24,14 +26,14 @@ count and values), so a writer that silently drops points cannot post a good rat
 
 from __future__ import annotations
 
+import contextlib
 import gc
-import logging
 import re
 import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,9 @@ N_VALUES = N_ROWS * len(NAMES)
 COLUMNS = [Column("v", "V"), Column("i", "A"), Column("t", "s"),
            Column("cycle", "", "int64"), Column("compliance", "", "bool")]
 REPEAT = 3
+#: the labpcu block path takes ~15 ms, where one disk write-back or scheduler hiccup
+#: doubles a time, so it gets more (still cheap) repetitions
+REPEAT_FAST = 10
 #: the goal for the labpcu block path
 GOAL_RATE = 2e6  # values/s
 GOAL_VS_CSV = 10.0
@@ -117,7 +122,7 @@ class SweepProcedure(Procedure):
     """Emits the prepared points, as a pymeasure procedure emits its measurements."""
 
     DATA_COLUMNS = list(NAMES)
-    points: list[dict[str, Any]] = []
+    points: Sequence[dict[str, Any]] = ()
 
     def execute(self) -> None:
         emit = self.emit
@@ -209,9 +214,8 @@ def check_csv(path: Path, w: Workload) -> None:
 
 
 def check_sqlite(path: Path, w: Workload) -> None:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT v, i, t, cycle, compliance FROM iv ORDER BY rowid").fetchall()
-    conn.close()
     cols = list(zip(*rows)) if rows else [()] * len(NAMES)
     _check({n: np.array(c) for n, c in zip(NAMES, cols)}, w, path)
 
@@ -225,11 +229,12 @@ class Case:
     suffix: str
     write: Callable[[Path, Workload], None]
     check: Callable[[Path, Workload], None]
+    repeat: int = REPEAT
 
 
 CASES = [
     Case("labpcu recorder, per point", ".h5", labpcu_per_point, check_labpcu),
-    Case("labpcu recorder, per sweep block", ".h5", labpcu_per_sweep, check_labpcu),
+    Case("labpcu recorder, per sweep block", ".h5", labpcu_per_sweep, check_labpcu, REPEAT_FAST),
     Case("pymeasure CSV Results, per point", ".csv", pymeasure_csv, check_csv),
     Case("sqlite3 WAL, per-row execute", ".sqlite", sqlite_per_row, check_sqlite),
     Case("sqlite3 WAL, executemany per sweep", ".sqlite", sqlite_per_sweep, check_sqlite),
@@ -242,7 +247,7 @@ def _size(path: Path) -> int:
 
 
 def measure(case: Case, w: Workload, tmp: Path) -> tuple[float, float]:
-    """Best wall time (s) of ``REPEAT`` runs, each into a fresh file, and the file size
+    """Best wall time (s) of ``case.repeat`` runs, each into a fresh file, and the file size
     (MB); every file is checked afterwards, outside the timing."""
     slug = re.sub(r"\W+", "-", case.name).strip("-")
     paths: list[Path] = []
@@ -252,15 +257,13 @@ def measure(case: Case, w: Workload, tmp: Path) -> tuple[float, float]:
         paths.append(path)
         case.write(path, w)
 
-    seconds = best_of(once, repeat=REPEAT)
+    seconds = best_of(once, repeat=case.repeat)
     for path in paths:
         case.check(path, w)
     return seconds, _size(paths[-1]) / 1e6
 
 
 def main() -> None:
-    # pymeasure's Worker logs at INFO on every run; that is noise here, not data
-    logging.getLogger("pymeasure").setLevel(logging.WARNING)
     w = make_workload()
     # the ~200k prepared dicts and tuples are bench scaffolding: freeze them out of the
     # cyclic GC so its full collections do not rescan them inside the timed loops
@@ -278,17 +281,17 @@ def main() -> None:
         seconds, mb = timed[case.name]
         rate = N_VALUES / seconds
         rows.append({"case": case.name, "values/s": rate, "seconds": seconds, "file MB": mb,
-                     "vs CSV": rate / csv_rate, "verdict": ""})
+                     "vs CSV": rate / csv_rate, "best of": case.repeat, "verdict": ""})
 
     block_rate = N_VALUES / timed["labpcu recorder, per sweep block"][0]
     ok = block_rate >= GOAL_RATE and block_rate / csv_rate >= GOAL_VS_CSV
     rows.append({
         "case": f"goal: labpcu block >= {GOAL_RATE / 1e6:g} M values/s and >= {GOAL_VS_CSV:g}x CSV",
-        "values/s": GOAL_RATE, "seconds": "", "file MB": "", "vs CSV": GOAL_VS_CSV,
+        "values/s": GOAL_RATE, "seconds": "", "file MB": "", "vs CSV": GOAL_VS_CSV, "best of": "",
         "verdict": f"{'PASS' if ok else 'FAIL'} ({block_rate / 1e6:.2f} M/s, {block_rate / csv_rate:.1f}x)",
     })
-    title = (f"Sustained append rate, crash safety on: {N_SWEEPS} sweeps x {N_POINTS} points x "
-             f"{len(NAMES)} columns = {N_VALUES:,} values (best of {REPEAT}, file creation to close)")
+    title = (f"Append rate, crash-safe: {N_VALUES:,} values ({N_SWEEPS} sweeps x {N_POINTS} points x "
+             f"{len(NAMES)} columns), best run, file creation to close")
     path = report(title, rows, "storage.json")
     print(f"wrote {path}")
 

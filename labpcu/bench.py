@@ -112,6 +112,18 @@ class Bench:
             drivers[config.matrix.instrument].set_forbidden(sorted(config.matrix.forbidden))
         return bench
 
+    @classmethod
+    def offline(cls, path: str | Path | None = None, *, seed: int | None = None) -> Bench:
+        """The bench as its file describes it, with no instrument opened: enough to
+        validate a request (devices, wiring, limits) before anything is sent."""
+        config = load_bench(path)
+        layout = make_wafer(config.seed if seed is None else seed) if config.simulated else make_wafer(0)
+        return cls(config, {}, WallClock(), layout)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.drivers)
+
     def _build_roles(self) -> None:
         self.smus: dict[str, SourceMeasureUnit] = {}
         self.matrix: SwitchMatrix | None = None

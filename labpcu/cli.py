@@ -11,11 +11,14 @@ from collections.abc import Sequence
 
 from labpcu import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from labpcu.cli_runs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (``labpcu: error: ...``), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _port_spec(text: str) -> tuple[str, int]:
@@ -36,7 +39,9 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labpcu", description="Bench software for perovskite computing units.")
+    from labpcu.cli_runs import add_parsers
+
+    parser = _Parser(prog="labpcu", description="Bench software for perovskite computing units.")
     parser.add_argument("--version", action="version", version=f"labpcu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -56,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sites = simsub.add_parser("sites", help="list the simulated wafer's probe sites and their devices")
     sites.add_argument("--seed", type=_seed, default=0)
+    add_parsers(sub, _seed)
     return parser
 
 
@@ -101,9 +107,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from labpcu.cli_runs import cmd_list, cmd_run, cmd_show
+    from labpcu.data.store import StoreError
+    from labpcu.protocols.params import ParameterError
+
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "run" and args.protocol:
+            return cmd_run(args)
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "show":
+            return cmd_show(args)
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "sim" and args.sim_command == "serve":
@@ -112,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sim_sites(args)
         parser.print_help()
         return EXIT_BAD_INPUT
-    except UsageError as exc:
+    except (UsageError, ParameterError, StoreError) as exc:
         print(f"labpcu: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -223,19 +223,8 @@ class Runner:
         params: Params | Mapping[str, Any] | None = None,
         devices: str | Sequence[str] = (),
     ) -> tuple[Protocol, Params, tuple[str, ...]]:
-        """Validate a request without touching an instrument; raises ParameterError."""
-        proto = _protocol_instance(protocol)
-        if isinstance(params, Params):
-            if not isinstance(params, proto.Params):
-                raise ParameterError(f"{proto.name} takes {proto.Params.__name__}, not {type(params).__name__}")
-            p = params
-        else:
-            p = proto.Params.from_mapping(params)
-        devs = (devices,) if isinstance(devices, str) else tuple(devices)
-        if len(set(devs)) != len(devs):
-            raise ParameterError(f"{proto.name}: a device is listed twice in {', '.join(devs)}")
-        proto.validate(p, self.bench, devs)
-        return proto, p, devs
+        """Validate a request on this runner's bench; see :func:`prepare`."""
+        return prepare(protocol, params, devices, self.bench)
 
     def run(
         self,
@@ -335,6 +324,32 @@ class Runner:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def prepare(
+    protocol: str | Protocol | type[Protocol],
+    params: Params | Mapping[str, Any] | None,
+    devices: str | Sequence[str],
+    bench: Bench,
+) -> tuple[Protocol, Params, tuple[str, ...]]:
+    """Resolve the protocol, build and check its parameters, and validate the request
+    against the bench (devices, bench limits) without touching an instrument: the
+    bench may be :meth:`Bench.offline`. Raises :class:`ParameterError` (one line)."""
+    proto = _protocol_instance(protocol)
+    if isinstance(params, Params):
+        if not isinstance(params, proto.Params):
+            raise ParameterError(f"{proto.name} takes {proto.Params.__name__}, not {type(params).__name__}")
+        p = params
+    else:
+        try:
+            p = proto.Params.from_mapping(params)
+        except ParameterError as exc:
+            raise ParameterError(f"{proto.name}: {exc}") from None
+    devs = (devices,) if isinstance(devices, str) else tuple(devices)
+    if len(set(devs)) != len(devs):
+        raise ParameterError(f"{proto.name}: a device is listed twice in {', '.join(devs)}")
+    proto.validate(p, bench, devs)
+    return proto, p, devs
 
 
 def _protocol_instance(protocol: str | Protocol | type[Protocol]) -> Protocol:

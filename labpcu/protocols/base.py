@@ -93,7 +93,6 @@ class Protocol(ABC):
         for col in (cls.plot.x, *cls.plot.y, *([cls.plot.group] if cls.plot.group else [])):
             if col not in names:
                 raise TypeError(f"protocol {cls.name}: plot names column {col!r}, which it does not declare")
-        cls.Params._owner = cls.name
 
     # ------------------------------------------------------------ validation
     def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:

@@ -41,16 +41,17 @@ COMPONENTS = tuple(COMPONENT_PADS)
 
 def default_terminals(bench: Bench) -> tuple[str, str]:
     """(force, ground): the two channels of the bench's first source meter, the usual
-    pair for device-level work (the analyzer's SMUs are kept for the operators)."""
+    pair for device-level work (the analyzer's SMUs are kept for the operators).
+    Read from the bench file's matrix rows, so it works on an offline bench too."""
+    wired = [bench.config.matrix.rows[r] for r in sorted(bench.config.matrix.rows)]
     for name, spec in bench.config.instruments.items():
         if spec.info.role == "smu":
-            channels = [t for t in bench.smus if t.startswith(f"{name}.")]
+            channels = [t for t in wired if t.startswith(f"{name}.")]
             if len(channels) >= 2:
                 return channels[0], channels[1]
-    names = list(bench.smus)
-    if len(names) < 2:
-        raise ParameterError("this bench has fewer than two source-measure units")
-    return names[0], names[1]
+    if len(wired) < 2:
+        raise ParameterError("this bench has fewer than two source-measure units on the matrix")
+    return wired[0], wired[1]
 
 
 def component_limits(bench: Bench, component: str) -> tuple[float, float]:

@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 from labpcu.units import format_quantity, parse_quantity
 
@@ -120,12 +120,9 @@ class Params:
     """Base of every protocol's parameters. Construction validates: an instance is a
     checked set of values. Override :meth:`check` for rules across fields."""
 
-    #: the protocol name, for messages (set by the protocol class)
-    _owner: ClassVar[str] = ""
-
     def __post_init__(self) -> None:
         for spec in self.specs():
-            object.__setattr__(self, spec.name, _checked(self._owner, spec, getattr(self, spec.name)))
+            object.__setattr__(self, spec.name, _checked(spec, getattr(self, spec.name)))
         self.check()
 
     def check(self) -> None:
@@ -148,8 +145,7 @@ class Params:
         for s in cls.specs():
             if s.name == name:
                 return s
-        raise ParameterError(f"{cls._owner or cls.__name__}: no parameter {name!r}; "
-                             f"have {', '.join(s.name for s in cls.specs())}")
+        raise ParameterError(f"no parameter {name!r}; have {', '.join(s.name for s in cls.specs())}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None) -> Self:
@@ -161,7 +157,7 @@ class Params:
         for name, value in values.items():
             key = name.replace("-", "_")
             if key not in known:
-                raise ParameterError(f"{cls._owner or cls.__name__}: no parameter {name!r}; have {', '.join(known)}")
+                raise ParameterError(f"no parameter {name!r}; have {', '.join(known)}")
             spec = known[key]
             kwargs[key] = spec.parse(value) if isinstance(value, str) and spec.kind is not str else value
         try:
@@ -169,7 +165,7 @@ class Params:
         except ParameterError:
             raise
         except TypeError as exc:
-            raise ParameterError(f"{cls._owner or cls.__name__}: {exc}") from None
+            raise ParameterError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {s.name: (list(v) if isinstance(v := getattr(self, s.name), tuple) else v) for s in self.specs()}
@@ -200,9 +196,9 @@ def _kind(hint: Any, where: str) -> tuple[type, bool, bool]:
     return hint, False, optional
 
 
-def _checked(owner: str, spec: ParamSpec, value: Any) -> Any:
+def _checked(spec: ParamSpec, value: Any) -> Any:
     """Type-check and range-check one value; ints are accepted for floats."""
-    label = f"{owner + ': ' if owner else ''}parameter {spec.name!r}"
+    label = f"parameter {spec.name!r}"
     if value is None:
         if spec.optional:
             return None

@@ -1,0 +1,252 @@
+"""``labpcu run``, ``labpcu list`` and ``labpcu show``: protocols, devices and runs
+from the command line. Each command is a few calls into the Python API; the flags of
+``labpcu run PROTOCOL`` are generated from the protocol's parameter dataclass.
+
+A request is validated against an offline view of the bench (:meth:`Bench.offline`)
+before any instrument is opened, so bad input sends nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labpcu.protocols.params import ParameterError, ParamSpec
+
+#: the run store used when --out/--file is not given (or $LABPCU_FILE)
+DEFAULT_FILE = "labpcu.h5"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def default_file() -> str:
+    return os.environ.get("LABPCU_FILE", DEFAULT_FILE)
+
+
+# ---------------------------------------------------------------------- parsers
+def add_parsers(sub: Any, seed_type: Any) -> None:
+    """Add ``run``, ``list`` and ``show`` to the top-level subparsers."""
+    from labpcu.protocols import registry
+
+    run = sub.add_parser("run", help="run a protocol on one or more devices",
+                         description="Run a protocol; `labpcu run PROTOCOL --help` lists its parameters "
+                                     "with units, limits and defaults.")
+    psub = run.add_subparsers(dest="protocol", metavar="PROTOCOL")
+    for name, cls in registry.protocols().items():
+        p = psub.add_parser(name, help=cls.title, description=cls.title)
+        p.add_argument("--device", action="append", required=True, metavar="ID",
+                       help="device id (e.g. S01, A1-R2C3), a site (all its devices), or a comma list; repeatable")
+        p.add_argument("--bench", default=None, help="bench file (default: the simulated bench)")
+        p.add_argument("--out", default=None, help=f"run store (HDF5) to write (default {DEFAULT_FILE} or $LABPCU_FILE)")
+        p.add_argument("--seed", type=seed_type, default=None, help="simulated wafer seed (default: the bench file's)")
+        group = p.add_argument_group("parameters")
+        for spec in cls.Params.specs():
+            _add_param_flag(group, spec)
+
+    lst = sub.add_parser("list", help="list protocols, devices or runs")
+    lst.add_argument("what", choices=("protocols", "devices", "runs"), help="what to list")
+    lst.add_argument("--file", default=None, help=f"run store for `list runs` (default {DEFAULT_FILE})")
+    lst.add_argument("--bench", default=None, help="bench file for `list devices` (default: the simulated bench)")
+    lst.add_argument("--protocol", default=None, help="runs of this protocol only")
+    lst.add_argument("--status", default=None, help="runs with this status only")
+    lst.add_argument("--device", default=None, help="runs that measured this device only")
+
+    show = sub.add_parser("show", help="a run's summary and results; --plot renders its standard plot")
+    show.add_argument("run", help="run id, or its number (e.g. 3 for 00003-iv_sweep)")
+    show.add_argument("--file", default=None, help=f"run store (default {DEFAULT_FILE})")
+    show.add_argument("--plot", default=None, metavar="PNG", help="write the run's standard plot to this image file")
+    show.add_argument("--csv", default=None, metavar="CSV", help="write the run's data to this CSV file")
+
+
+def _add_param_flag(group: Any, spec: ParamSpec) -> None:
+    flag = "--" + spec.name.replace("_", "-")
+    text = spec.describe().replace("%", "%%")
+    if spec.kind is bool and not spec.is_list:
+        group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        metavar = spec.unit or {int: "N", float: "X", str: "TEXT"}.get(spec.kind, "VALUE")
+        if spec.is_list:
+            metavar = f"{metavar},..."
+        group.add_argument(flag, dest=spec.name, default=None, metavar=metavar, help=text)
+
+
+# --------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from labpcu.bench import Bench
+    from labpcu.benchfile import BenchFileError
+    from labpcu.data.store import Store, StoreError
+    from labpcu.progress import ProgressBar
+    from labpcu.protocols import registry
+    from labpcu.runner import Runner, prepare
+
+    cls = registry.get(args.protocol)
+    values = {s.name: getattr(args, s.name) for s in cls.Params.specs() if getattr(args, s.name) is not None}
+    try:
+        offline = Bench.offline(args.bench, seed=args.seed)
+    except (BenchFileError, OSError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    devices = expand_devices(args.device, offline)
+    proto, params, devs = prepare(cls, values, devices, offline)  # nothing sent yet
+    out = Path(args.out or default_file())
+    try:
+        Store(out).run_ids()  # a store we cannot write to is bad input, found before any I/O
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    with Bench.from_file(args.bench, seed=args.seed) as bench:
+        runner = Runner(bench, Store(out))
+        runner.subscribe(ProgressBar())
+        outcome = runner.run(proto, params, devs)
+    print(f"{outcome.run_id} {outcome.status}: {outcome.n_points} points in {out}"
+          + (f"\n  reason: {outcome.error}" if outcome.error else ""))
+    for device, reason in outcome.failed_devices.items():
+        print(f"  device {device} failed: {reason}")
+    for line in list(format_results(outcome.results))[:20]:
+        print(f"  {line}")
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def expand_devices(items: list[str], bench: Any) -> list[str]:
+    """``--device`` values: ids, sites (all their devices), comma lists."""
+    out: list[str] = []
+    for item in items:
+        for token in (t.strip() for t in item.split(",")):
+            if not token:
+                continue
+            if token in bench.layout.sites and token not in bench.layout.devices:
+                out.extend(bench.layout.sites[token].devices)
+            elif token in bench.layout.devices:
+                out.append(token)
+            else:
+                raise UsageError(f"no device or site {token!r} on the wafer (devices like S01, A1-R2C3; sites A1..A9, Q1..Q5)")
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    if args.what == "protocols":
+        from labpcu.protocols import registry
+
+        table = Table("protocol", "what it measures", "parameters")
+        for name, cls in registry.protocols().items():
+            table.add_row(name, cls.title, ", ".join(s.name for s in cls.Params.specs()))
+        console.print(table)
+    elif args.what == "devices":
+        table = Table("device", "site", "where", "x (mm)", "y (mm)")
+        from labpcu.bench import Bench
+        from labpcu.benchfile import BenchFileError
+
+        try:
+            layout = Bench.offline(args.bench).layout
+        except (BenchFileError, OSError) as exc:
+            raise UsageError(_one_line(exc)) from None
+        for did, dev in layout.devices.items():
+            where = f"array {dev.array} row {dev.row} col {dev.col}" if dev.array else "single"
+            table.add_row(did, dev.site, where, f"{dev.x_mm:.1f}", f"{dev.y_mm:.1f}")
+        console.print(table)
+    else:
+        df = _store(args.file).runs(protocol=args.protocol, status=args.status, device=args.device)
+        table = Table("run", "protocol", "status", "started", "points", "devices", "error")
+        for run_id, row in df.iterrows():
+            table.add_row(str(run_id), row["protocol"], row["status"], f"{row['started']:%Y-%m-%d %H:%M:%S}",
+                          str(row["n_points"]), _short(row["devices"], 40), _short(row["error"], 60))
+        console.print(table)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from labpcu.protocols import registry
+
+    store = _store(args.file)
+    run_id = resolve_run(store, args.run)
+    info = store.info(run_id)
+    print(f"run {run_id}: {info.protocol}, {info.status}" + (f" ({info.error})" if info.error else ""))
+    print(f"  devices: {', '.join(info.devices)}")
+    print(f"  started {info.started}, finished {info.finished or '-'}; {info.n_points} points; labpcu {info.labpcu_version}")
+    bench = info.bench
+    if bench:
+        print(f"  bench: {bench.get('name', '?')}" + (f" (simulated, seed {bench.get('seed')})" if bench.get("simulated") else ""))
+    print("  parameters:")
+    for name, value in info.parameters.items():
+        unit = info.parameter_units.get(name, "")
+        print(f"    {name} = {value}{' ' + unit if unit else ''}")
+    print("  columns: " + ", ".join(f"{n} ({u})" if u else n for n, u in info.columns.items()))
+    if info.results:
+        print("  results:")
+        for line in format_results(info.results):
+            print(f"    {line}")
+    if args.plot or args.csv:
+        df = store.read(run_id)
+        if args.csv:
+            df.to_csv(args.csv, index=False)
+            print(f"  data written to {args.csv}")
+        if args.plot:
+            from labpcu.data.plot import render_plot
+
+            cls = registry.get(info.protocol)
+            render_plot(df, cls.plot, args.plot, title=f"{run_id} · {', '.join(info.devices[:4])}")
+            print(f"  plot written to {args.plot}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------- helpers
+def _store(path: str | None) -> Any:
+    from labpcu.data.store import Store
+
+    p = Path(path or default_file())
+    if not p.exists():
+        raise UsageError(f"no run store at {p} (pass --file)")
+    return Store(p)
+
+
+def resolve_run(store: Any, text: str) -> str:
+    """A run id from its full id or its number."""
+    ids = store.run_ids()
+    if text in ids:
+        return text
+    if text.isdigit():
+        matches = [r for r in ids if r.split("-", 1)[0].isdigit() and int(r.split("-", 1)[0]) == int(text)]
+        if matches:
+            return matches[0]
+    raise UsageError(f"no run {text!r} in {store.path} ({len(ids)} runs; `labpcu list runs` lists them)")
+
+
+def format_results(results: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Nested results as ``a.b: value`` lines; arrays summarized."""
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from format_results(value, f"{name}.")
+        elif isinstance(value, np.ndarray) and value.size > 6:
+            if value.dtype.kind in "biuf":
+                yield f"{name}: array[{value.size}] mean {np.nanmean(value):.4g}, min {np.nanmin(value):.4g}, max {np.nanmax(value):.4g}"
+            else:
+                yield f"{name}: array[{value.size}]"
+        elif isinstance(value, float):
+            yield f"{name}: {value:.6g}"
+        else:
+            yield f"{name}: {value.tolist() if isinstance(value, np.ndarray) else value}"
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    return f"{lines[0]} (+{len(lines) - 1} more: {'; '.join(l.strip() for l in lines[1:4])})"
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+__all__ = ["ParameterError", "UsageError", "add_parsers", "cmd_list", "cmd_run", "cmd_show"]
