@@ -1,0 +1,207 @@
+"""Analysis fits of the characterization protocols: pure numpy/scipy on arrays.
+
+* :func:`fit_shockley` — forward diode branch, Shockley equation with series
+  resistance, fitted on log10 I (the quantity that spans decades);
+* :func:`rectification_ratio` — |I(+V)| / |I(−V)| from a sweep;
+* :func:`find_switch` — where a memristor's conductance jumps in a sweep (set, reset);
+* :func:`fit_log_drift` — retention drift linear in the logarithm of time.
+
+Nothing here knows instruments, protocols or storage: each function takes arrays in
+SI units and returns numbers, so it can be tested on synthetic data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.special import wrightomega
+
+BOLTZMANN = 1.380649e-23  # J/K
+ELEMENTARY_CHARGE = 1.602176634e-19  # C
+
+
+class FitError(ValueError):
+    """The data cannot support the fit (too few usable points, no forward current)."""
+
+
+def thermal_voltage(temperature: float) -> float:
+    """kT/q in volts at ``temperature`` kelvin."""
+    return BOLTZMANN * temperature / ELEMENTARY_CHARGE
+
+
+# ------------------------------------------------------------------ Shockley diode
+def shockley_current(v: np.ndarray | float, i0: float, n: float, rs: float, temperature: float = 300.0) -> np.ndarray:
+    """Current of I = I0·(exp((V − I·Rs)/(n·kT/q)) − 1) at terminal voltage ``v``.
+
+    The equation is implicit in I; its closed form uses Lambert's W, whose argument
+    overflows a double at a few volts, so it is written with Wright's omega
+    ω(z) = W(exp(z)), which takes the argument's logarithm instead.
+    """
+    v = np.asarray(v, dtype=float)
+    nvt = n * thermal_voltage(temperature)
+    z = math.log(i0 * rs / nvt) + (v + i0 * rs) / nvt
+    return (nvt / rs) * np.real(wrightomega(z)) - i0
+
+
+@dataclass(frozen=True)
+class ShockleyFit:
+    """A fitted forward branch. ``r2`` is the coefficient of determination of
+    log10 I over the ``points`` fitted (a fit of I itself would be decided by the
+    top decade alone)."""
+
+    i0: float  # A, saturation current
+    n: float  # ideality factor
+    rs: float  # Ω, series resistance
+    r2: float  # R² of log10 I
+    points: int  # points used
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_shockley(
+    v: np.ndarray,
+    i: np.ndarray,
+    *,
+    temperature: float = 300.0,
+    floor: float = 0.0,
+) -> ShockleyFit:
+    """Fit I0, n and Rs to forward points (V > 0, I > ``floor``) of a diode sweep.
+
+    Least squares on log10 I with parameters log10 I0, n and log10 Rs, started from a
+    straight line through the lower half of the points (where Rs does not matter yet).
+    Points at or below ``floor`` (leakage, noise) are left out; so must be points in
+    compliance (the caller drops them). Raises :class:`FitError` below 4 points.
+    """
+    v, i = np.asarray(v, float), np.asarray(i, float)
+    keep = np.isfinite(v) & np.isfinite(i) & (v > 0) & (i > max(floor, 0.0))
+    v, i = v[keep], i[keep]
+    if len(v) < 4 or np.ptp(v) <= 0:
+        raise FitError(f"a Shockley fit needs at least 4 forward points above {floor:g} A at distinct voltages, got {len(v)}")
+    y = np.log10(i)
+    vt = thermal_voltage(temperature)
+    start = _shockley_start(v, i, vt)
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        model = shockley_current(v, 10.0 ** x[0], x[1], 10.0 ** x[2], temperature)
+        return np.log10(np.maximum(model, 1e-300)) - y
+
+    lower, upper = np.array([-30.0, 0.3, -3.0]), np.array([0.0, 20.0, 9.0])
+    fit = least_squares(residual, np.clip(start, lower + 1e-9, upper - 1e-9), bounds=(lower, upper),
+                        x_scale=np.array([1.0, 0.1, 1.0]), max_nfev=2000)
+    resid = fit.fun
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / total if total > 0 else float("nan")
+    return ShockleyFit(float(10.0 ** fit.x[0]), float(fit.x[1]), float(10.0 ** fit.x[2]), r2, int(len(v)))
+
+
+def _shockley_start(v: np.ndarray, i: np.ndarray, vt: float) -> np.ndarray:
+    """Starting point (log10 I0, n, log10 Rs): a line through ln I of the lower half of
+    the currents gives I0 and n; the voltage missing at the top point gives Rs."""
+    order = np.argsort(i)
+    low = order[: max(2, len(order) // 2)]
+    if np.ptp(v[low]) <= 0:
+        low = order
+    slope, intercept = np.polyfit(v[low], np.log(i[low]), 1)
+    n0 = float(np.clip(1.0 / (max(slope, 1e-6) * vt), 0.5, 10.0))
+    i00 = float(np.clip(math.exp(intercept), 1e-29, 1e-2))
+    top = int(np.argmax(i))
+    drop = v[top] - n0 * vt * math.log(i[top] / i00 + 1.0)
+    rs0 = float(np.clip(drop / i[top], 1e-2, 1e8)) if drop > 0 else 1.0
+    return np.array([math.log10(i00), n0, math.log10(rs0)])
+
+
+# ------------------------------------------------------------------ rectification
+def rectification_ratio(v: np.ndarray, i: np.ndarray, bias: float) -> tuple[float, float, float]:
+    """(|I(+bias)| / |I(−bias)|, |I(+bias)|, |I(−bias)|) from a sweep.
+
+    Repeated levels (a double sweep) are merged by the median |I|; a bias between
+    levels is interpolated in log10 |I|. Raises :class:`FitError` if ±bias is outside
+    the swept range.
+    """
+    if not bias > 0:
+        raise FitError(f"rectification bias must be > 0 V, not {bias!r}")
+    v, i = np.asarray(v, float), np.asarray(i, float)
+    keep = np.isfinite(v) & np.isfinite(i)
+    levels, inverse = np.unique(v[keep], return_inverse=True)
+    if len(levels) == 0 or levels[0] > -bias or levels[-1] < bias:
+        raise FitError(f"the sweep does not reach ±{bias:g} V")
+    mags = np.array([np.median(np.abs(i[keep][inverse == k])) for k in range(len(levels))])
+    log_mag = np.log10(np.maximum(mags, 1e-300))
+    fwd, rev = (float(10.0 ** np.interp(x, levels, log_mag)) for x in (bias, -bias))
+    return (fwd / rev if rev > 0 else float("inf")), fwd, rev
+
+
+# ------------------------------------------------------------------ switching
+def find_switch(
+    v: np.ndarray,
+    i: np.ndarray,
+    *,
+    rising: bool,
+    min_ratio: float = 100.0,
+    floor: float = 1e-12,
+    v_min: float = 1e-6,
+) -> int | None:
+    """Index of the point where the conductance |I|/|V| jumps, or None.
+
+    Looks at the outgoing part of a sweep half (up to its largest |V|), at points with
+    |V| ≥ ``v_min``; currents below ``floor`` count as ``floor`` (the noise of a
+    reading of nothing must not look like a switch). ``rising``: the largest rise
+    between two consecutive points (a set); else the largest drop (a reset). It counts
+    only if it is at least ``min_ratio``; the index is that of the first point after it.
+    """
+    v, i = np.asarray(v, float), np.asarray(i, float)
+    if len(v) < 2:
+        return None
+    out = slice(0, int(np.argmax(np.abs(v))) + 1)
+    idx = np.flatnonzero(np.abs(v[out]) >= v_min)
+    if len(idx) < 2:
+        return None
+    g = np.log10(np.maximum(np.nan_to_num(np.abs(i[idx]), nan=floor), floor) / np.abs(v[idx]))
+    step = np.diff(g) if rising else -np.diff(g)
+    k = int(np.argmax(step))
+    return int(idx[k + 1]) if step[k] >= math.log10(min_ratio) else None
+
+
+# ------------------------------------------------------------------ drift
+@dataclass(frozen=True)
+class DriftFit:
+    """G(t) = g0·(1 + nu·log10(1 + t/t1)): ``nu`` is the relative change per decade of
+    (1 + t/t1), negative for a loss; ``r2`` of G (NaN for a flat, noiseless record)."""
+
+    g0: float
+    nu: float
+    t1: float
+    r2: float
+
+    def at(self, t: np.ndarray | float) -> np.ndarray:
+        return self.g0 * (1.0 + self.nu * np.log10(1.0 + np.asarray(t, float) / self.t1))
+
+    def change(self, t: float) -> float:
+        """Relative change of the fitted G from t = 0 to ``t``."""
+        return float(self.nu * math.log10(1.0 + t / self.t1))
+
+
+def fit_log_drift(t: np.ndarray, g: np.ndarray, t1: float) -> DriftFit:
+    """Linear least squares of G on log10(1 + t/t1), ``t`` counted from the first
+    read. The log-time law is how trapped charge and filaments relax (each decade of
+    time costs about the same); ``t1`` keeps t = 0 finite. Needs 2 points."""
+    if not t1 > 0:
+        raise FitError(f"t1 must be > 0 s, not {t1!r}")
+    t, g = np.asarray(t, float), np.asarray(g, float)
+    keep = np.isfinite(t) & np.isfinite(g)
+    t, g = t[keep], g[keep]
+    if len(t) < 2 or np.ptp(t) <= 0:
+        raise FitError(f"a drift fit needs at least 2 reads at distinct times, got {len(t)}")
+    x = np.log10(1.0 + t / t1)
+    slope, intercept = np.polyfit(x, g, 1)
+    if intercept == 0:
+        raise FitError("the fitted initial conductance is 0 S")
+    resid = g - (intercept + slope * x)
+    total = float(np.sum((g - g.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / total if total > 0 else float("nan")
+    return DriftFit(float(intercept), float(slope / intercept), float(t1), r2)
