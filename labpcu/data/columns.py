@@ -24,7 +24,19 @@ def check_name(name: str, what: str = "column") -> str:
         raise ColumnError(f"{what} name must be a non-empty string, not {name!r}")
     if "/" in name or "\x00" in name or name in (".", ".."):
         raise ColumnError(f"{what} name {name!r} may not contain '/' or NUL, nor be '.' or '..'")
-    return name
+    return check_text(name, f"{what} name")
+
+
+def check_text(text: object, what: str) -> str:
+    """Text HDF5 can store: a string without NUL (HDF5 strings end at NUL) that UTF-8
+    can encode (no lone surrogates)."""
+    if not isinstance(text, str) or "\x00" in text:
+        raise ColumnError(f"{what} must be a string without NUL characters, not {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ColumnError(f"{what} {text!r} is not valid Unicode (it holds a lone surrogate)") from None
+    return text
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,8 @@ class Column:
         check_name(self.name)
         if self.dtype not in COLUMN_DTYPES:
             raise ColumnError(f"column {self.name!r}: dtype must be one of {', '.join(COLUMN_DTYPES)}, not {self.dtype!r}")
+        check_text(self.unit, f"column {self.name!r}: unit")
+        check_text(self.description, f"column {self.name!r}: description")
 
     @property
     def numpy_dtype(self) -> np.dtype:

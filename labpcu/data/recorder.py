@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from labpcu.data.columns import Column, ColumnError
+from labpcu.data.columns import Column, ColumnError, check_text
 
 if TYPE_CHECKING:
     from labpcu.data.store import Store
@@ -51,6 +51,7 @@ class RunRecorder:
         self._datasets = [data[c.name] for c in columns]
         self._names = [c.name for c in columns]
         self._is_str = [c.dtype == "str" for c in columns]
+        self._str_columns = [i for i, c in enumerate(columns) if c.dtype == "str"]
         self._capacity = block_rows
         self._buffers = [np.empty(block_rows, dtype=c.numpy_dtype) for c in columns]
         self._pending = 0  # rows in the buffers
@@ -89,6 +90,10 @@ class RunRecorder:
             raise
         scalar_row = all(type(v) in _SCALAR_TYPES for v in values)
         n = 1 if scalar_row else _block_length(values, self._names)
+        for i in self._str_columns:  # checked here: at write time a bad one would fail half-way
+            v = values[i]
+            if type(v) is not str or not v.isascii() or "\x00" in v:
+                _check_texts(self._names[i], v)
         with self._lock:
             if scalar_row and self._pending < self._capacity:  # the per-point hot path
                 pos = self._pending
@@ -204,3 +209,10 @@ def _block_length(values: list[Any], names: list[str]) -> int:
             raise ColumnError(f"column {name!r} has {length} values where the block's other columns have {n}")
         n, seen_array = length, True
     return n
+
+
+def _check_texts(name: str, value: Any) -> None:
+    """A str column's value(s) must be text HDF5 can store (non-str values are stored
+    as their ``str``)."""
+    for v in [value] if isinstance(value, str) else np.asarray(value, dtype=object).ravel():
+        check_text(v if isinstance(v, str) else str(v), f"column {name!r}: text")

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from labpcu import __version__
-from labpcu.data.columns import Column, check_columns
+from labpcu.data.columns import Column, ColumnError, check_columns, check_name, check_text
 from labpcu.data.tree import from_json, read_tree, to_json, write_tree
 
 SCHEMA = "labpcu"
@@ -339,7 +339,20 @@ class Store:
         """Create a run (status ``running``) and return its recorder, already in SWMR mode."""
         from labpcu.data.recorder import RunRecorder
 
+        check_name(protocol, "protocol")  # it names the run's group: "/" would nest it
         cols = check_columns(columns)
+        # made and checked before the run's group exists, so a refusal leaves no half-made run
+        meta = {
+            "parameters": to_json(dict(parameters or {})),
+            "parameter_units": to_json(dict(parameter_units or {})),
+            "devices": to_json(list(devices)),
+            "bench": to_json(dict(bench or {})),
+        }
+        for key, text in meta.items():
+            try:
+                check_text(text, f"run {key}")
+            except ColumnError as exc:
+                raise StoreError(str(exc)) from None
         f = None
         with self._writing() as fw:
             runs = fw["runs"]
@@ -348,10 +361,8 @@ class Store:
             grp = runs.create_group(run_id)
             a = grp.attrs
             a["protocol"] = protocol
-            a["parameters"] = to_json(dict(parameters or {}))
-            a["parameter_units"] = to_json(dict(parameter_units or {}))
-            a["devices"] = to_json(list(devices))
-            a["bench"] = to_json(dict(bench or {}))
+            for key, text in meta.items():
+                a[key] = text
             a["labpcu_version"] = __version__
             a["started"] = now_iso()
             a["finished"] = ""

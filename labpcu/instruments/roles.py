@@ -10,6 +10,10 @@ shapes, and add the bench's safety rules on top of the drivers' own checks:
   anything is sent;
 * an output turns on only after a level *and* its compliance were given;
 * ``safe_off`` brings the level to 0 and turns the output off, whatever failed before.
+
+Optional capabilities are separate runtime-checkable protocols, so a protocol asks
+``isinstance(smu, ProgramVerifier)`` and falls back to a host-side loop when the
+instrument cannot run the loop itself.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -62,6 +66,55 @@ class SourceMeasureUnit(Protocol):
     def measure(self) -> IVReading: ...
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep: ...
     def safe_off(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProgramVerifyResult:
+    """Outcome of one program-and-verify (ISPP) attempt, on the instrument or the host.
+
+    ``trace`` has one row per verify read (row 0 before any pulse) and the columns
+    pulse amplitude (V, 0 for row 0), read current (A) and conductance (S).
+    """
+
+    reached: bool
+    status: str  # "reached", "max_pulses" or "overflow"
+    pulses: int
+    conductance: float  # S, from the last verify read
+    target: float  # S
+    tolerance: float  # S
+    trace: np.ndarray = field(repr=False)
+    on_instrument: bool = False
+
+
+@runtime_checkable
+class ProgramVerifier(Protocol):
+    """An SMU that runs the whole ISPP loop itself (decisions between pulses made on
+    the instrument, the trace returned at the end): no host round trip per pulse."""
+
+    def can_program_verify(self, ground: SourceMeasureUnit | None) -> bool:
+        """True if the loop can run with ``ground`` holding the other terminal at 0 V
+        (``None``: the other terminal is grounded some other way)."""
+        ...
+
+    def program_and_verify(
+        self,
+        ground: SourceMeasureUnit | None,
+        target: float,
+        tolerance: float,
+        *,
+        v_start: float,
+        v_step: float,
+        v_max: float,
+        width: float,
+        v_read: float,
+        max_pulses: int,
+        compliance: float,
+    ) -> ProgramVerifyResult:
+        """ISPP: pulses of growing amplitude (±``v_start``, then ``v_step`` more each,
+        at most ``v_max``; ``width`` s), a read at ``v_read`` after each; the polarity
+        follows the sign of target − G and the amplitude restarts at ``v_start`` when it
+        flips. Stops within ``tolerance`` of ``target`` or after ``max_pulses``."""
+        ...
 
 
 @runtime_checkable
@@ -200,6 +253,51 @@ class K2600Smu(_SmuBase):
     def safe_off(self) -> None:
         self._forget()
         self.channel.parent.safe_off(self.channel)
+
+    # -- ProgramVerifier: the driver's TSP script -----------------------------------
+    def can_program_verify(self, ground: SourceMeasureUnit | None) -> bool:
+        """The script drives two channels of one mainframe: ground must be the other
+        channel of this instrument (or None)."""
+        if ground is None:
+            return True
+        return isinstance(ground, K2600Smu) and ground is not self and ground.channel.parent is self.channel.parent
+
+    def program_and_verify(
+        self,
+        ground: SourceMeasureUnit | None,
+        target: float,
+        tolerance: float,
+        *,
+        v_start: float = 0.2,
+        v_step: float = 0.1,
+        v_max: float = 1.0,
+        width: float = 0.02,
+        v_read: float = 0.01,
+        max_pulses: int = 100,
+        compliance: float = 1e-3,
+    ) -> ProgramVerifyResult:
+        """ISPP run on the instrument (one message, one reply); software limits are
+        checked first. Both channels end at 0 V with their outputs on."""
+        if not self.can_program_verify(ground):
+            other = getattr(ground, "name", repr(ground))
+            raise LimitError(f"{self.name}: on-instrument ISPP needs ground on the other channel of the same "
+                             f"instrument, not {other}")
+        other = ground if isinstance(ground, K2600Smu) else None
+        self._check_compliance(compliance, "A")
+        for volts in (v_start, v_max, -v_max, v_read):
+            self._check(volts=volts)
+        self._check(amps=compliance)
+        if other is not None:
+            other._check(amps=compliance)
+        res = self.channel.parent.program_and_verify(
+            target, tolerance, channel=self.channel.id, ground=None if other is None else other.channel.id,
+            v_start=v_start, v_step=v_step, v_max=v_max, width=width, v_read=v_read,
+            max_pulses=max_pulses, compliance=compliance)
+        for smu in (self, other):
+            if smu is not None:  # the script leaves both at 0 V, outputs on
+                smu._armed = smu._on = True
+        return ProgramVerifyResult(res.reached, res.status, res.pulses, res.conductance, res.target,
+                                   res.tolerance, res.trace, on_instrument=True)
 
 
 class B1500Smu(_SmuBase):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -104,6 +105,8 @@ class ParamSpec:
                     return False
                 raise ValueError(f"{text!r} is not true/false")
             if self.kind is int:
+                if re.fullmatch(r"[+-]?\d+", text):  # exactly (a float holds only 53 bits)
+                    return int(text)
                 value = parse_quantity(text, self.unit)
                 if not value.is_integer():
                     raise ValueError(f"{text!r} is not a whole number")
@@ -159,7 +162,8 @@ class Params:
             if key not in known:
                 raise ParameterError(f"no parameter {name!r}; have {', '.join(known)}")
             spec = known[key]
-            kwargs[key] = spec.parse(value) if isinstance(value, str) and spec.kind is not str else value
+            parse = isinstance(value, str) and (spec.kind is not str or spec.is_list)
+            kwargs[key] = spec.parse(value) if parse else value
         try:
             return cls(**kwargs)
         except ParameterError:

@@ -18,7 +18,11 @@ from labpcu.protocols.params import ParameterError
 log = logging.getLogger(__name__)
 
 #: modules whose import registers the built-in protocols
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = (
+    "labpcu.protocols.characterization",
+    "labpcu.protocols.programming",
+    "labpcu.protocols.configure",
+)
 ENTRY_POINT_GROUP = "labpcu.protocols"
 
 _registry: dict[str, type[Protocol]] = {}
