@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 measurement failed, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -134,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labpcu: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `labpcu show 3 | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -110,7 +110,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  device {device} failed: {reason}")
     for line in list(format_results(outcome.results))[:20]:
         print(f"  {line}")
-    return EXIT_OK if outcome.ok else EXIT_FAILED
+    verdict = proto.passed(outcome.results) if outcome.ok else None
+    if verdict is False:
+        print(f"  {proto.name}: the measurement missed its pass criterion (see the results above)")
+    return EXIT_OK if outcome.ok and verdict is not False else EXIT_FAILED
 
 
 def expand_devices(items: list[str], bench: Any) -> list[str]:
@@ -234,8 +237,11 @@ def format_results(results: Mapping[str, Any], prefix: str = "") -> Iterator[str
                 yield f"{name}: array[{value.size}]"
         elif isinstance(value, float):
             yield f"{name}: {value:.6g}"
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            items = value.tolist() if isinstance(value, np.ndarray) else list(value)
+            yield f"{name}: [{', '.join(f'{v:.4g}' if isinstance(v, float) else str(v) for v in items)}]"
         else:
-            yield f"{name}: {value.tolist() if isinstance(value, np.ndarray) else value}"
+            yield f"{name}: {value}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -14,7 +14,9 @@ from toy_protocols import Reads
 
 @pytest.fixture
 def toy_registry(monkeypatch):
-    """The toy protocol registered for this test only."""
+    """The toy protocol registered for this test only (built-ins loaded first, so the
+    restored registry still has them)."""
+    registry.protocols()
     monkeypatch.setattr(registry, "_registry", dict(registry._registry))
     registry.register(Reads)
 
@@ -111,3 +113,31 @@ def test_a_site_expands_to_its_devices(toy_registry, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "run", "toy_reads", "--device", "Q1", "--reads", "2", "--out", str(store))
     assert code == 0
     assert Store(store).info("00001-toy_reads").devices == ("S01", "S02", "S03", "S04")
+
+
+# ------------------------------------------------------------- the real protocols
+@pytest.mark.parametrize("argv, words", [
+    (["run", "iv_sweep", "--device", "S01", "--stop", "4"], "exceeds the bench limit of 3 V"),
+    (["run", "iv_sweep", "--device", "S01", "--spacing", "cubic"], "is not one of linear, log, list"),
+    (["run", "hysteresis", "--device", "S02", "--v-set-max", "5 V"], "exceeds the bench limit of 2 V"),
+    (["run", "hysteresis", "--device", "S02", "--cycles", "two"], "'two' is not a number"),
+    (["run", "retention", "--device", "S02", "--component", "m3"], "is not one of m1, m2"),
+    (["run", "ispp", "--device", "S06", "--targets", "1"], "above its limit 1 mS"),
+    (["run", "binary_switch", "--device", "S07", "--action", "flip"], "is not one of set, reset"),
+    (["run", "configure", "--device", "S08", "--mode", "turbo"], "is not one of vmm, softplus, sigmoid, exp"),
+    (["run", "weight_statistics", "--device", "Z9"], "no device or site 'Z9'"),
+])
+def test_real_protocols_refuse_bad_input_before_opening_the_bench(opened, capsys, argv, words):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert opened == []
+
+
+def test_real_protocol_end_to_end_and_a_missed_criterion_exits_1(tmp_path, capsys):
+    store = tmp_path / "r.h5"
+    code, out, _ = run_cli(capsys, "run", "iv_sweep", "--device", "S01", "--out", str(store))
+    assert code == 0 and "completed" in out
+    assert Store(store).info("00001-iv_sweep").results["devices"]["S01"]["rectification_ratio"] > 1e3
+    # 0.5 mS is beyond every M1 of the wafer: the run completes, the ISPP criterion fails
+    code, out, _ = run_cli(capsys, "run", "ispp", "--device", "S06", "--targets", "0.5 mS", "--out", str(store))
+    assert code == 1 and "missed its pass criterion" in out

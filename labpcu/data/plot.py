@@ -58,7 +58,7 @@ def render_plot(df: pd.DataFrame, spec: PlotSpec, path: str | Path, title: str =
     ax.set_title(title or spec.title)
     ax.grid(True, which="both", alpha=0.3)
     if 1 < len(groups) * len(spec.y) <= MAX_LEGEND:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", title=spec.group)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)

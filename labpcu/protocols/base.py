@@ -122,6 +122,16 @@ class Protocol(ABC):
         """Results (fits, figures of merit) from the stored table. Default: none."""
         return {}
 
+    def passed(self, results: Mapping[str, Any]) -> bool | None:
+        """Did the run meet its pass criterion? None when the protocol has none. The
+        default reads ``results["passed"]``, then ``results["summary"]["passed"]``."""
+        if "passed" in results:
+            return bool(results["passed"])
+        summary = results.get("summary")
+        if isinstance(summary, Mapping) and "passed" in summary:
+            return bool(summary["passed"])
+        return None
+
     # ------------------------------------------------------------ description
     @classmethod
     def describe(cls) -> dict[str, Any]:

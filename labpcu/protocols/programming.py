@@ -28,7 +28,7 @@ clock. Both follow :func:`next_pulse`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -357,9 +357,9 @@ _LOOP_HELP = "where the pulse-verify loop runs: auto = on the instrument when it
 # ============================================================================ ispp
 @dataclass(frozen=True)
 class IsppParams(Params):
-    targets: tuple[float, ...] = param((20e-6, 50e-6, 80e-6), unit="S", limits=(1e-9, 1.0),
+    targets: tuple[float, ...] = param((20e-6, 50e-6, 80e-6), unit="S", limits=(1e-9, 1e-3),
                                        help="conductances to program, in order (each starts where the last ended)")
-    tolerance: float = param(5e-6, unit="S", limits=(1e-12, 1.0),
+    tolerance: float = param(5e-6, unit="S", limits=(1e-12, 1e-3),
                              help="verify tolerance: stop when |G − target| ≤ this (≈ 5 % of a typical M1 range)")
     v_start: float = _F["v_start"]
     v_step: float = _F["v_step"]
@@ -476,6 +476,10 @@ class Ispp(Protocol):
             res = program_conductance(force, ground, ctx.clock, target, p.tolerance, scheme, loop=p.loop)
             yield attempt_block(res, k, rng)
             _device_progress(ctx, device, k + 1, len(p.targets))
+
+    def passed(self, results: Mapping[str, Any]) -> bool | None:
+        """The pcu.md criterion: at least 99 % of attempts reach their target."""
+        return bool(results["meets_goal"]) if "meets_goal" in results else None
 
     def analyze(self, data: pd.DataFrame, p: IsppParams) -> dict[str, Any]:
         if data.empty:
