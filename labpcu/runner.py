@@ -291,7 +291,7 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - the data stay; the analysis can be redone
                 status, error = "failed", f"analysis failed: {_describe(exc)}"
                 log.exception("%s: analysis failed", run_id)
-        recorder.finish(status, error=error, results=results, bench_time_end=bench.clock.now())
+        status, error = recorder.finish(status, error=error, results=results, bench_time_end=bench.clock.now())
         self._emit(StatusChanged(run_id, status, error))
         return RunOutcome(run_id, status, error, recorder.rows_on_disk, results, dict(ctx.failed_devices), self.store)
 

@@ -214,6 +214,14 @@ def test_failed_analysis_keeps_the_data(runner, bench):
     assert len(runner.store.read(out.run_id)) == 7
 
 
+def test_results_that_cannot_be_stored_fail_the_run_and_keep_the_data(runner, monkeypatch):
+    monkeypatch.setattr(Reads, "analyze", lambda self, data, p: {"good": 1.0, "bad": object(), "worse": 1j})
+    out = runner.run(Reads, {"reads": 3}, ["S02"])
+    assert out.status == "failed" and "the results could not be stored" in out.error
+    info = runner.store.info(out.run_id)
+    assert info.status == "failed" and info.results == {} and info.n_points == 3
+
+
 def test_multi_device_run_goes_past_a_failed_device(runner, bench):
     failed = []
     runner.subscribe(lambda e: failed.append(e.device) if isinstance(e, DeviceFailed) else None)

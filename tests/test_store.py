@@ -219,7 +219,8 @@ def test_columns_round_trip(plans: list[dict[str, Any]]) -> None:
             rec = st_.begin_run("fuzz", plan["columns"])
             for start, stop, kind in plan["steps"]:
                 assert rec.append(_block(plan["columns"], plan["data"], start, stop, kind)) == stop - start
-            assert rec.finish("completed") == plan["n_rows"]
+            assert rec.finish("completed") == ("completed", "")
+            assert rec.rows_on_disk == plan["n_rows"]
             written.append((rec.run_id, plan))
         store = Store(path)
         assert store.run_ids() == sorted(r for r, _ in written)
@@ -480,7 +481,7 @@ def test_bad_blocks_are_rejected_whole(store: Store, block: dict[str, Any], need
     assert all(n in msg for n in needles) and "\n" not in msg, msg
     assert rec.rows == 2
     rec.append({"v": 1.0, "n": 1, "s": "after"})
-    assert rec.finish("completed") == 3
+    assert rec.finish("completed") == ("completed", "") and rec.rows_on_disk == 3
     df = store.read(rec.run_id)
     assert df["s"].tolist() == ["before", "block", "after"] and df["n"].tolist() == [0, 5, 1]
 

@@ -177,12 +177,12 @@ class RunRecorder:
         error: str = "",
         results: Mapping[str, Any] | None = None,
         bench_time_end: float = float("nan"),
-    ) -> int:
-        """Close the run with its status, reason and results; returns the rows kept."""
+    ) -> tuple[str, str]:
+        """Close the run with its status, reason and results; returns the (status,
+        error) stored, which is ``failed`` if the results could not be stored."""
         n = self.close()
-        self.store.finish_run(self.run_id, status, error=error, results=results, n_points=n,
-                              bench_time_end=bench_time_end)
-        return n
+        return self.store.finish_run(self.run_id, status, error=error, results=results, n_points=n,
+                                     bench_time_end=bench_time_end)
 
     def __enter__(self) -> RunRecorder:
         return self

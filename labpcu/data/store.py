@@ -401,22 +401,31 @@ class Store:
         results: Mapping[str, Any] | None = None,
         n_points: int | None = None,
         bench_time_end: float = float("nan"),
-    ) -> None:
-        """Write a run's end: status, reason, results, end time (the run's SWMR handle
-        must be closed first; the recorder does that)."""
+    ) -> tuple[str, str]:
+        """Write a run's end: results, status, reason, end time (the run's SWMR handle
+        must be closed first; the recorder does that). Returns the (status, error)
+        stored: ``failed`` if the results could not be stored."""
         if status not in STATUSES or status == "running":
             raise StoreError(f"a run ends as one of completed, aborted, failed, interrupted; not {status!r}")
         with self._writing() as f:
             grp = _run_group(f, run_id, self.path)
             a = grp.attrs
+            if results:  # first, so a result that cannot be stored turns the status to failed
+                try:
+                    write_tree(grp.require_group("results"), results)
+                except (TypeError, ValueError) as exc:
+                    del grp["results"]
+                    grp.create_group("results")
+                    status = "failed"
+                    error = f"{error}; " if error else ""
+                    error += f"the results could not be stored: {exc}"
             a["status"] = status
             a["error"] = error
             a["finished"] = now_iso()
             a["n_points"] = _n_points(grp) if n_points is None else int(n_points)
             a["bench_time_end"] = float(bench_time_end)
-            if results:
-                write_tree(grp.require_group("results"), results)
             _ACTIVE_UUIDS.discard(_s(a.get("uuid")))
+        return status, error
 
     def write_results(self, run_id: str, results: Mapping[str, Any]) -> None:
         """Replace a finished run's results (re-analysis)."""

@@ -58,7 +58,10 @@ def write_tree(group: h5py.Group, tree: Mapping[str, Any]) -> None:
         else:
             arr = np.asarray(value)
             if arr.dtype.kind in "OUS":
-                arr = np.asarray([str(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
+                flat = arr.ravel()
+                if arr.dtype.kind == "O" and not all(isinstance(v, str) for v in flat):
+                    raise TypeError(f"result {key!r}: cannot store {type(value).__name__} values")
+                arr = np.asarray([str(v) for v in flat], dtype=object).reshape(arr.shape)
                 group.create_dataset(key, data=arr, dtype=_STR)
             elif arr.dtype.kind in "biuf":
                 group.create_dataset(key, data=arr)

@@ -229,11 +229,18 @@ def _checked_one(label: str, spec: ParamSpec, value: Any) -> Any:
     if spec.limits is not None and kind in (int, float):
         lo, hi = spec.limits
         if lo is not None and value < lo:
-            raise ParameterError(f"{label} = {_fmt(value, spec.unit)} is below its limit {_fmt(lo, spec.unit)}")
+            raise ParameterError(f"{label} = {_fmt_pair(value, lo, spec.unit)} is below its limit {_fmt(lo, spec.unit)}")
         if hi is not None and value > hi:
-            raise ParameterError(f"{label} = {_fmt(value, spec.unit)} is above its limit {_fmt(hi, spec.unit)}")
+            raise ParameterError(f"{label} = {_fmt_pair(value, hi, spec.unit)} is above its limit {_fmt(hi, spec.unit)}")
     return value
 
 
 def _fmt(value: float, unit: str) -> str:
     return format_quantity(float(value), unit) if unit else f"{value:g}"
+
+
+def _fmt_pair(value: float, limit: float, unit: str) -> str:
+    """The value as shown next to its limit: full precision when 4 digits would make
+    the two look equal ("1.0000001 s is above its limit 1 s")."""
+    shown = _fmt(value, unit)
+    return shown if shown != _fmt(limit, unit) else f"{value!r}{' ' + unit if unit else ''}"
