@@ -92,6 +92,16 @@ def _progress(ctx: RunContext, device: str, message: str) -> None:
     ctx.progress(ctx.devices.index(device) + 1, len(ctx.devices), f"{device}: {message}")
 
 
+#: what every swept point records (iv_sweep and hysteresis)
+SWEEP_COLUMNS = (
+    Column("v_source", "V", "float64", "programmed level"),
+    Column("v", "V", "float64", "measured voltage"),
+    Column("i", "A", "float64", "measured current (NaN on overflow)"),
+    Column("compliance", "", "bool", "at the current compliance or overflowed"),
+    DEVICE_COLUMN,
+)
+
+
 def half_cycle(peak: float, step: float) -> np.ndarray:
     """0 → ``peak`` → 0 in steps of at most ``step`` (the peak is always a level)."""
     n = max(1, math.ceil(abs(peak) / step - 1e-9))
@@ -198,11 +208,7 @@ class IVSweep(Protocol):
     columns = (
         Column("index", "", "int64", "point within the sweep"),
         Column("branch", "", "int64", "0 going, 1 coming back (double sweeps)"),
-        Column("v_source", "V", "float64", "programmed level"),
-        Column("v", "V", "float64", "measured voltage"),
-        Column("i", "A", "float64", "measured current (NaN on overflow)"),
-        Column("compliance", "", "bool", "at the current compliance or overflowed"),
-        DEVICE_COLUMN,
+        *SWEEP_COLUMNS,
     )
     plot = PlotSpec("v", ("i",), group="device", yscale="log", abs_y=True, title="I–V sweep")
 
@@ -324,11 +330,7 @@ class Hysteresis(Protocol):
         Column("cycle", "", "int64", "cycle number; 0 is the reset before cycle 1"),
         Column("phase", "", "str", "set, read_set, reset or read_reset"),
         Column("index", "", "int64", "point within the phase"),
-        Column("v_source", "V", "float64", "programmed level"),
-        Column("v", "V", "float64", "measured voltage"),
-        Column("i", "A", "float64", "measured current (NaN on overflow)"),
-        Column("compliance", "", "bool", "at the current compliance or overflowed"),
-        DEVICE_COLUMN,
+        *SWEEP_COLUMNS,
     )
     plot = PlotSpec("v", ("i",), group="cycle", yscale="log", abs_y=True, title="M2 hysteresis")
 

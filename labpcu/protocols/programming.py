@@ -354,13 +354,11 @@ _TERMINALS_HELP = ("force and ground SMUs, e.g. b1500a.1,b1500a.2; empty: the fi
 _LOOP_HELP = "where the pulse-verify loop runs: auto = on the instrument when it can, else on the host"
 
 
-# ============================================================================ ispp
 @dataclass(frozen=True)
-class IsppParams(Params):
-    targets: tuple[float, ...] = param((20e-6, 50e-6, 80e-6), unit="S", limits=(1e-9, 1e-3),
-                                       help="conductances to program, in order (each starts where the last ended)")
-    tolerance: float = param(5e-6, unit="S", limits=(1e-12, 1e-3),
-                             help="verify tolerance: stop when |G − target| ≤ this (≈ 5 % of a typical M1 range)")
+class IsppSchemeParams(Params):
+    """The pulse scheme and where its loop runs: the fields every ISPP-using
+    protocol shares (names as in :class:`IsppScheme`), with the paper's defaults."""
+
     v_start: float = _F["v_start"]
     v_step: float = _F["v_step"]
     v_max: float = _F["v_max"]
@@ -368,15 +366,27 @@ class IsppParams(Params):
     v_read: float = _F["v_read"]
     max_pulses: int = _F["max_pulses"]
     compliance: float = _F["compliance"]
-    find_range: bool = param(False, help="first saturate M1 down and up to measure G_min and G_max; "
-                                         "a target outside that range fails the device")
     loop: str = param("auto", choices=LOOPS, help=_LOOP_HELP)
     terminals: tuple[str, ...] = param((), help="force (on CL1) and ground (on CL2): " + _TERMINALS_HELP)
 
     def check(self) -> None:
+        _check_ispp_fields(self)
+
+
+# ============================================================================ ispp
+@dataclass(frozen=True)
+class IsppParams(IsppSchemeParams):
+    targets: tuple[float, ...] = param((20e-6, 50e-6, 80e-6), unit="S", limits=(1e-9, 1e-3),
+                                       help="conductances to program, in order (each starts where the last ended)")
+    tolerance: float = param(5e-6, unit="S", limits=(1e-12, 1e-3),
+                             help="verify tolerance: stop when |G − target| ≤ this (≈ 5 % of a typical M1 range)")
+    find_range: bool = param(False, help="first saturate M1 down and up to measure G_min and G_max; "
+                                         "a target outside that range fails the device")
+
+    def check(self) -> None:
         if not self.targets:
             raise ParameterError("give at least one target conductance")
-        _check_ispp_fields(self)
+        super().check()
 
 
 def _validate_m1(proto: Protocol, p: Any, bench: Bench) -> tuple[str, str]:
@@ -610,7 +620,7 @@ class BinarySwitch(Protocol):
 
 # =============================================================== weight_statistics
 @dataclass(frozen=True)
-class WeightParams(Params):
+class WeightParams(IsppSchemeParams):
     levels: int = param(6, limits=(2, 256), help="target levels per device, evenly spaced within its measured range")
     margin: float = param(0.1, limits=(0.0, 0.45),
                           help="lowest and highest level as fractions of the range from each end")
@@ -619,18 +629,6 @@ class WeightParams(Params):
                                       help="verify tolerance as a fraction of each device's measured range")
     settle: float = param(10.0, unit="s", limits=(0.0, 1e6),
                           help="wait after programming before the read that counts as achieved")
-    v_start: float = _F["v_start"]
-    v_step: float = _F["v_step"]
-    v_max: float = _F["v_max"]
-    width: float = _F["width"]
-    v_read: float = _F["v_read"]
-    max_pulses: int = _F["max_pulses"]
-    compliance: float = _F["compliance"]
-    loop: str = param("auto", choices=LOOPS, help=_LOOP_HELP)
-    terminals: tuple[str, ...] = param((), help="force (on CL1) and ground (on CL2): " + _TERMINALS_HELP)
-
-    def check(self) -> None:
-        _check_ispp_fields(self)
 
     def fractions(self) -> np.ndarray:
         """The target levels as fractions of a device's range."""
