@@ -1,6 +1,9 @@
-"""Test helpers that drive the simulated bench directly (no emulator in between)."""
+"""Test helpers: driving the simulated bench directly (no emulator in between), and
+checking what a Bench on the simulator sent and left behind."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from labpcu.sim.bench import SimBench
 
@@ -36,3 +39,15 @@ def pulse(bench: SimBench, volts: float, width: float, limit: float = 0.1) -> No
     bench.set_source(A, output=True, mode="v", level=volts, limit=limit)
     bench.advance(width)
     bench.set_source(A, level=0.0)
+
+
+def sent(bench: Any) -> dict[str, int]:
+    """How many messages each emulator behind a simulated Bench has received so far."""
+    return {name: len(emu.messages_in()) for name, emu in bench.sim.emulators.items()}
+
+
+def assert_safe(bench: Any) -> None:
+    """Every output off and every relay open on a simulated Bench."""
+    sim = bench.sim.bench
+    assert sim.live_outputs() == [], "an output is still on"
+    assert sim.closed_relays() == set(), "a relay is still closed"

@@ -7,6 +7,7 @@ import pytest
 
 from labpcu.bench import Bench, SafeStateError
 from labpcu.instruments.errors import InstrumentCommunicationError, InstrumentError, LimitError
+from simhelpers import assert_safe, sent
 
 A, B = "k2612a.smua", "k2612a.smub"
 
@@ -19,17 +20,6 @@ def bench():
         b.close()
     except SafeStateError:
         pass
-
-
-def sent(bench: Bench) -> dict[str, int]:
-    """How many messages each emulator has received so far."""
-    return {name: len(emu.messages_in()) for name, emu in bench.sim.emulators.items()}
-
-
-def assert_safe(bench: Bench) -> None:
-    sim = bench.sim.bench
-    assert sim.live_outputs() == [], "an output is still on"
-    assert sim.closed_relays() == set(), "a relay is still closed"
 
 
 def m1_route(bench: Bench, device: str = "S03") -> None:

@@ -32,6 +32,7 @@ from labpcu.protocols.characterization import (
 from labpcu.protocols.common import connect_component
 from labpcu.protocols.params import ParameterError
 from labpcu.runner import DeviceFailed, Runner
+from simhelpers import assert_safe, sent
 
 #: diodes across the wafer: array cells (centre and corners) and single PCUs
 DIODES = ("A5-R2C2", "A1-R1C1", "A9-R3C3", "S01", "S13")
@@ -57,16 +58,6 @@ def bench0():
 @pytest.fixture
 def runner(bench, tmp_path):
     return Runner(bench, tmp_path / "runs.h5")
-
-
-def assert_safe(bench: Bench) -> None:
-    sim = bench.sim.bench
-    assert sim.live_outputs() == [], "an output is still on"
-    assert sim.closed_relays() == set(), "a relay is still closed"
-
-
-def sent(bench: Bench) -> dict[str, int]:
-    return {name: len(emu.messages_in()) for name, emu in bench.sim.emulators.items()}
 
 
 # ====================================================================== fits

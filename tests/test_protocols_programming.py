@@ -24,6 +24,7 @@ from labpcu.protocols.programming import (
 )
 from labpcu.protocols.common import connect_component
 from labpcu.runner import Runner
+from simhelpers import assert_safe, sent
 
 B1500 = ("b1500a.1", "b1500a.2")
 A1_CELLS = [f"A1-R{r}C{c}" for r in (1, 2, 3) for c in (1, 2, 3)]
@@ -41,15 +42,6 @@ def bench0():
     b = Bench.from_file(seed=0)
     yield b
     b.close()
-
-
-def sent(bench: Bench) -> dict[str, int]:
-    return {name: len(emu.messages_in()) for name, emu in bench.sim.emulators.items()}
-
-
-def assert_safe(bench: Bench) -> None:
-    assert bench.sim.bench.live_outputs() == [], "an output is still on"
-    assert bench.sim.bench.closed_relays() == set(), "a relay is still closed"
 
 
 def run(bench: Bench, tmp_path, protocol: str, params: dict, devices):

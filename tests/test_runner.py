@@ -31,6 +31,7 @@ from labpcu.runner import (
     RunStarted,
     StatusChanged,
 )
+from simhelpers import assert_safe, sent
 from toy_protocols import BrokenAnalysis, FailsOnS03, Reads
 
 HERE = Path(__file__).parent
@@ -49,16 +50,6 @@ def bench():
 @pytest.fixture
 def runner(bench, tmp_path):
     return Runner(bench, tmp_path / "runs.h5")
-
-
-def sent(bench: Bench) -> dict[str, int]:
-    return {name: len(emu.messages_in()) for name, emu in bench.sim.emulators.items()}
-
-
-def assert_safe(bench: Bench) -> None:
-    sim = bench.sim.bench
-    assert sim.live_outputs() == [], "an output is still on"
-    assert sim.closed_relays() == set(), "a relay is still closed"
 
 
 def last_2612a_messages(bench: Bench, n: int = 12) -> str:

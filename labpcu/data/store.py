@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -46,6 +46,9 @@ import pandas as pd
 from labpcu import __version__
 from labpcu.data.columns import Column, ColumnError, check_columns, check_name, check_text
 from labpcu.data.tree import from_json, read_tree, to_json, write_tree
+
+if TYPE_CHECKING:
+    from labpcu.data.recorder import RunRecorder
 
 SCHEMA = "labpcu"
 SCHEMA_VERSION = 1
