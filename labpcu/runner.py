@@ -33,7 +33,7 @@ from labpcu.data.columns import Column
 from labpcu.data.store import Store
 from labpcu.instruments.errors import InstrumentCommunicationError
 from labpcu.protocols import registry
-from labpcu.protocols.base import DeviceFailure, Protocol
+from labpcu.protocols.base import DEVICE_COLUMN, DeviceFailure, Protocol
 from labpcu.protocols.params import ParameterError, Params
 
 log = logging.getLogger(__name__)
@@ -256,11 +256,12 @@ class Runner:
         self._emit(RunStarted(run_id, proto.name, devices, params.to_dict(), proto.columns))
         self._emit(StatusChanged(run_id, "running"))
         status, error = "completed", ""
-        has_device_column = any(c.name == "device" for c in proto.columns)
+        device_col = DEVICE_COLUMN.name
+        has_device_column = any(c.name == device_col for c in proto.columns)
         try:
             for block in proto.run(ctx, params):
-                if has_device_column and "device" not in block:
-                    block = {**block, "device": ctx.device or ""}
+                if has_device_column and device_col not in block:
+                    block = {**block, device_col: ctx.device or ""}
                 recorder.append(block)
                 self._emit(Points(run_id, block, recorder.rows))
                 ctx.check()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from labpcu.data.columns import Column
-from labpcu.protocols.base import DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import DEVICE_COLUMN, DeviceFailure, PlotSpec, Protocol
 from labpcu.protocols.params import Params, param
 
 A, B = "k2612a.smua", "k2612a.smub"
@@ -30,7 +30,7 @@ class Reads(Protocol):
     title = "toy: periodic M2 reads"
     Params = ReadParams
     columns = (Column("index", "", "int64"), Column("t", "s"), Column("v", "V"), Column("i", "A"),
-               Column("device", "", "str"))
+               DEVICE_COLUMN)
     plot = PlotSpec("t", ("i",), yscale="log", abs_y=True)
 
     def measure(self, ctx, p: ReadParams, device: str) -> Iterator[dict]:

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from labpcu.bench import Bench
     from labpcu.runner import RunContext
 
+#: the column that names the device of each row; the runner fills it when a block
+#: leaves it out (multi-device runs measure one device at a time)
+DEVICE_COLUMN = Column("device", "", "str", "device id (filled by the runner)")
+
 #: one yielded step of data: column name -> scalar, or 1-D array (scalars repeat)
 Block = Mapping[str, Any]
 
@@ -74,7 +78,7 @@ class Protocol(ABC):
     title: ClassVar[str]
     #: the parameter dataclass
     Params: ClassVar[type[Params]]
-    #: the data columns, in order; a ``device`` column (dtype str) is filled per device
+    #: the data columns, in order; :data:`DEVICE_COLUMN`, if declared, is filled per device
     columns: ClassVar[tuple[Column, ...]]
     #: the standard plot
     plot: ClassVar[PlotSpec]

@@ -32,7 +32,7 @@ from labpcu.data.columns import Column
 from labpcu.data.fits import FitError, find_switch, fit_log_drift, fit_shockley, rectification_ratio
 from labpcu.instruments.roles import IVReading, SourceMeasureUnit
 from labpcu.instruments.roles import IVSweep as SweepData
-from labpcu.protocols.base import Block, DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import DEVICE_COLUMN, Block, DeviceFailure, PlotSpec, Protocol
 from labpcu.protocols.common import COMPONENTS, check_levels, connect_component, default_terminals
 from labpcu.protocols.params import ParameterError, Params, param
 from labpcu.protocols.registry import register
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 MAX_SWEEP_POINTS = 20_000
 #: components whose forward branch is a diode, so a Shockley fit means something
 DIODE_COMPONENTS = ("d1", "d2", "path")
-DEVICE_COLUMN = Column("device", "", "str", "device id (filled by the runner)")
 
 
 # ====================================================================== helpers

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from labpcu.data.columns import Column
-from labpcu.protocols.base import DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import DEVICE_COLUMN, DeviceFailure, PlotSpec, Protocol
 from labpcu.protocols.common import check_levels, connect_component
 from labpcu.protocols.params import ParameterError, Params, param
 from labpcu.protocols.programming import (
@@ -280,7 +280,7 @@ class Configure(Protocol):
     title = "PCU: configure a mode"
     Params = ConfigureParams
     columns = (
-        Column("device", "", "str"),
+        DEVICE_COLUMN,
         Column("mode", "", "str"),
         Column("component", "", "str", "m1 or m2"),
         Column("phase", "", "str", "m1_range, m1_program, m2_switch or verify"),

@@ -37,7 +37,7 @@ import pandas as pd
 
 from labpcu.data.columns import Column
 from labpcu.instruments.roles import ProgramVerifier, ProgramVerifyResult, SourceMeasureUnit
-from labpcu.protocols.base import DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import DEVICE_COLUMN, DeviceFailure, PlotSpec, Protocol
 from labpcu.protocols.common import check_levels, connect_component, default_terminals
 from labpcu.protocols.params import ParameterError, Params, param
 from labpcu.protocols.registry import register
@@ -456,7 +456,7 @@ class Ispp(Protocol):
     title = "M1: incremental step pulse programming with verify"
     Params = IsppParams
     columns = (
-        Column("device", "", "str"),
+        DEVICE_COLUMN,
         Column("attempt", "", "int64", "index of the target in this device's list"),
         Column("target", "S"),
         Column("pulse", "", "int64", "pulses before this verify read"),
@@ -560,7 +560,7 @@ class BinarySwitch(Protocol):
     title = "M2: set / reset with verify"
     Params = SwitchParams
     columns = (
-        Column("device", "", "str"),
+        DEVICE_COLUMN,
         Column("action", "", "str"),
         Column("step", "", "int64", "0: the read before any pulse"),
         Column("amplitude", "V", description="the pulse before this read"),
@@ -663,7 +663,7 @@ class WeightStatistics(Protocol):
     title = "M1: weight programming error statistics"
     Params = WeightParams
     columns = (
-        Column("device", "", "str"),
+        DEVICE_COLUMN,
         Column("repeat", "", "int64"),
         Column("level", "", "int64", "index of the target level"),
         Column("fraction", "", description="target as a fraction of the device's range"),
