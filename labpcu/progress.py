@@ -31,7 +31,7 @@ class ProgressBar:
         if isinstance(event, RunStarted):
             self._t0 = time.monotonic()
             self._label = f"{event.protocol} on {', '.join(event.devices[:3])}{' …' if len(event.devices) > 3 else ''}"
-        elif isinstance(event, ProgressEvent) and event.done == event.done:  # NaN: a log line
+        elif isinstance(event, ProgressEvent):
             self._last = (event.done, event.total, event.message)
             if self._bar is None and time.monotonic() - self._t0 >= self.delay:
                 self._start()

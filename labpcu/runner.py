@@ -158,10 +158,6 @@ class RunContext:
     def progress(self, done: float, total: float | None = None, message: str = "") -> None:
         self._runner._emit(Progress(self.run_id, done, total, message))
 
-    def log(self, message: str) -> None:
-        log.info("%s: %s", self.run_id, message)
-        self._runner._emit(Progress(self.run_id, float("nan"), None, message))
-
     @contextlib.contextmanager
     def device_scope(self, device: str) -> Iterator[None]:
         """Measure one device of several: a :class:`DeviceFailure` (or a refused
@@ -250,7 +246,7 @@ class Runner:
         recorder = self.store.begin_run(
             proto.name, proto.columns, parameters=params.to_dict(), parameter_units=params.units(),
             devices=devices, bench=bench.snapshot(), bench_time_start=bench.clock.now(),
-            on_flush=lambda rows: self._emit(Flushed(run_id, rows)))
+            on_flush=lambda rows: self._emit(Flushed(run_id, rows)))  # run_id is bound before any append
         run_id = recorder.run_id
         ctx = RunContext(self, run_id, bench, devices, proto)
         self._emit(RunStarted(run_id, proto.name, devices, params.to_dict(), proto.columns))

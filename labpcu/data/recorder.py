@@ -50,7 +50,6 @@ class RunRecorder:
         data = h5file["runs"][run_id]["data"]
         self._datasets = [data[c.name] for c in columns]
         self._names = [c.name for c in columns]
-        self._is_str = [c.dtype == "str" for c in columns]
         self._str_columns = [i for i, c in enumerate(columns) if c.dtype == "str"]
         self._capacity = block_rows
         self._buffers = [np.empty(block_rows, dtype=c.numpy_dtype) for c in columns]
@@ -136,9 +135,9 @@ class RunRecorder:
         n = self._pending
         if n and not self._closed:
             end = self._on_disk + n
-            for ds, buf, is_str in zip(self._datasets, self._buffers, self._is_str):
+            for k, (ds, buf) in enumerate(zip(self._datasets, self._buffers)):
                 chunk = buf[:n]
-                if is_str:
+                if k in self._str_columns:
                     chunk = np.array([v if isinstance(v, str) else str(v) for v in chunk], dtype=object)
                 ds.resize((end,))
                 ds[self._on_disk:end] = chunk
@@ -183,16 +182,6 @@ class RunRecorder:
         n = self.close()
         return self.store.finish_run(self.run_id, status, error=error, results=results, n_points=n,
                                      bench_time_end=bench_time_end)
-
-    def __enter__(self) -> RunRecorder:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if not self._closed:
-            if exc is None:
-                self.finish("completed")
-            else:
-                self.finish("failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _block_length(values: list[Any], names: list[str]) -> int:

@@ -48,7 +48,7 @@ from labpcu.data.columns import Column, ColumnError, check_columns, check_name, 
 from labpcu.data.tree import from_json, read_tree, to_json, write_tree
 
 if TYPE_CHECKING:
-    from labpcu.data.recorder import RunRecorder
+    from labpcu.data.recorder import FlushListener, RunRecorder
 
 SCHEMA = "labpcu"
 SCHEMA_VERSION = 1
@@ -152,8 +152,10 @@ class Store:
         raise StoreError(f"cannot open {self.path}: {_first_line(last)}")
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[h5py.File]:
-        """Open for writing (creating the file), after crash recovery if needed."""
+    def _writing(self, *, claim: bool = False) -> Iterator[h5py.File]:
+        """Open for writing (creating the file), after crash recovery if needed.
+        ``claim`` (a new run starts): runs left ``running`` by dead writers become
+        ``interrupted`` for good."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = self._open_for_write()
         try:
@@ -165,7 +167,8 @@ class Store:
                 f.create_group("runs")
             _check_schema(f, self.path)
             f.require_group("runs")
-            _mark_dead_runs(f)
+            if claim:
+                _mark_dead_runs(f)
             yield f
         finally:
             f.close()
@@ -182,21 +185,21 @@ class Store:
     def _recover(self) -> None:
         """The file is marked open-for-write: refuse if its writer lives, else copy
         everything into a clean file and swap it in."""
+        tmp = self.path.with_name(self.path.name + ".recovering")
         with self._reading() as src:
             for run_id, grp in src.get("runs", {}).items():
-                if grp.attrs.get("status") == "running" and _writer_alive(grp.attrs):
+                if _status(grp.attrs) == "running":
                     raise StoreBusyError(
                         f"{self.path} is being written by process {grp.attrs.get('pid')} on "
                         f"{grp.attrs.get('host')} (run {run_id}); wait for it or use another file")
-        tmp = self.path.with_name(self.path.name + ".recovering")
-        with h5py.File(self.path, "r", swmr=True) as src, h5py.File(tmp, "w", libver=LIBVER) as dst:
-            for key, value in src.attrs.items():
-                dst.attrs[key] = value
-            for name in src:
-                src.copy(src[name], dst, name=name)
-            _mark_dead_runs(dst)
-            dst.flush()
-            os.fsync(dst.id.get_vfd_handle())
+            with h5py.File(tmp, "w", libver=LIBVER) as dst:
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                for name in src:
+                    src.copy(src[name], dst, name=name)
+                _mark_dead_runs(dst)
+                dst.flush()
+                os.fsync(dst.id.get_vfd_handle())
         os.replace(tmp, self.path)
 
     # ------------------------------------------------------------------ reading
@@ -299,8 +302,7 @@ class Store:
             n_rows = _n_points(grp)
             out: dict[str, Any] = {}
             for n in names:
-                ds = by_name[n]
-                ds.refresh() if f.swmr_mode else None
+                ds = by_name[n]  # _n_points refreshed it if the run is live
                 if h5py.check_string_dtype(ds.dtype) is not None:
                     out[n] = pd.Series(ds.asstr()[:n_rows], dtype=object)
                 else:
@@ -337,7 +339,7 @@ class Store:
         devices: Sequence[str] = (),
         bench: Mapping[str, Any] | None = None,
         bench_time_start: float = float("nan"),
-        on_flush: Any = None,
+        on_flush: FlushListener | None = None,
     ) -> RunRecorder:
         """Create a run (status ``running``) and return its recorder, already in SWMR mode."""
         from labpcu.data.recorder import RunRecorder
@@ -356,8 +358,7 @@ class Store:
                 check_text(text, f"run {key}")
             except ColumnError as exc:
                 raise StoreError(str(exc)) from None
-        f = None
-        with self._writing() as fw:
+        with self._writing(claim=True) as fw:
             runs = fw["runs"]
             number = 1 + max((int(k.split("-", 1)[0]) for k in runs if k.split("-", 1)[0].isdigit()), default=0)
             run_id = f"{number:05d}-{protocol}"
