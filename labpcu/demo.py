@@ -25,10 +25,9 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from scipy.optimize import curve_fit
 
 from labpcu.bench import Bench
-from labpcu.sim.diode import DiodeParams, diode_current
+from labpcu.data.fits import fit_shockley
 
 A, B = "k2612a.smua", "k2612a.smub"
 
@@ -42,18 +41,6 @@ class Figure:
     measured: float
     unit: str
     passed: bool
-
-
-def _shockley_fit(v: np.ndarray, i: np.ndarray) -> tuple[float, float]:
-    """Fit log10 I of the forward branch; return (ideality n, R² of log10 I)."""
-
-    def model(x, log_i0, n, rs):
-        return np.log10(diode_current(x, DiodeParams(10.0**log_i0, n, rs, 1e30)))
-
-    y = np.log10(i)
-    popt, _ = curve_fit(model, v, y, p0=(-12.0, 1.5, 100.0), maxfev=20000)
-    resid = y - model(v, *popt)
-    return float(popt[1]), float(1 - np.sum(resid**2) / np.sum((y - y.mean()) ** 2))
 
 
 def _grounded(bench: Bench, terminal: str) -> None:
@@ -88,7 +75,8 @@ def diode_tour(bench: Bench) -> list[Figure]:
     v, i = sweep.source, sweep.current
     i_fwd, i_rev = i[-1], abs(i[0])
     forward = (v >= 0.1) & (v <= 1.0)
-    n, r2 = _shockley_fit(v[forward], np.abs(i[forward]))
+    fit = fit_shockley(v[forward], np.abs(i[forward]))
+    n, r2 = fit.n, fit.r2
     return [
         Figure("diode rectification ratio at ±1 V", "> 1e3", i_fwd / i_rev, "", i_fwd / i_rev > 1e3),
         Figure(f"diode Shockley fit R² (n = {n:.2f})", "> 0.99", r2, "", r2 > 0.99),
