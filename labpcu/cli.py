@@ -39,7 +39,7 @@ def _seed(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     from labpcu.cli_runs import add_parsers
 
     parser = _Parser(prog="labpcu", description="Bench software for perovskite computing units.")
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sites = simsub.add_parser("sites", help="list the simulated wafer's probe sites and their devices")
     sites.add_argument("--seed", type=_seed, default=0)
-    add_parsers(sub, _seed)
+    add_parsers(sub, _seed, protocols=with_protocols)
     return parser
 
 
@@ -109,11 +109,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from labpcu.cli_runs import cmd_list, cmd_run, cmd_show
-    from labpcu.data.store import StoreError
+    from labpcu.data.errors import StoreError
     from labpcu.protocols.params import ParameterError
 
     try:
-        parser = build_parser()
+        args_list = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(with_protocols=bool(args_list) and args_list[0] == "run")
         args = parser.parse_args(argv)
         if args.command == "run" and args.protocol:
             return cmd_run(args)

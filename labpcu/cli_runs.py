@@ -32,15 +32,17 @@ def default_file() -> str:
 
 
 # ---------------------------------------------------------------------- parsers
-def add_parsers(sub: Any, seed_type: Any) -> None:
-    """Add ``run``, ``list`` and ``show`` to the top-level subparsers."""
+def add_parsers(sub: Any, seed_type: Any, *, protocols: bool = True) -> None:
+    """Add ``run``, ``list`` and ``show`` to the top-level subparsers. ``protocols``:
+    give ``run`` a subcommand per protocol, which imports every protocol module (and
+    with them pandas and scipy), so other commands skip it to start fast."""
     from labpcu.protocols import registry
 
     run = sub.add_parser("run", help="run a protocol on one or more devices",
                          description="Run a protocol; `labpcu run PROTOCOL --help` lists its parameters "
                                      "with units, limits and defaults.")
     psub = run.add_subparsers(dest="protocol", metavar="PROTOCOL")
-    for name, cls in registry.protocols().items():
+    for name, cls in (registry.protocols() if protocols else {}).items():
         p = psub.add_parser(name, help=cls.title, description=cls.title)
         p.add_argument("--device", action="append", required=True, metavar="ID",
                        help="device id (e.g. S01, A1-R2C3), a site (all its devices), or a comma list; repeatable")

@@ -45,6 +45,7 @@ import pandas as pd
 
 from labpcu import __version__
 from labpcu.data.columns import Column, ColumnError, check_columns, check_name, check_text
+from labpcu.data.errors import SchemaError, StoreBusyError, StoreError
 from labpcu.data.tree import from_json, read_tree, to_json, write_tree
 
 if TYPE_CHECKING:
@@ -63,18 +64,6 @@ _CHUNK_ROWS = 8192
 #: uuids of the runs this process is writing (a run of our own pid not in here is dead)
 _ACTIVE_UUIDS: set[str] = set()
 _HOST = socket.gethostname()
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked; the message says why."""
-
-
-class SchemaError(StoreError):
-    """The file is not a labpcu file, or is of a schema version this labpcu cannot read."""
-
-
-class StoreBusyError(StoreError):
-    """Another live process is writing a run into the file."""
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
-
 from labpcu.data.columns import Column, check_columns
 from labpcu.protocols.params import ParameterError, Params
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from labpcu.bench import Bench
     from labpcu.runner import RunContext
 
