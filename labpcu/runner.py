@@ -340,9 +340,8 @@ def prepare(
     else:
         try:
             p = proto.Params.from_mapping(params)
-        except ParameterError as exc:
-            text = str(exc)
-            raise ParameterError(text if text.startswith(f"{proto.name}:") else f"{proto.name}: {text}") from None
+        except ParameterError as exc:  # parameters do not know their protocol: name it here
+            raise ParameterError(f"{proto.name}: {exc}") from None
     devs = (devices,) if isinstance(devices, str) else tuple(devices)
     if len(set(devs)) != len(devs):
         raise ParameterError(f"{proto.name}: a device is listed twice in {', '.join(devs)}")

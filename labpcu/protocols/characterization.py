@@ -137,24 +137,24 @@ class IVSweepParams(Params):
             if not self.levels:
                 raise ParameterError("iv_sweep: spacing = list needs levels")
             if len(self.levels) > MAX_SWEEP_POINTS // 2:
-                raise ParameterError(f"iv_sweep: at most {MAX_SWEEP_POINTS // 2} levels, got {len(self.levels)}")
+                raise ParameterError(f"at most {MAX_SWEEP_POINTS // 2} levels, got {len(self.levels)}")
         elif self.levels:
-            raise ParameterError(f"iv_sweep: levels are used only with spacing = list, not {self.spacing}")
+            raise ParameterError(f"levels are used only with spacing = list, not {self.spacing}")
         elif self.start == self.stop:
-            raise ParameterError(f"iv_sweep: start and stop are both {self.start:g} V")
+            raise ParameterError(f"start and stop are both {self.start:g} V")
         elif self.spacing == "log":
             self._check_log()
         v = self.sweep_levels()
         bias = self.rectification_bias
         if bias > 0 and (v.min() > -bias or v.max() < bias):
-            raise ParameterError(f"iv_sweep: rectification_bias = {bias:g} V needs levels reaching -{bias:g} V "
+            raise ParameterError(f"rectification_bias = {bias:g} V needs levels reaching -{bias:g} V "
                                  f"and +{bias:g} V; set it to 0 to skip the ratio")
 
     def _check_log(self) -> None:
         for name in ("start", "stop"):
             value = abs(getattr(self, name))
             if 0 < value <= self.log_min:
-                raise ParameterError(f"iv_sweep: a log sweep's {name} must be 0 or beyond log_min = {self.log_min:g} V")
+                raise ParameterError(f"a log sweep's {name} must be 0 or beyond log_min = {self.log_min:g} V")
         if self.start * self.stop < 0 and self.points < 4:
             raise ParameterError("iv_sweep: a bipolar log sweep needs at least 4 points (2 per polarity)")
 
@@ -299,12 +299,12 @@ class HysteresisParams(Params):
         if self.v_read == 0:
             raise ParameterError("hysteresis: v_read must not be 0 V")
         if not (self.v_reset_max < self.v_read < self.v_set_max):
-            raise ParameterError(f"hysteresis: v_read = {self.v_read:g} V must lie between v_reset_max and v_set_max")
+            raise ParameterError(f"v_read = {self.v_read:g} V must lie between v_reset_max and v_set_max")
         if self.step > min(self.v_set_max, -self.v_reset_max) / 2:
-            raise ParameterError(f"hysteresis: step = {self.step:g} V is too coarse for a sweep to "
+            raise ParameterError(f"step = {self.step:g} V is too coarse for a sweep to "
                                  f"{self.v_set_max:g} V and {self.v_reset_max:g} V")
         if len(half_cycle(max(self.v_set_max, -self.v_reset_max), self.step)) > MAX_SWEEP_POINTS:
-            raise ParameterError(f"hysteresis: step = {self.step:g} V gives more than {MAX_SWEEP_POINTS} points per half")
+            raise ParameterError(f"step = {self.step:g} V gives more than {MAX_SWEEP_POINTS} points per half")
 
 
 @register
@@ -455,7 +455,7 @@ class RetentionParams(Params):
         if self.v_read == 0:
             raise ParameterError("retention: v_read must not be 0 V")
         if self.read_duration < self.interval:
-            raise ParameterError(f"retention: duration = {self.read_duration:g} s is shorter than interval = "
+            raise ParameterError(f"duration = {self.read_duration:g} s is shorter than interval = "
                                  f"{self.interval:g} s")
         if self.read_duration / self.interval > 100_000:
             raise ParameterError("retention: more than 100,000 reads; lengthen the interval")
