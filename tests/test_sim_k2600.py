@@ -545,3 +545,20 @@ def test_random_commands_never_break_the_emulator(emu: K2612AEmulator, chunks: l
     assert emu.internal_errors == []
     emu.write("format.data = format.ASCII format.asciiprecision = 6 print(smua.source.levelv ~= nil, errorqueue.count)")
     assert emu.take_output() == b"true\t0.00000e+00\n"
+
+
+@pytest.mark.parametrize("chunk", [
+    "SweepVLinMeasureI(smua, 0, 1, 0, 3.4e38)",
+    "SweepVLogMeasureI(smua, 1e-3, 1, 0, math.huge)",
+    "smua.trigger.source.linearv(0, 1, 3.4e38)",
+    "smua.trigger.source.logv(1e-7, 1, 140001, 0)",
+    "PulseVMeasureI(smua, 0, 1, 1e-3, 1e-3, 3.4e38)",
+])
+def test_a_huge_point_count_is_refused_not_allocated(emu: K2612AEmulator, chunk: str) -> None:
+    """Found by the fuzz test on a fresh CI machine: 3.4e38 points made the emulator
+    allocate until the machine ran out of memory. Now an error, as on the instrument."""
+    emu.write(chunk)
+    assert emu.internal_errors == []
+    found = errors(emu)
+    assert len(found) == 1 and "points" in found[0][1], found
+    assert "140000" in found[0][1] or "integer expected, got inf" in found[0][1]

@@ -206,6 +206,21 @@ def _flag(obj: Any, value: Any, what: str) -> int:
     return 1 if as_flag(value, what) else 0
 
 
+#: the most points a sweep or pulse train may have: what the largest reading buffer
+#: holds (140,000 on the 2600B). Without a bound, a stray "points = 3e38" would make
+#: the emulator allocate until the machine runs out of memory.
+MAX_POINTS = 140_000
+
+
+def _points(value: Any, what: str, lo: int, error: type[Exception] = TspParameterError) -> int:
+    """A point count from Lua, ``lo`` … :data:`MAX_POINTS`. Settings queue a parameter
+    error; the factory-script functions raise a Lua runtime error (``TspError``)."""
+    n = as_int(value, what)
+    if not lo <= n <= MAX_POINTS:
+        raise error(f"Parameter data out of range; {what} {n} (must be {lo} to {MAX_POINTS})")
+    return n
+
+
 def _count(lo: int, hi: int) -> Check:
     def check(obj: Any, value: Any, what: str) -> int:
         v = as_number(value, what)
@@ -673,9 +688,7 @@ class _SourceStage(_Stage):
 
     def _linear(self, func: int, start: Any, stop: Any, points: Any, name: str) -> None:
         a, b = as_number(start, f"{name} start"), as_number(stop, f"{name} stop")
-        n = as_int(points, f"{name} points")
-        if n < 1:
-            raise TspParameterError(f"Parameter data out of range; {name} points {n}")
+        n = _points(points, f"{name} points", 1)
         values = [a] if n == 1 else [a + (b - a) * k / (n - 1) for k in range(n)]
         self._set_points(func, values)
 
@@ -687,7 +700,7 @@ class _SourceStage(_Stage):
 
     def _log(self, func: int, start: Any, stop: Any, points: Any, asymptote: Any, name: str) -> None:
         a, b = as_number(start, f"{name} start"), as_number(stop, f"{name} stop")
-        n = as_int(points, f"{name} points")
+        n = _points(points, f"{name} points", 2)
         c = 0.0 if asymptote is None else as_number(asymptote, f"{name} asymptote")
         lo, hi = a - c, b - c
         if n < 2 or lo == 0 or hi == 0 or (lo > 0) != (hi > 0):
@@ -1368,9 +1381,7 @@ class K2612AEmulator(TspEmulator):
                 values = values[:points]
             else:
                 start, stop = as_number(a, f"{fname} start"), as_number(b, f"{fname} stop")
-                stime, points = as_number(c, f"{fname} stime"), as_int(d, f"{fname} points")
-                if points < 2:
-                    raise TspError(f"{fname}: points must be >= 2")
+                stime, points = as_number(c, f"{fname} stime"), _points(d, f"{fname} points", 2, TspError)
                 if kind == "lin":
                     values = [start + (stop - start) * k / (points - 1) for k in range(points)]
                 else:
@@ -1394,11 +1405,9 @@ class K2612AEmulator(TspEmulator):
             ch = self._channel_arg(smu, fname)
             b, lv = as_number(bias, f"{fname} bias"), as_number(level, f"{fname} level")
             t_on, t_off = as_number(ton, f"{fname} ton"), as_number(toff, f"{fname} toff")
-            n = as_int(points, f"{fname} points")
+            n = _points(points, f"{fname} points", 1, TspError)
             check_range(t_on, 0.0, 100_000.0, f"{fname} ton")
             check_range(t_off, 0.0, 100_000.0, f"{fname} toff")
-            if n < 1:
-                raise TspError(f"{fname}: points must be >= 1")
             self._run_points(ch, func, [lv] * n, settle=t_on, back_to=(b, t_off), measure_at_end=True, what=fname)
 
         pulse.__name__ = fname
