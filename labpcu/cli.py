@@ -40,6 +40,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
+    from labpcu.cli_codebook import add_parser as add_codebook_parser
     from labpcu.cli_runs import add_parsers
 
     parser = _Parser(prog="labpcu", description="Bench software for perovskite computing units.")
@@ -63,6 +64,7 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     sites = simsub.add_parser("sites", help="list the simulated wafer's probe sites and their devices")
     sites.add_argument("--seed", type=_seed, default=0)
     add_parsers(sub, _seed, protocols=with_protocols)
+    add_codebook_parser(sub)
     return parser
 
 
@@ -122,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "show":
             return cmd_show(args)
+        if args.command == "codebook":
+            from labpcu.cli_codebook import cmd_codebook
+
+            return cmd_codebook(args)
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "sim" and args.sim_command == "serve":

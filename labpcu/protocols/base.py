@@ -87,8 +87,8 @@ class Protocol(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if getattr(cls, "__abstractmethods__", None):
-            return
+        if getattr(cls, "__abstractmethods__", None) or cls.__dict__.get("_family", False):
+            return  # an abstract protocol, or a family base (``_family = True``) others subclass
         for attr in ("name", "title", "Params", "columns", "plot"):
             if not hasattr(cls, attr):
                 raise TypeError(f"protocol {cls.__name__} must set {attr}")

@@ -22,6 +22,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "labpcu.protocols.characterization",
     "labpcu.protocols.programming",
     "labpcu.protocols.configure",
+    "labpcu.protocols.logdomain",
+    "labpcu.protocols.vmm",
 )
 ENTRY_POINT_GROUP = "labpcu.protocols"
 

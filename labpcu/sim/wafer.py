@@ -74,7 +74,7 @@ def _spatial_factor(x_mm: float, y_mm: float) -> float:
 def _draw_diode(rng: np.random.Generator, thickness: float) -> DiodeParams:
     return DiodeParams(
         i0=5e-13 * thickness * float(np.exp(0.25 * rng.standard_normal())),
-        n=float(np.clip(1.8 + 0.05 * rng.standard_normal(), 1.5, 2.2)),
+        n=float(np.clip(1.8 + 0.04 * rng.standard_normal(), 1.5, 2.2)),
         rs=300.0 * float(np.exp(0.08 * rng.standard_normal())),
         rsh=5e11 * float(np.exp(0.3 * rng.standard_normal())),
     )

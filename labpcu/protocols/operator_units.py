@@ -1,0 +1,245 @@
+"""What every analog-operator protocol shares: operator units, their wiring, the
+paper's error metric, energy bookkeeping, and the codebook description of a run.
+
+An *operator unit* is a group of PCUs that computes one operator together (pcu.md:
+"3 PCUs per unit"). On an array the three cells of one column make a unit: they share
+the bit line, which the ground terminal holds at 0 V, and each has its own word line.
+Cells on a diagonal would not do: every word line would then meet a grounded bit line
+through an unselected cell, and a word line at the diode's forward voltage (≈ 0.5 V)
+sets that cell's M2 (half-select disturb; the simulated wafer reproduces it). Single
+PCUs of a quad site work too, each with its own bit line grounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from labpcu.data.columns import Column
+from labpcu.protocols.base import DeviceFailure
+from labpcu.protocols.params import ParameterError
+
+if TYPE_CHECKING:
+    from labpcu.bench import Bench
+    from labpcu.instruments.roles import IVReading, SourceMeasureUnit
+
+#: columns every operator run stores (the codebook builder relies on them)
+COMMON_COLUMNS: tuple[Column, ...] = (
+    Column("device", "", "str", "operator unit id (U01, U02, ...)"),
+    Column("repeat", "", "int64", "repeat of the same input"),
+    Column("t", "s", "float64", "bench time of the operation"),
+    Column("y", "", "float64", "measured output, network units"),
+    Column("y_ideal", "", "float64", "ideal output, network units"),
+    Column("rel_error", "", "float64", "|y - y_ideal| / |y_ideal|"),
+    Column("energy", "J", "float64", "energy of the operation: sum of |V·I| of every biased terminal × op_time"),
+)
+
+#: how "relative error" is computed, stored with every operator run's results
+ERROR_METHOD = ("relative error = |measured - expected| / |expected| for every output; the figure is the "
+                "mean over all outputs of all units (pcu.md)")
+
+
+def relative_error(y: np.ndarray, y_ideal: np.ndarray) -> np.ndarray:
+    """|y − y_ideal| / |y_ideal| elementwise (NaN where the ideal output is 0)."""
+    y, y_ideal = np.asarray(y, float), np.asarray(y_ideal, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(y_ideal != 0, np.abs(y - y_ideal) / np.abs(y_ideal), np.nan)
+
+
+# ------------------------------------------------------------------------ units
+@dataclass(frozen=True)
+class OperatorUnit:
+    """PCUs that compute together, in their roles' order (e.g. log a, log b, antilog)."""
+
+    id: str
+    pcus: tuple[str, ...]
+
+
+def unit_id(k: int) -> str:
+    return f"U{k + 1:02d}"
+
+
+def group_units(devices: Sequence[str], size: int, protocol: str) -> list[OperatorUnit]:
+    """Consecutive groups of ``size`` PCUs, one unit each; refuses a remainder."""
+    if len(devices) % size:
+        raise ParameterError(f"{protocol} takes PCUs in groups of {size} (one unit each), got {len(devices)}")
+    return [OperatorUnit(unit_id(k), tuple(devices[k * size:(k + 1) * size])) for k in range(len(devices) // size)]
+
+
+def check_unit_layout(bench: Bench, unit: OperatorUnit, protocol: str) -> None:
+    """A unit's PCUs sit under the probes together and, on an array, share one bit line
+    with distinct word lines (see the module docstring)."""
+    layout = bench.layout
+    sites = {layout.devices[d].site for d in unit.pcus}
+    if len(sites) != 1:
+        raise ParameterError(f"{protocol}: unit {unit.id} spans sites {', '.join(sorted(sites))}; "
+                             "its PCUs must be under the probes together")
+    if len(set(unit.pcus)) != len(unit.pcus):
+        raise ParameterError(f"{protocol}: unit {unit.id} names a PCU twice: {', '.join(unit.pcus)}")
+    pads_wl = {bench_pad(bench, d, "WL") for d in unit.pcus}
+    pads_bl = {bench_pad(bench, d, "BL") for d in unit.pcus}
+    array = any(layout.devices[d].array for d in unit.pcus)
+    if array and (len(pads_bl) != 1 or len(pads_wl) != len(unit.pcus)):
+        raise ParameterError(f"{protocol}: unit {unit.id} ({', '.join(unit.pcus)}) must be one column of an "
+                             "array (shared bit line, one word line each), e.g. A1-R1C1 A1-R2C1 A1-R3C1")
+
+
+def bench_pad(bench: Bench, device: str, kind: str) -> str:
+    """The pad name of ``device``'s ``kind`` pad (works on an offline bench)."""
+    return bench.pad(device, kind)
+
+
+def column_units(arrays: Sequence[str], n_units: int) -> list[str]:
+    """Device ids for ``n_units`` column units taken column by column from ``arrays``
+    (A1 C1, A1 C2, A1 C3, A2 C1, ...): the default device list of a unit protocol."""
+    out: list[str] = []
+    for array in arrays:
+        for col in (1, 2, 3):
+            if len(out) >= 3 * n_units:
+                return out
+            out += [f"{array}-R{row}C{col}" for row in (1, 2, 3)]
+    return out
+
+
+# --------------------------------------------------------------------- terminals
+def operator_terminals(bench: Bench, terminals: Sequence[str], protocol: str, needed: int) -> tuple[str, ...]:
+    """The terminals a unit protocol drives, in role order, the last one grounding the
+    bit lines. Default: the first source meter's channels (the log stages, which need
+    its 6½-digit voltmeter), then the analyzer's SMUs, the last of them as ground."""
+    wired = [bench.config.matrix.rows[r] for r in sorted(bench.config.matrix.rows)]
+    if terminals:
+        chosen = tuple(terminals)
+        unknown = [t for t in chosen if t not in wired]
+        if unknown:
+            raise ParameterError(f"{protocol}: terminal {unknown[0]!r} is not on a matrix row "
+                                 f"(wired: {', '.join(wired)})")
+        if len(set(chosen)) != len(chosen):
+            raise ParameterError(f"{protocol}: terminals must be distinct, got {', '.join(chosen)}")
+        if len(chosen) != needed:
+            raise ParameterError(f"{protocol}: needs {needed} terminals, got {len(chosen)}")
+        return chosen
+    if len(wired) < needed:
+        raise ParameterError(f"{protocol}: needs {needed} source-measure units on the matrix, the bench has {len(wired)}")
+    return tuple(wired[: needed - 1]) + (wired[-1],)
+
+
+# ------------------------------------------------------------------------ energy
+@dataclass
+class EnergyMeter:
+    """Adds up |V·I| of every terminal biased for one operation, times ``op_time``.
+
+    The bench holds each stage for one reading; ``op_time`` is the time an operation
+    is taken to last (a parameter), so the figure scales to the intended speed."""
+
+    op_time: float
+    power: float = 0.0
+    parts: list[float] = field(default_factory=list)
+
+    def add(self, reading: IVReading) -> IVReading:
+        p = abs(reading.voltage * reading.current)
+        if math.isfinite(p):
+            self.power += p
+        return reading
+
+    def take(self) -> float:
+        """Energy of the operation so far (J), then start the next one."""
+        e = self.power * self.op_time
+        self.power = 0.0
+        return e
+
+
+# --------------------------------------------------------------------- readings
+def force_current(smu: SourceMeasureUnit, amps: float, v_compliance: float) -> IVReading:
+    """Force a current and read the voltage it takes (the log stage)."""
+    smu.source_current(amps, v_compliance)
+    if not smu.output:
+        smu.output_on()
+    r = smu.measure()
+    if r.compliance or r.overflow:
+        raise DeviceFailure(f"{smu.name}: {amps:.3g} A needs more than the {v_compliance:g} V compliance")
+    return r
+
+
+def force_voltage(smu: SourceMeasureUnit, volts: float, i_compliance: float) -> IVReading:
+    """Force a voltage and read the current it draws (the antilog stage)."""
+    smu.source_voltage(volts, i_compliance)
+    if not smu.output:
+        smu.output_on()
+    r = smu.measure()
+    if r.compliance or r.overflow:
+        raise DeviceFailure(f"{smu.name}: {volts:.4g} V draws more than the {i_compliance:g} A compliance")
+    return r
+
+
+def idle(smus: Sequence[SourceMeasureUnit]) -> None:
+    """0 V and outputs off: between units nothing stays biased."""
+    for smu in smus:
+        smu.source_voltage(0.0, smu.limits[1])
+        smu.output_off()
+
+
+# ---------------------------------------------------------------------- results
+def summarize_errors(data: Any, by: str = "device") -> dict[str, Any]:
+    """The paper's figure (mean relative error over all outputs) and per unit."""
+    rel = data["rel_error"].to_numpy(float)
+    per_unit = data.groupby(by, sort=False)["rel_error"].mean()
+    energy = data["energy"].to_numpy(float)
+    return {
+        "mean_relative_error": float(np.nanmean(rel)) if len(rel) else math.nan,
+        "median_relative_error": float(np.nanmedian(rel)) if len(rel) else math.nan,
+        "max_relative_error": float(np.nanmax(rel)) if len(rel) else math.nan,
+        "outputs": int(np.isfinite(rel).sum()),
+        "units": int(len(per_unit)),
+        "energy_per_op": float(np.nanmean(energy)) if len(energy) else math.nan,
+        "error_method": ERROR_METHOD,
+        "per_unit": {"unit": np.array([str(u) for u in per_unit.index], dtype=object),
+                     "mean_relative_error": per_unit.to_numpy(float)},
+    }
+
+
+def codebook_spec(
+    kind: str,
+    ideal: str,
+    inputs: Sequence[str],
+    grid: Mapping[str, Sequence[float]],
+    *,
+    input_units: Sequence[str],
+    output_unit: str,
+    input_scale: Sequence[float],
+    output_scale: float,
+    input_offset: Sequence[float] | None = None,
+    output_offset: float = 0.0,
+    clip: Sequence[Sequence[float]] | None = None,
+    where: Mapping[str, Any] | None = None,
+    ideal_params: Mapping[str, Any] | None = None,
+    noise_scope: str = "per_call",
+    notes: str = "",
+) -> dict[str, Any]:
+    """How a run's table becomes a codebook table (the convention of
+    :mod:`labpcu.data.codebook`): physical = network × scale + offset."""
+    spec: dict[str, Any] = {
+        "kind": kind,
+        "ideal": ideal,
+        "ideal_params": dict(ideal_params or {}),
+        "inputs": list(inputs),
+        "output": "y",
+        "ideal_column": "y_ideal",
+        "grid": {k: np.asarray(v, float) for k, v in grid.items()},
+        "input_units": list(input_units),
+        "output_unit": output_unit,
+        "input_scale": [float(s) for s in input_scale],
+        "input_offset": [float(s) for s in (input_offset or [0.0] * len(input_scale))],
+        "output_scale": float(output_scale),
+        "output_offset": float(output_offset),
+        "noise_scope": noise_scope,
+        "notes": notes,
+    }
+    if clip is not None:
+        spec["clip"] = np.asarray(clip, float)
+    if where:
+        spec["where"] = dict(where)
+    return spec
