@@ -47,9 +47,9 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labpcu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run a characterization tour of the simulated wafer (no hardware)")
+    demo = sub.add_parser("demo", help="characterize the simulated wafer: every protocol, codebook export and report (no hardware)")
     demo.add_argument("--seed", type=_seed, default=0, help="wafer seed (default 0)")
-    demo.add_argument("--out", default=None, help="folder for the demo's output (default: a new labpcu-demo-* folder)")
+    demo.add_argument("--out", default=None, help="folder for the demo output (default: labpcu-demo)")
 
     sim = sub.add_parser("sim", help="the simulated bench")
     simsub = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")

@@ -205,3 +205,43 @@ def fit_log_drift(t: np.ndarray, g: np.ndarray, t1: float) -> DriftFit:
     total = float(np.sum((g - g.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / total if total > 0 else float("nan")
     return DriftFit(float(intercept), float(slope / intercept), float(t1), r2)
+
+
+@dataclass(frozen=True)
+class ActivationFit:
+    """y = a·f(k·(x − x0)) for an activation f (softplus or sigmoid), with R²."""
+
+    a: float
+    k: float
+    x0: float
+    r2: float
+
+
+def _r2(y: np.ndarray, fitted: np.ndarray) -> float:
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((y - fitted) ** 2)) / total if total > 0 else float("nan")
+
+
+def fit_activation(kind: str, x: np.ndarray, y: np.ndarray, p0: tuple[float, float, float]) -> ActivationFit:
+    """Least-squares fit of pcu.md's activation forms: ``softplus`` A·ln(1 + e^{K(x−x0)})
+    (a diode with a series resistor), ``sigmoid`` A·sigmoid(K(x − x0)). Needs 4 points."""
+    from scipy.optimize import curve_fit
+
+    forms = {
+        "softplus": lambda x, a, k, x0: a * np.logaddexp(0.0, k * (x - x0)),
+        "sigmoid": lambda x, a, k, x0: a / (1.0 + np.exp(-k * (x - x0))),
+    }
+    if kind not in forms:
+        raise FitError(f"activation fit must be one of {', '.join(forms)}, not {kind!r}")
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 4:
+        raise FitError(f"a {kind} fit needs at least 4 points, got {len(x)}")
+    f = forms[kind]
+    try:
+        popt, _ = curve_fit(f, x, y, p0=p0, maxfev=20_000)
+    except (RuntimeError, ValueError) as exc:
+        raise FitError(f"{kind} fit did not converge: {exc}") from None
+    a, k, x0 = (float(v) for v in popt)
+    return ActivationFit(a, k, x0, _r2(y, f(x, a, k, x0)))

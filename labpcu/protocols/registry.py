@@ -24,6 +24,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "labpcu.protocols.configure",
     "labpcu.protocols.logdomain",
     "labpcu.protocols.vmm",
+    "labpcu.protocols.softmax",
+    "labpcu.protocols.activation",
 )
 ENTRY_POINT_GROUP = "labpcu.protocols"
 

@@ -61,7 +61,7 @@ class VmmParams(Params):
                                        help="M1 conductance of each row's cell (programmed by ISPP in vmm mode)")
     tolerance: float = param(3e-6, unit="S", limits=(1e-9, 1e-3), help="ISPP verify tolerance of the weights")
     input_sets: tuple[int, ...] = param((20, 1000), help="input matrices to apply, by column count (3×20, 3×1000)")
-    x_min: float = param(0.1, limits=(0.0, 1.0), help="smallest input")
+    x_min: float = param(0.25, limits=(0.0, 1.0), help="smallest input (small dot products magnify the relative error)")
     x_max: float = param(1.0, limits=(0.0, 1.0), help="largest input (1 = the full pulse)")
     input_bits: int = param(5, limits=(1, 16), help="input resolution: bit-planes of the pulse-width code")
     input_seed: int = param(0, limits=(0, 2**32 - 1), help="seed of the random input matrices")

@@ -1,0 +1,205 @@
+"""``activation``: softplus, sigmoid and GELU from configured PCUs, with fits of A and K.
+
+Per unit (one array column, 3 PCUs):
+
+* **softplus**: row 1 in ``softplus`` mode (M1 ≈ 10 kΩ, M2 in LRS), a voltage sweep of
+  its WL→BL path: a diode with a series resistor, I(V) = A·softplus(K·(V − V0)). The
+  current compliance keeps M1 below its switching threshold. Network units: x =
+  K·(V − V0), y = I/A, against softplus(x).
+* **sigmoid**: the unit in ``exp`` mode computes sigmoid(x) = e^x/(e^x + e^0), i.e. the
+  softmax unit (:mod:`labpcu.protocols.softmax`) on the vector (x, 0); fit of
+  A·sigmoid(K·(x − x0)).
+* **GELU** ≈ x·sigmoid(1.702·x), the sigmoid above at 1.702·x times x (the bench does
+  that last multiplication; the multiplier unit would add its own ≈ 6 %).
+
+Why not pcu.md's ``sigmoid`` mode (D1 and D2 back to back)? Its current saturates at the
+reverse saturation current of a diode, ≈ 1 pA on this wafer, below the leakage of M2's
+high-resistance state and the instruments' noise: the fit fails (R² ≈ 0.6 on the
+simulated wafer). The configure protocol still sets that mode up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from labpcu.data.columns import Column
+from labpcu.data.fits import FitError, fit_activation
+from labpcu.protocols.base import Block, DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.common import connect_component
+from labpcu.protocols.configure import configure_device
+from labpcu.protocols.logdomain import configure_unit
+from labpcu.protocols.operator_units import (
+    COMMON_COLUMNS,
+    EnergyMeter,
+    check_unit_layout,
+    codebook_spec,
+    group_units,
+    idle,
+    operator_terminals,
+    relative_error,
+)
+from labpcu.protocols.params import ParameterError, Params, param
+from labpcu.protocols.registry import register
+from labpcu.protocols.softmax import open_softmax_unit
+
+if TYPE_CHECKING:
+    from labpcu.bench import Bench
+    from labpcu.runner import RunContext
+
+FUNCTIONS = ("softplus", "sigmoid", "gelu")
+GELU_K = 1.702
+
+
+@dataclass(frozen=True)
+class ActivationParams(Params):
+    functions: tuple[str, ...] = param(FUNCTIONS, help="which functions to measure: softplus, sigmoid, gelu")
+    v_start: float = param(0.3, unit="V", limits=(-3.0, 3.0), help="softplus sweep start (path voltage)")
+    v_stop: float = param(1.0, unit="V", limits=(-3.0, 3.0), help="softplus sweep stop")
+    points: int = param(41, limits=(8, 2001), help="points of the softplus sweep and of the sigmoid/GELU grid")
+    compliance: float = param(15e-6, unit="A", limits=(1e-12, 1e-3),
+                              help="softplus sweep current limit (keeps M1 under its threshold)")
+    x_range: float = param(4.0, limits=(0.1, 20.0), help="sigmoid and GELU inputs span ±x_range")
+    repeats: int = param(2, limits=(1, 100), help="passes over the sigmoid/GELU grid")
+    i_unit: float = param(50e-9, unit="A", limits=(1e-12, 1e-3), help="unit current of the exp unit")
+    slope_ratio: float = param(0.1, limits=(1e-3, 0.9), help="second calibration current of the exp unit")
+    v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stage")
+    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0), help="current compliance of exp/antilog")
+    op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0), help="duration of each stage, for energy")
+    terminals: tuple[str, ...] = param((), help="log, exp, antilog, ground terminals (default: from the bench)")
+
+    def check(self) -> None:
+        bad = [f for f in self.functions if f not in FUNCTIONS]
+        if bad or not self.functions:
+            raise ParameterError(f"functions must be among {', '.join(FUNCTIONS)}, got {', '.join(self.functions) or 'none'}")
+        if self.v_start >= self.v_stop:
+            raise ParameterError(f"v_start ({self.v_start:g} V) must be below v_stop ({self.v_stop:g} V)")
+
+
+@register
+class Activation(Protocol):
+    name = "activation"
+    title = "Activation functions: softplus, sigmoid and GELU from configured PCUs"
+    Params = ActivationParams
+    min_devices = 3
+    columns = COMMON_COLUMNS + (
+        Column("function", "", "str", "softplus, sigmoid or gelu"),
+        Column("x", "", "float64", "input, network units (softplus: K·(V − V0))"),
+        Column("v", "V", "float64", "softplus: path voltage applied"),
+        Column("i", "A", "float64", "softplus: path current measured"),
+    )
+    plot = PlotSpec(x="x", y=("y", "y_ideal"), group="function", title="activation: measured and ideal")
+
+    def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:
+        super().validate(params, bench, devices)
+        for unit in group_units(devices, 3, self.name):
+            check_unit_layout(bench, unit, self.name)
+        operator_terminals(bench, params.terminals, self.name, 4)
+
+    def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
+        raise NotImplementedError("activation units are measured by run()")  # pragma: no cover
+
+    def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
+        p: ActivationParams = params  # type: ignore[assignment]
+        units = group_units(ctx.devices, 3, self.name)
+        terminals = operator_terminals(ctx.bench, p.terminals, self.name, 4)
+        self.fits: dict[str, dict[str, float]] = {}
+        for k, unit in enumerate(units):
+            with ctx.device_scope(unit.id):
+                if "softplus" in p.functions:
+                    yield self._softplus(ctx, p, unit.pcus[0])
+                if {"sigmoid", "gelu"} & set(p.functions):
+                    yield from self._sigmoid_gelu(ctx, p, unit, terminals)
+            ctx.progress(k + 1, len(units), unit.id)
+
+    def _softplus(self, ctx: RunContext, p: ActivationParams, pcu: str) -> Block:
+        bench = ctx.bench
+        configure_device(bench, ctx.clock, pcu, "softplus")
+        force, ground = connect_component(bench, pcu, "path")
+        levels = np.linspace(p.v_start, p.v_stop, p.points)
+        try:
+            sweep = force.sweep_voltage(levels, p.compliance)
+        finally:
+            idle([force, ground])
+            bench.disconnect()
+        v, i = np.asarray(sweep.source, float), np.asarray(sweep.current, float)
+        ok = ~(np.asarray(sweep.compliance, bool) | np.asarray(sweep.overflow, bool))
+        try:
+            fit = fit_activation("softplus", v[ok], i[ok], (float(np.max(i[ok])) / 3, 20.0, float(np.median(v))))
+        except FitError as exc:
+            raise DeviceFailure(f"softplus: {exc}") from None
+        self.fits[pcu] = {"a": fit.a, "k": fit.k, "v0": fit.x0, "r2": fit.r2}
+        x = fit.k * (v - fit.x0)
+        y = np.where(ok, i / fit.a, np.nan)
+        ideal = np.logaddexp(0.0, x)
+        n = len(v)
+        return {"repeat": np.zeros(n, np.int64), "t": np.full(n, ctx.clock.now()), "y": y, "y_ideal": ideal,
+                "rel_error": relative_error(y, ideal), "energy": np.abs(v * i) * p.op_time,
+                "function": "softplus", "x": x, "v": v, "i": i}
+
+    def _sigmoid_gelu(self, ctx: RunContext, p: ActivationParams, unit: Any, terminals: Sequence[str]) -> Iterator[Block]:
+        configure_unit(ctx.bench, ctx.clock, unit, "exp")
+        su, smus = open_softmax_unit(ctx.bench, unit, terminals, p)
+        xs = np.linspace(-p.x_range, p.x_range, p.points)
+        meter = EnergyMeter(p.op_time)
+        try:
+            for rep in range(p.repeats):
+                for fn in ("sigmoid", "gelu"):
+                    if fn not in p.functions:
+                        continue
+                    ys, energy = [], []
+                    for x in xs:
+                        ctx.check()
+                        z = GELU_K * x if fn == "gelu" else x
+                        s = float(su.softmax(np.array([z, 0.0]), meter)[0])
+                        ys.append(x * s if fn == "gelu" else s)
+                        energy.append(meter.take())
+                    ideal = xs / (1 + np.exp(-GELU_K * xs)) if fn == "gelu" else 1 / (1 + np.exp(-xs))
+                    y = np.array(ys)
+                    n = len(xs)
+                    yield {"repeat": np.full(n, rep, np.int64), "t": np.full(n, ctx.clock.now()), "y": y,
+                           "y_ideal": ideal, "rel_error": relative_error(y, ideal), "energy": np.array(energy),
+                           "function": fn, "x": xs, "v": np.full(n, math.nan), "i": np.full(n, math.nan)}
+        finally:
+            idle(smus)
+
+    def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
+        p: ActivationParams = params  # type: ignore[assignment]
+        summary: dict[str, Any] = {}
+        specs: dict[str, Any] = {}
+        for fn in p.functions:
+            d = data[data["function"] == fn] if len(data) else data
+            if not len(d):
+                continue
+            y, ideal, x = d["y"].to_numpy(float), d["y_ideal"].to_numpy(float), d["x"].to_numpy(float)
+            summary[f"{fn}_mean_abs_error"] = float(np.nanmean(np.abs(y - ideal)))
+            summary[f"{fn}_energy_per_op"] = float(np.nanmean(d["energy"]))
+            if fn == "softplus":
+                # the fit was done in volts per unit; refit here in network units for A, K, R²
+                fit = fit_activation("softplus", x, y, (1.0, 1.0, 0.0))
+            elif fn == "sigmoid":
+                fit = fit_activation("sigmoid", x, y, (1.0, 1.0, 0.0))
+            else:
+                fit = None
+            if fit is not None:
+                summary.update({f"{fn}_a": fit.a, f"{fn}_k": fit.k, f"{fn}_x0": fit.x0, f"{fn}_r2": fit.r2})
+            grid = np.unique(np.round(x[np.isfinite(x)], 12))
+            specs[fn] = codebook_spec(
+                "elementwise1d", fn, ("x",), {"x": grid}, input_units=("V" if fn == "softplus" else "",),
+                output_unit="A" if fn == "softplus" else "", input_scale=(1.0,), output_scale=1.0,
+                clip=[[float(grid.min()), float(grid.max())]], where={"function": fn},
+                notes="softplus: x = K·(V − V0) and y = I/A from each unit's own fit"
+                      if fn == "softplus" else "exp unit: sigmoid(x) = e^x/(e^x + 1); gelu = x·sigmoid(1.702x)")
+        fits = getattr(self, "fits", None)
+        if fits:  # the physical fits, per PCU: A in amperes, K in 1/V
+            summary["softplus_a_amps"] = float(np.mean([f["a"] for f in fits.values()]))
+            summary["softplus_k_per_volt"] = float(np.mean([f["k"] for f in fits.values()]))
+            summary["softplus_r2_physical_min"] = float(min(f["r2"] for f in fits.values()))
+        energies = [v for k, v in summary.items() if k.endswith("_energy_per_op")]
+        summary["energy_per_op"] = float(np.mean(energies)) if energies else math.nan
+        return {"summary": summary, "codebook": specs}

@@ -1,0 +1,202 @@
+"""``softmax``: softmax of vectors through exp, sum and divide, 3 PCUs per unit.
+
+softmax(x)_i = e^{z_i} / Σ_j e^{z_j} with z = x/√d_k (pcu.md). A unit is one array
+column in ``exp`` mode: row 1 the log PCU (a), row 2 the exponential PCU (e), row 3 the
+antilog PCU (c)::
+
+    exp:     I_i = current of e at V_e,ref + s_e·(z_i − max z)   (≤ I_u, no overflow)
+    sum:     S = Σ_i I_i                                         (the summing node)
+    divide:  V = V_c,ref + s_c·(V_a(I_i) − V_a(S)) / s_a  →  y_i = I_c / I_u
+
+Unlike the multiplier, the exp stage must know its slope s = n·Vt to turn an input into
+a voltage, so every PCU of a softmax unit is calibrated at two currents (reference and
+slope); that is why its error is several times smaller than the divider's (pcu.md:
+1.31 % against 5.66 %). Subtracting the largest input is what every softmax does to
+keep exponentials in range; the bench does it on the inputs it applies.
+
+The same unit computes sigmoid(x) = softmax((x, 0))_0, which the ``activation``
+protocol uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from labpcu.data.columns import Column
+from labpcu.protocols.base import Block, DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.logdomain import LogAntilogUnit, configure_unit, connect_unit
+from labpcu.protocols.operator_units import (
+    COMMON_COLUMNS,
+    EnergyMeter,
+    OperatorUnit,
+    check_unit_layout,
+    codebook_spec,
+    force_voltage,
+    group_units,
+    idle,
+    operator_terminals,
+    relative_error,
+    summarize_errors,
+)
+from labpcu.protocols.params import ParameterError, Params, param
+from labpcu.protocols.registry import register
+
+if TYPE_CHECKING:
+    from labpcu.bench import Bench
+    from labpcu.runner import RunContext
+
+TRANSFER_BINS = 19
+
+
+class SoftmaxUnit:
+    """Exp, sum and log-domain divide on one calibrated unit (log a, exp e, antilog c)."""
+
+    def __init__(self, smus: Sequence[Any], i_unit: float, v_compliance: float, i_compliance: float,
+                 slope_ratio: float) -> None:
+        log_a, exp_e, antilog, ground = smus
+        self.exp_smu = exp_e
+        self.i_compliance = i_compliance
+        # the divider: log a twice (numerator, denominator), antilog c
+        self.div = LogAntilogUnit(log_a, log_a, antilog, ground, i_unit, v_compliance, i_compliance)
+        self.cal = self.div.calibrate("slope", slope_ratio)
+        # the exp stage: the same voltage search as the antilog, on e
+        e = LogAntilogUnit(log_a, log_a, exp_e, ground, i_unit, v_compliance, i_compliance)
+        e.ref_a = self.div.ref_a
+        e.slope_c = self.div.slope_c
+        v_ref = e._antilog_voltage(i_unit, self.div.ref_c)
+        v_low = e._antilog_voltage(i_unit * slope_ratio, v_ref + e.slope_c * math.log(slope_ratio))
+        self.slope_e = (v_low - v_ref) / math.log(slope_ratio)
+        e.slope_c = self.slope_e
+        self.ref_e = e._antilog_voltage(i_unit, v_ref)
+        self.cal.update(ref_e=self.ref_e, slope_e=self.slope_e)
+        self.i_unit = i_unit
+
+    def exp(self, z: float, meter: EnergyMeter) -> float:
+        """I_u·e^z for z ≤ 0."""
+        r = meter.add(force_voltage(self.exp_smu, self.ref_e + self.slope_e * z, self.i_compliance))
+        if not r.current > 0:
+            raise DeviceFailure(f"exp PCU draws {r.current:.3g} A: not a forward diode")
+        return r.current
+
+    def divide(self, num: float, den: float, meter: EnergyMeter) -> float:
+        """num/den (both currents) in network units, through log a and antilog c."""
+        d = self.div
+        v_num = d.log(d.log_a, num, meter)
+        v_den = d.log(d.log_a, den, meter)
+        v = d.ref_c + d.slope_c * (v_num - v_den) / d.slope_a
+        return d.exp(v, meter) / self.i_unit
+
+    def softmax(self, z: np.ndarray, meter: EnergyMeter) -> np.ndarray:
+        shifted = z - np.max(z)
+        currents = np.array([self.exp(float(s), meter) for s in shifted])
+        total = float(currents.sum())
+        return np.array([self.divide(float(i), total, meter) for i in currents])
+
+
+def open_softmax_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str], p: Any) -> tuple[SoftmaxUnit, list]:
+    smus = connect_unit(bench, unit, terminals)
+    try:
+        return SoftmaxUnit(smus, p.i_unit, p.v_compliance, p.i_compliance, p.slope_ratio), smus
+    except BaseException:
+        idle(smus)
+        raise
+
+
+def softmax_ideal(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - np.max(z))
+    return e / e.sum()
+
+
+@dataclass(frozen=True)
+class SoftmaxParams(Params):
+    length: int = param(4, limits=(2, 64), help="vector length")
+    vectors: int = param(25, limits=(1, 100_000), help="vectors per unit")
+    x_scale: float = param(2.0, limits=(0.01, 100.0), help="inputs are uniform in ±x_scale before the 1/√d_k")
+    d_k: int = param(0, limits=(0, 4096), help="key dimension of the 1/√d_k scaling (0: the vector length)")
+    input_seed: int = param(0, limits=(0, 2**32 - 1), help="seed of the random input vectors")
+    i_unit: float = param(50e-9, unit="A", limits=(1e-12, 1e-3), help="unit current: e^0")
+    slope_ratio: float = param(0.1, limits=(1e-3, 0.9), help="second calibration current, as a fraction of i_unit")
+    v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stage")
+    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0), help="current compliance of exp and antilog")
+    op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0), help="duration of each stage, for energy")
+    configure: bool = param(True, help="configure every PCU in exp mode first")
+    terminals: tuple[str, ...] = param((), help="log, exp, antilog, ground terminals (default: from the bench)")
+
+
+@register
+class Softmax(Protocol):
+    name = "softmax"
+    title = "Softmax through exp, sum and divide (3 PCUs per unit)"
+    Params = SoftmaxParams
+    min_devices = 3
+    columns = COMMON_COLUMNS + (
+        Column("vector", "", "int64", "input vector"),
+        Column("element", "", "int64", "element of the vector"),
+        Column("x", "", "float64", "input before the 1/√d_k scaling"),
+    )
+    plot = PlotSpec(x="y_ideal", y=("y",), group="device", kind="scatter", title="softmax: measured vs ideal")
+
+    def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:
+        super().validate(params, bench, devices)
+        for unit in group_units(devices, 3, self.name):
+            check_unit_layout(bench, unit, self.name)
+        operator_terminals(bench, params.terminals, self.name, 4)
+
+    def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
+        raise NotImplementedError("softmax units are measured by run()")  # pragma: no cover
+
+    def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
+        p: SoftmaxParams = params  # type: ignore[assignment]
+        units = group_units(ctx.devices, 3, self.name)
+        terminals = operator_terminals(ctx.bench, p.terminals, self.name, 4)
+        rng = np.random.default_rng(p.input_seed)
+        inputs = rng.uniform(-p.x_scale, p.x_scale, size=(p.vectors, p.length))
+        scale = 1.0 / math.sqrt(p.d_k or p.length)
+        self.calibrations: dict[str, dict[str, Any]] = {}
+        for k, unit in enumerate(units):
+            with ctx.device_scope(unit.id):
+                if p.configure:
+                    configure_unit(ctx.bench, ctx.clock, unit, "exp")
+                su, smus = open_softmax_unit(ctx.bench, unit, terminals, p)
+                self.calibrations[unit.id] = {**su.cal, "pcus": ",".join(unit.pcus)}
+                try:
+                    meter = EnergyMeter(p.op_time)
+                    for j, x in enumerate(inputs):
+                        ctx.check()
+                        z = x * scale
+                        y = su.softmax(z, meter)
+                        ideal = softmax_ideal(z)
+                        n = len(x)
+                        yield {"repeat": np.zeros(n, np.int64), "t": np.full(n, ctx.clock.now()), "y": y,
+                               "y_ideal": ideal, "rel_error": relative_error(y, ideal),
+                               "energy": np.full(n, meter.take()), "vector": np.full(n, j, np.int64),
+                               "element": np.arange(n, dtype=np.int64), "x": x}
+                finally:
+                    idle(smus)
+            ctx.progress(k + 1, len(units), unit.id)
+
+    def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
+        p: SoftmaxParams = params  # type: ignore[assignment]
+        if not len(data):
+            return {"summary": {"units": 0}}
+        summary = summarize_errors(data)
+        # energy is stored per element row, once per vector: count it per vector
+        summary["energy_per_op"] = float(data.groupby(["device", "vector"])["energy"].first().mean())
+        summary.update(length=p.length, d_k=p.d_k or p.length)
+        results: dict[str, Any] = {"summary": summary}
+        if getattr(self, "calibrations", None):
+            results["calibration"] = self.calibrations
+        centres = np.linspace(0.0, 1.0, TRANSFER_BINS + 2)[1:-1]
+        results["codebook"] = {"softmax": codebook_spec(
+            "vector", "softmax", ("y_ideal",), {"y_ideal": centres}, input_units=("",), output_unit="",
+            input_scale=(1.0,), output_scale=1.0, clip=[[0.0, 1.0]],
+            ideal_params={"length": p.length, "d_k": p.d_k or p.length},
+            notes="element transfer: ideal softmax output -> measured, vectors of length "
+                  f"{p.length}, inputs scaled by 1/sqrt(d_k)")}
+        return results
