@@ -63,7 +63,7 @@ ACTIVATION_LAYERS = (0, 1)
 
 
 # ====================================================================== data
-def make_spirals(n: int = 3000, seed: int = 0, noise: float = 0.08,
+def make_spirals(n: int = 3000, seed: int = 0, noise: float = 0.05,
                  test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A 3-arm spiral (one turn per arm) in 2-D: ``x_train, y_train, x_test, y_test``.
 
