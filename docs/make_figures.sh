@@ -18,3 +18,12 @@ for name in iv_sweep hysteresis ispp binary_switch configure retention weight_st
     n=$((n + 1))
 done
 echo "pictures in $out (runs in $store)"
+
+# the demo's report plots (operators and weight errors), seed 0
+demo=$(mktemp -d)
+labpcu demo --out "$demo" > /dev/null
+for f in multiplier_measured_vs_ideal divider_measured_vs_ideal softmax_measured_vs_ideal \
+         vmm_measured_vs_ideal activation weight_errors; do
+    cp "$demo/report/$f.png" "$out/demo_$f.png"
+done
+echo "demo plots in $out (demo folder $demo)"

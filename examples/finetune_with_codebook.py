@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("gaussian", "quantile", "mean"), default="gaussian",
                    help="codebook lookup: mean + std·N(0,1), inverse-CDF sampling, or the mean only")
     p.add_argument("--name", default=None, help="which codebook of a run store (if it holds several)")
-    p.add_argument("--ideal-steps", type=int, default=1500, help="steps of ideal training (default 1500)")
+    p.add_argument("--ideal-steps", type=int, default=1000, help="steps of ideal training (default 1000)")
     p.add_argument("--chips", type=int, default=5, help="fresh programmings averaged per evaluation (default 5)")
     p.add_argument("--no-ablation", action="store_true", help="skip fine-tuning without the gradient bypass")
     return p
@@ -242,8 +242,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ImportError:
         print("this example needs PyTorch: pip install 'labpcu[torch]'", file=sys.stderr)
         raise SystemExit(2) from None
+    # tiny tensors: one thread is fastest, and spinning threads on a shared machine are
+    # many times slower than one; restored on the way out (tests call main() in-process)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(args, torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    """The body of :func:`main`, once the codebook path and torch are known to be there."""
     from labpcu.data.codebook import PAPER_WEIGHT_SIGMA
     from labpcu.data.codebook_io import load_codebook
+    from labpcu.data.ideal import get_ideal
 
     wall = time.perf_counter()
     codebook = load_codebook(args.codebook, args.name)
@@ -253,12 +266,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{args.codebook}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     lo, hi = input_range(table)
-    sigma = codebook.weight_noise.sigma if codebook.weight_noise is not None else PAPER_WEIGHT_SIGMA
-    source = "codebook" if codebook.weight_noise is not None else "paper value; the codebook has none"
+    wn = codebook.weight_noise
+    sigma = wn.sigma if wn is not None else PAPER_WEIGHT_SIGMA
+    source = f"codebook, relative to the {wn.reference}" if wn is not None else "paper value; the codebook has none"
     print(f"codebook {args.codebook}: activation table {table.name!r} (ideal {table.ideal}"
-          f"{''.join(f', {k}={v:g}' for k, v in table.ideal_params.items())}), {table.grid_shape[0]} grid points, "
+          f"{''.join(f', {k}={v:g}' for k, v in get_ideal(table.ideal).params(table.ideal_params).items())}), {table.grid_shape[0]} grid points, "
           f"input range [{lo:g}, {hi:g}], {table.n_devices} device(s), noise {table.noise_scope}")
-    print(f"weight noise: sigma {sigma:.6g} ({source}) x max|w| per layer, drawn once per programming")
+    print(f"weight noise: sigma {sigma:.6g} ({source}) x max|w| of each layer, drawn once per programming")
 
     x_tr, y_tr, x_te, y_te = make_spirals(seed=args.seed)
     x_tr, x_te = torch.from_numpy(x_tr), torch.from_numpy(x_te)

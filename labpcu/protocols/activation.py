@@ -64,8 +64,11 @@ class ActivationParams(Params):
     points: int = param(41, limits=(8, 2001), help="points of the softplus sweep and of the sigmoid/GELU grid")
     compliance: float = param(15e-6, unit="A", limits=(1e-12, 1e-3),
                               help="softplus sweep current limit (keeps M1 under its threshold)")
+    softplus_x_min: float = param(-4.0, limits=(-20.0, 20.0), help="softplus grid start (network units K·(V − V0))")
+    softplus_x_max: float = param(2.5, limits=(-20.0, 20.0),
+                                  help="softplus grid end (2.5: M1 stays below its switching threshold)")
     x_range: float = param(4.0, limits=(0.1, 20.0), help="sigmoid and GELU inputs span ±x_range")
-    repeats: int = param(2, limits=(1, 100), help="passes over the sigmoid/GELU grid")
+    repeats: int = param(2, limits=(1, 100), help="passes over the softplus, sigmoid and GELU grids")
     i_unit: float = param(50e-9, unit="A", limits=(1e-12, 1e-3), help="unit current of the exp unit")
     slope_ratio: float = param(0.1, limits=(1e-3, 0.9), help="second calibration current of the exp unit")
     v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stage")
@@ -77,6 +80,8 @@ class ActivationParams(Params):
         bad = [f for f in self.functions if f not in FUNCTIONS]
         if bad or not self.functions:
             raise ParameterError(f"functions must be among {', '.join(FUNCTIONS)}, got {', '.join(self.functions) or 'none'}")
+        if self.softplus_x_min >= self.softplus_x_max:
+            raise ParameterError(f"softplus_x_min ({self.softplus_x_min:g}) must be below softplus_x_max")
         if self.v_start >= self.v_stop:
             raise ParameterError(f"v_start ({self.v_start:g} V) must be below v_stop ({self.v_stop:g} V)")
 
@@ -108,39 +113,52 @@ class Activation(Protocol):
         p: ActivationParams = params  # type: ignore[assignment]
         units = group_units(ctx.devices, 3, self.name)
         terminals = operator_terminals(ctx.bench, p.terminals, self.name, 4)
-        self.fits: dict[str, dict[str, float]] = {}
         for k, unit in enumerate(units):
             with ctx.device_scope(unit.id):
                 if "softplus" in p.functions:
-                    yield self._softplus(ctx, p, unit.pcus[0])
+                    yield from self._softplus(ctx, p, unit.pcus[0])
                 if {"sigmoid", "gelu"} & set(p.functions):
                     yield from self._sigmoid_gelu(ctx, p, unit, terminals)
             ctx.progress(k + 1, len(units), unit.id)
 
-    def _softplus(self, ctx: RunContext, p: ActivationParams, pcu: str) -> Block:
+    def _softplus(self, ctx: RunContext, p: ActivationParams, pcu: str) -> Iterator[Block]:
+        """A voltage sweep fitted to A·softplus(K·(V − V0)) (rows ``softplus_sweep``),
+        then ``repeats`` list sweeps at V = V0 + x/K on the fixed network grid x (rows
+        ``softplus``), so that every unit's samples fall on the same grid points."""
         bench = ctx.bench
         configure_device(bench, ctx.clock, pcu, "softplus")
         force, ground = connect_component(bench, pcu, "path")
-        levels = np.linspace(p.v_start, p.v_stop, p.points)
         try:
-            sweep = force.sweep_voltage(levels, p.compliance)
+            v, i, ok = self._sweep(force, np.linspace(p.v_start, p.v_stop, p.points), p.compliance)
+            try:
+                fit = fit_activation("softplus", v[ok], i[ok], (float(np.max(i[ok])) / 3, 20.0, float(np.median(v))))
+            except FitError as exc:
+                raise DeviceFailure(f"softplus: {exc}") from None
+            yield self._softplus_rows(ctx, p, "softplus_sweep", 0, fit.k * (v - fit.x0), v, i, ok, fit.a)
+            xs = np.linspace(p.softplus_x_min, p.softplus_x_max, p.points)
+            for rep in range(p.repeats):
+                ctx.check()
+                v, i, ok = self._sweep(force, fit.x0 + xs / fit.k, p.compliance)
+                yield self._softplus_rows(ctx, p, "softplus", rep, xs, v, i, ok, fit.a)
         finally:
             idle([force, ground])
             bench.disconnect()
-        v, i = np.asarray(sweep.source, float), np.asarray(sweep.current, float)
+
+    @staticmethod
+    def _sweep(force: Any, levels: np.ndarray, compliance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sweep = force.sweep_voltage(levels, compliance)
         ok = ~(np.asarray(sweep.compliance, bool) | np.asarray(sweep.overflow, bool))
-        try:
-            fit = fit_activation("softplus", v[ok], i[ok], (float(np.max(i[ok])) / 3, 20.0, float(np.median(v))))
-        except FitError as exc:
-            raise DeviceFailure(f"softplus: {exc}") from None
-        self.fits[pcu] = {"a": fit.a, "k": fit.k, "v0": fit.x0, "r2": fit.r2}
-        x = fit.k * (v - fit.x0)
-        y = np.where(ok, i / fit.a, np.nan)
+        return np.asarray(sweep.source, float), np.asarray(sweep.current, float), ok
+
+    @staticmethod
+    def _softplus_rows(ctx: RunContext, p: ActivationParams, function: str, rep: int, x: np.ndarray,
+                       v: np.ndarray, i: np.ndarray, ok: np.ndarray, a: float) -> Block:
+        y = np.where(ok, i / a, np.nan)
         ideal = np.logaddexp(0.0, x)
-        n = len(v)
-        return {"repeat": np.zeros(n, np.int64), "t": np.full(n, ctx.clock.now()), "y": y, "y_ideal": ideal,
+        n = len(x)
+        return {"repeat": np.full(n, rep, np.int64), "t": np.full(n, ctx.clock.now()), "y": y, "y_ideal": ideal,
                 "rel_error": relative_error(y, ideal), "energy": np.abs(v * i) * p.op_time,
-                "function": "softplus", "x": x, "v": v, "i": i}
+                "function": function, "x": x, "v": v, "i": i}
 
     def _sigmoid_gelu(self, ctx: RunContext, p: ActivationParams, unit: Any, terminals: Sequence[str]) -> Iterator[Block]:
         configure_unit(ctx.bench, ctx.clock, unit, "exp")
@@ -168,6 +186,26 @@ class Activation(Protocol):
         finally:
             idle(smus)
 
+    @staticmethod
+    def _softplus_fits(data: pd.DataFrame) -> dict[str, Any]:
+        """pcu.md's fit of A, K on each unit's voltage sweep, in physical units (A in
+        amperes, K in 1/V); the band figure is the worst unit's R²."""
+        fits = []
+        for _, d in data[data["function"] == "softplus_sweep"].groupby("device", sort=False):
+            ok = np.isfinite(d["y"].to_numpy(float))
+            v, i = d["v"].to_numpy(float)[ok], d["i"].to_numpy(float)[ok]
+            try:
+                fits.append(fit_activation("softplus", v, i, (float(i.max()) / 3, 20.0, float(np.median(v)))))
+            except FitError:
+                fits.append(None)
+        good = [f for f in fits if f is not None]
+        if not good:
+            return {"softplus_r2": math.nan}
+        return {"softplus_a": float(np.mean([f.a for f in good])), "softplus_k": float(np.mean([f.k for f in good])),
+                "softplus_v0": float(np.mean([f.x0 for f in good])),
+                "softplus_r2": min(f.r2 for f in good) if len(good) == len(fits) else math.nan,
+                "softplus_fit_units": "A in amperes, K in 1/V, V0 in volts (mean over units); R² of the worst unit"}
+
     def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
         p: ActivationParams = params  # type: ignore[assignment]
         summary: dict[str, Any] = {}
@@ -180,26 +218,22 @@ class Activation(Protocol):
             summary[f"{fn}_mean_abs_error"] = float(np.nanmean(np.abs(y - ideal)))
             summary[f"{fn}_energy_per_op"] = float(np.nanmean(d["energy"]))
             if fn == "softplus":
-                # the fit was done in volts per unit; refit here in network units for A, K, R²
-                fit = fit_activation("softplus", x, y, (1.0, 1.0, 0.0))
+                summary.update(self._softplus_fits(data))
+                fit = None
             elif fn == "sigmoid":
                 fit = fit_activation("sigmoid", x, y, (1.0, 1.0, 0.0))
             else:
                 fit = None
             if fit is not None:
                 summary.update({f"{fn}_a": fit.a, f"{fn}_k": fit.k, f"{fn}_x0": fit.x0, f"{fn}_r2": fit.r2})
-            grid = np.unique(np.round(x[np.isfinite(x)], 12))
+            grid = (np.linspace(p.softplus_x_min, p.softplus_x_max, p.points) if fn == "softplus"
+                    else np.linspace(-p.x_range, p.x_range, p.points))
             specs[fn] = codebook_spec(
-                "elementwise1d", fn, ("x",), {"x": grid}, input_units=("V" if fn == "softplus" else "",),
+                "elementwise1d", fn, ("x",), {"x": grid}, input_units=("",),
                 output_unit="A" if fn == "softplus" else "", input_scale=(1.0,), output_scale=1.0,
                 clip=[[float(grid.min()), float(grid.max())]], where={"function": fn},
-                notes="softplus: x = K·(V − V0) and y = I/A from each unit's own fit"
+                notes="softplus: x = K·(V − V0) and y = I/A with each unit's own fit of A, K, V0"
                       if fn == "softplus" else "exp unit: sigmoid(x) = e^x/(e^x + 1); gelu = x·sigmoid(1.702x)")
-        fits = getattr(self, "fits", None)
-        if fits:  # the physical fits, per PCU: A in amperes, K in 1/V
-            summary["softplus_a_amps"] = float(np.mean([f["a"] for f in fits.values()]))
-            summary["softplus_k_per_volt"] = float(np.mean([f["k"] for f in fits.values()]))
-            summary["softplus_r2_physical_min"] = float(min(f["r2"] for f in fits.values()))
         energies = [v for k, v in summary.items() if k.endswith("_energy_per_op")]
         summary["energy_per_op"] = float(np.mean(energies)) if energies else math.nan
         return {"summary": summary, "codebook": specs}
