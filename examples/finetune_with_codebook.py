@@ -167,15 +167,22 @@ def ideal_chip(table: Any) -> Chip:
     return Chip([f] * len(ACTIVATION_LAYERS), *input_range(table))
 
 
-def codebook_chip(codebook: Any, table: Any, mode: str, seed: int, *, bypass: bool = True) -> Chip:
-    """Codebook operators (one per hidden layer: two physical units) plus weight noise."""
-    torch = _torch()
+def weight_sigma(codebook: Any) -> float:
+    """The codebook's weight-noise σ, or the paper's when it has none (no weight_statistics run)."""
     from labpcu.data.codebook import PAPER_WEIGHT_SIGMA
+
+    return float(codebook.weight_noise.sigma) if codebook.weight_noise is not None else PAPER_WEIGHT_SIGMA
+
+
+def codebook_chip(codebook: Any, table: Any, mode: str, seed: int, *, bypass: bool = True) -> Chip:
+    """Codebook operators (one per hidden layer: two physical units) plus weight noise
+    on all three layers (every layer is a crossbar)."""
+    torch = _torch()
     from labpcu.data.codebook_torch import CodebookOperator, WeightNoise
 
     gen = torch.Generator().manual_seed(seed)
     ops = [CodebookOperator(table, mode, bypass=bypass, generator=gen) for _ in ACTIVATION_LAYERS]
-    sigma = codebook.weight_noise.sigma if codebook.weight_noise is not None else PAPER_WEIGHT_SIGMA
+    sigma = weight_sigma(codebook)
     noise = [WeightNoise(sigma, "max_abs", generator=gen) for _ in range(len(ACTIVATION_LAYERS) + 1)]
     return Chip(ops, *input_range(table), weight_noise=noise)
 
@@ -254,7 +261,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     """The body of :func:`main`, once the codebook path and torch are known to be there."""
-    from labpcu.data.codebook import PAPER_WEIGHT_SIGMA
     from labpcu.data.codebook_io import load_codebook
     from labpcu.data.ideal import get_ideal
 
@@ -267,12 +273,15 @@ def _run(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         raise SystemExit(2) from None
     lo, hi = input_range(table)
     wn = codebook.weight_noise
-    sigma = wn.sigma if wn is not None else PAPER_WEIGHT_SIGMA
-    source = f"codebook, relative to the {wn.reference}" if wn is not None else "paper value; the codebook has none"
-    print(f"codebook {args.codebook}: activation table {table.name!r} (ideal {table.ideal}"
-          f"{''.join(f', {k}={v:g}' for k, v in get_ideal(table.ideal).params(table.ideal_params).items())}), {table.grid_shape[0]} grid points, "
-          f"input range [{lo:g}, {hi:g}], {table.n_devices} device(s), noise {table.noise_scope}")
-    print(f"weight noise: sigma {sigma:.6g} ({source}) x max|w| of each layer, drawn once per programming")
+    sigma = weight_sigma(codebook)
+    source = f"from the codebook, measured relative to the {wn.reference}" if wn is not None else \
+        "the paper's value: the codebook has none"
+    params = "".join(f", {k}={v:g}" for k, v in get_ideal(table.ideal).params(table.ideal_params).items())
+    print(f"codebook {args.codebook}: activation table {table.name!r} (ideal {table.ideal}{params}), "
+          f"{table.grid_shape[0]} grid points, input range [{lo:g}, {hi:g}], {table.n_devices} device(s), "
+          f"noise {table.noise_scope}")
+    print(f"weight noise: sigma {sigma:.6g} ({source}), applied as sigma x max|w| of each layer, "
+          f"drawn once per programming")
 
     x_tr, y_tr, x_te, y_te = make_spirals(seed=args.seed)
     x_tr, x_te = torch.from_numpy(x_tr), torch.from_numpy(x_te)

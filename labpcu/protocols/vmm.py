@@ -23,7 +23,7 @@ programming error, which ``weight_statistics`` measures.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,11 +104,16 @@ class Crossbar:
     bitline: SourceMeasureUnit
     v_read: float
     i_compliance: float
+    state: list[bool | None] = field(default_factory=lambda: [None] * ROWS)
 
     def apply(self, on: Sequence[bool]) -> float:
-        """Rows on at v_read (others at 0 V); the bit-line current (into the column)."""
-        for smu, state in zip(self.rows, on):
-            smu.source_voltage(self.v_read if state else 0.0, self.i_compliance)
+        """Rows on at v_read (others at 0 V); the bit-line current (into the column).
+        Only rows whose level changes are sent a command (half the traffic of a
+        bit-serial input)."""
+        for k, (smu, state) in enumerate(zip(self.rows, on)):
+            if self.state[k] != state:
+                smu.source_voltage(self.v_read if state else 0.0, self.i_compliance)
+                self.state[k] = state
         return -self.bitline.measure().current
 
     def read(self, on: Sequence[bool], reads: int) -> float:
@@ -162,6 +167,7 @@ class Vmm(Protocol):
                 for smu in smus:
                     smu.source_voltage(0.0, p.i_compliance)
                     smu.output_on()
+                xbar.state = [False] * ROWS
                 yield from self._measure(ctx, p, xbar)
             finally:
                 idle(smus)
