@@ -65,7 +65,8 @@ def test_demo_writes_report_and_codebook_that_load_alone(demo):
     pngs = list((out / "report").glob("*.png"))
     assert len(pngs) >= 10 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     with h5py.File(out / "codebook" / "codebook.h5", "r") as f:
-        ops = set(f.keys())
+        ops = set(f["operators"].keys())
+        assert f.attrs["schema"] == "labpcu-codebook"
     assert {"multiplier", "divider", "softmax", "vmm", "sigmoid", "gelu", "softplus"} <= ops
     manifest = json.loads((out / "codebook" / "codebook" / "manifest.json").read_text())
     assert "multiplier" in json.dumps(manifest)
