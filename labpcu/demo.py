@@ -59,9 +59,12 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
         console.print(f"[red]{label}: {status}: {error}")
 
     sources = [o.run_id for s, o in campaign.outcomes if s.protocol in CODEBOOK_SOURCES and o.status == "completed"]
-    codebook = build_codebook(store_path, sources)
-    save_to_store(codebook, store_path, "demo")
-    export_codebook(codebook, folder / "codebook", format="both", name="codebook")
+    if sources:
+        codebook = build_codebook(store_path, sources)
+        save_to_store(codebook, store_path, "demo")
+        export_codebook(codebook, folder / "codebook", format="both", name="codebook")
+    else:
+        console.print("[red]no operator run completed: no codebook")
     report = write_report(store, campaign.roles, folder / "report", title=f"Simulated wafer, seed {seed}", seed=seed)
     wall = time.perf_counter() - wall
 

@@ -108,3 +108,26 @@ def test_vmm_refuses_wrong_weights_and_cells(bench):
 def test_group_units_names_units_in_order():
     units = group_units(column_units(["A1"], 2), 3, "x")
     assert [u.id for u in units] == ["U01", "U02"] and units[1].pcus == ("A1-R1C2", "A1-R2C2", "A1-R3C2")
+
+
+@pytest.mark.parametrize("protocol, params", [
+    ("multiplier", {"grid_points": 6, "repeats": 2}),
+    ("softmax", {"vectors": 20}),
+    ("vmm", {"input_sets": (200,)}),
+])
+def test_abort_mid_operator_keeps_points_and_leaves_the_bench_safe(runner, bench, protocol, params):
+    from labpcu.runner import Points
+
+    seen = []
+
+    def on_event(event):
+        if isinstance(event, Points):
+            seen.append(event.rows)
+            if len(seen) == 2:
+                runner.abort("operator pressed stop")
+
+    runner.subscribe(on_event)
+    out = runner.run(protocol, params, UNIT)
+    assert out.status == "aborted" and "operator pressed stop" in out.error
+    assert out.n_points >= seen[1] and len(out.store.read(out.run_id)) == out.n_points
+    assert_safe(bench)
