@@ -131,3 +131,17 @@ def test_abort_mid_operator_keeps_points_and_leaves_the_bench_safe(runner, bench
     assert out.status == "aborted" and "operator pressed stop" in out.error
     assert out.n_points >= seen[1] and len(out.store.read(out.run_id)) == out.n_points
     assert_safe(bench)
+
+
+def test_a_protocol_must_measure_one_device_or_run_them_together():
+    from labpcu.protocols.base import PlotSpec, Protocol
+    from labpcu.protocols.operator_units import COMMON_COLUMNS
+    from labpcu.protocols.logdomain import LogDomainParams
+
+    with pytest.raises(TypeError, match="measure\\(\\) .* or run\\(\\)"):
+        class Nothing(Protocol):  # noqa: F841 - the class statement is the test
+            name = "nothing"
+            title = "does nothing"
+            Params = LogDomainParams
+            columns = COMMON_COLUMNS
+            plot = PlotSpec(x="y_ideal", y=("y",))

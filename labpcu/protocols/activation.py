@@ -106,9 +106,6 @@ class Activation(Protocol):
             check_unit_layout(bench, unit, self.name)
         operator_terminals(bench, params.terminals, self.name, 4)
 
-    def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
-        raise NotImplementedError("activation units are measured by run()")  # pragma: no cover
-
     def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
         p: ActivationParams = params  # type: ignore[assignment]
         units = group_units(ctx.devices, 3, self.name)

@@ -13,7 +13,7 @@ calls ``time.sleep``.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -92,6 +92,8 @@ class Protocol(ABC):
         for attr in ("name", "title", "Params", "columns", "plot"):
             if not hasattr(cls, attr):
                 raise TypeError(f"protocol {cls.__name__} must set {attr}")
+        if cls.run is Protocol.run and cls.measure is Protocol.measure:
+            raise TypeError(f"protocol {cls.__name__} must implement measure() (one device) or run() (all together)")
         cls.columns = check_columns(cls.columns)
         names = {c.name for c in cls.columns}
         for col in (cls.plot.x, *cls.plot.y, *([cls.plot.group] if cls.plot.group else [])):
@@ -117,10 +119,12 @@ class Protocol(ABC):
             with ctx.device_scope(device):
                 yield from self.measure(ctx, params, device)
 
-    @abstractmethod
     def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
         """Measure one device, yielding blocks of data (each yield is one step: the
-        runner records it and checks for an abort)."""
+        runner records it and checks for an abort). Protocols that measure devices
+        together (an operator unit, a crossbar) override :meth:`run` instead; every
+        concrete protocol overrides one of the two (checked at class creation)."""
+        raise TypeError(f"protocol {self.name} measures its devices together: call run()")
 
     def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
         """Results (fits, figures of merit) from the stored table. Default: none."""

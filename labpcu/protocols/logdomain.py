@@ -219,9 +219,6 @@ class _LogDomainOperator(Protocol):
                 yield from self._measure_unit(ctx, p, unit, terminals)
             ctx.progress(k + 1, len(units), unit.id)
 
-    def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
-        raise NotImplementedError("operator units are measured by run()")  # pragma: no cover
-
     def _measure_unit(self, ctx: RunContext, p: LogDomainParams, unit: OperatorUnit,
                       terminals: Sequence[str]) -> Iterator[Block]:
         bench = ctx.bench

@@ -148,9 +148,6 @@ class Softmax(Protocol):
             check_unit_layout(bench, unit, self.name)
         operator_terminals(bench, params.terminals, self.name, 4)
 
-    def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
-        raise NotImplementedError("softmax units are measured by run()")  # pragma: no cover
-
     def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
         p: SoftmaxParams = params  # type: ignore[assignment]
         units = group_units(ctx.devices, 3, self.name)

@@ -143,9 +143,6 @@ class Vmm(Protocol):
         check_unit_layout(bench, OperatorUnit("crossbar", tuple(devices)), self.name)
         operator_terminals(bench, params.terminals, self.name, ROWS + 1)
 
-    def measure(self, ctx: RunContext, params: Params, device: str) -> Iterator[Block]:
-        raise NotImplementedError("the crossbar is measured by run()")  # pragma: no cover
-
     def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
         p: VmmParams = params  # type: ignore[assignment]
         bench, cells = ctx.bench, list(ctx.devices)
