@@ -316,7 +316,7 @@ def save_to_store(cb: Codebook, store_path: str | Path, name: str) -> str:
     store = Store(store_path)
     if not store.path.exists():
         raise StoreError(f"no run store at {store.path}")
-    with store._writing() as f:  # same package: the store's own open, recovery and schema check
+    with store.writable() as f:
         books = f.require_group("codebooks")
         if name in books:
             del books[name]

@@ -192,6 +192,12 @@ class Store:
         os.replace(tmp, self.path)
 
     # ------------------------------------------------------------------ reading
+    def writable(self) -> contextlib.AbstractContextManager[h5py.File]:
+        """The file open for writing beside the runs (``/codebooks`` and other
+        extensions), with the same crash recovery, busy check and schema check a run
+        gets. Not for runs: use :meth:`begin_run`."""
+        return self._writing()
+
     def run_ids(self) -> list[str]:
         """Every run id, oldest first."""
         if not self.path.exists():
