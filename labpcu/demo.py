@@ -68,7 +68,7 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
     report = write_report(store, campaign.roles, folder / "report", title=f"Simulated wafer, seed {seed}", seed=seed)
     wall = time.perf_counter() - wall
 
-    console.print(format_table(report.rows))
+    console.print(format_table(report.rows), soft_wrap=True, highlight=False, markup=False)
     console.print(f"{len(campaign.outcomes)} runs, {bench_time:,.0f} s of bench time in {wall:.0f} s of wall time")
     console.print(f"wrote {store_path}, {folder / 'codebook'}, {report.markdown}")
     return 0 if report.all_passed and not failed else 1
