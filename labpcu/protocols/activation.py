@@ -30,18 +30,17 @@ import pandas as pd
 
 from labpcu.data.columns import Column
 from labpcu.data.fits import FitError, fit_activation
-from labpcu.protocols.base import Block, DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
 from labpcu.protocols.common import connect_component
 from labpcu.protocols.configure import configure_device
 from labpcu.protocols.logdomain import configure_unit
 from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
-    check_unit_layout,
+    OperatorUnit,
+    UnitProtocol,
     codebook_spec,
-    group_units,
     idle,
-    operator_terminals,
     relative_error,
 )
 from labpcu.protocols.params import ParameterError, Params, param
@@ -49,7 +48,6 @@ from labpcu.protocols.registry import register
 from labpcu.protocols.softmax import open_softmax_unit
 
 if TYPE_CHECKING:
-    from labpcu.bench import Bench
     from labpcu.runner import RunContext
 
 FUNCTIONS = ("softplus", "sigmoid", "gelu")
@@ -87,11 +85,10 @@ class ActivationParams(Params):
 
 
 @register
-class Activation(Protocol):
+class Activation(UnitProtocol):
     name = "activation"
     title = "Activation functions: softplus, sigmoid and GELU from configured PCUs"
     Params = ActivationParams
-    min_devices = 3
     columns = COMMON_COLUMNS + (
         Column("function", "", "str", "softplus, sigmoid or gelu"),
         Column("x", "", "float64", "input, network units (softplus: K·(V − V0))"),
@@ -100,23 +97,13 @@ class Activation(Protocol):
     )
     plot = PlotSpec(x="x", y=("y", "y_ideal"), group="function", title="activation: measured and ideal")
 
-    def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:
-        super().validate(params, bench, devices)
-        for unit in group_units(devices, 3, self.name):
-            check_unit_layout(bench, unit, self.name)
-        operator_terminals(bench, params.terminals, self.name, 4)
-
-    def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
+    def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
+                     terminals: Sequence[str]) -> Iterator[Block]:
         p: ActivationParams = params  # type: ignore[assignment]
-        units = group_units(ctx.devices, 3, self.name)
-        terminals = operator_terminals(ctx.bench, p.terminals, self.name, 4)
-        for k, unit in enumerate(units):
-            with ctx.device_scope(unit.id):
-                if "softplus" in p.functions:
-                    yield from self._softplus(ctx, p, unit.pcus[0])
-                if {"sigmoid", "gelu"} & set(p.functions):
-                    yield from self._sigmoid_gelu(ctx, p, unit, terminals)
-            ctx.progress(k + 1, len(units), unit.id)
+        if "softplus" in p.functions:
+            yield from self._softplus(ctx, p, unit.pcus[0])
+        if {"sigmoid", "gelu"} & set(p.functions):
+            yield from self._sigmoid_gelu(ctx, p, unit, terminals)
 
     def _softplus(self, ctx: RunContext, p: ActivationParams, pcu: str) -> Iterator[Block]:
         """A voltage sweep fitted to A·softplus(K·(V − V0)) (rows ``softplus_sweep``),
@@ -157,7 +144,8 @@ class Activation(Protocol):
                 "rel_error": relative_error(y, ideal), "energy": np.abs(v * i) * p.op_time,
                 "function": function, "x": x, "v": v, "i": i}
 
-    def _sigmoid_gelu(self, ctx: RunContext, p: ActivationParams, unit: Any, terminals: Sequence[str]) -> Iterator[Block]:
+    def _sigmoid_gelu(self, ctx: RunContext, p: ActivationParams, unit: OperatorUnit,
+                      terminals: Sequence[str]) -> Iterator[Block]:
         configure_unit(ctx.bench, ctx.clock, unit, "exp")
         su, smus = open_softmax_unit(ctx.bench, unit, terminals, p)
         xs = np.linspace(-p.x_range, p.x_range, p.points)

@@ -34,19 +34,17 @@ import numpy as np
 import pandas as pd
 
 from labpcu.data.columns import Column
-from labpcu.protocols.base import Block, DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
 from labpcu.protocols.configure import configure_device
 from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
     OperatorUnit,
-    check_unit_layout,
+    UnitProtocol,
     codebook_spec,
     force_current,
     force_voltage,
-    group_units,
     idle,
-    operator_terminals,
     relative_error,
     summarize_errors,
 )
@@ -180,14 +178,13 @@ class LogDomainParams(Params):
             raise ParameterError(f"x_min ({self.x_min:g}) must be below x_max ({self.x_max:g})")
 
 
-class _LogDomainOperator(Protocol):
+class _LogDomainOperator(UnitProtocol):
     """Shared by multiplier and divider: the grid sweep over each unit."""
 
     _family = True
     sign: ClassVar[int]
     ideal: ClassVar[str]
     Params = LogDomainParams
-    min_devices = 3
     columns = COMMON_COLUMNS + (
         Column("x1", "", "float64", "first input, network units"),
         Column("x2", "", "float64", "second input, network units"),
@@ -199,28 +196,13 @@ class _LogDomainOperator(Protocol):
     plot = PlotSpec(x="y_ideal", y=("y",), group="device", kind="scatter", xscale="log", yscale="log",
                     title="measured vs ideal")
 
-    def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:
-        super().validate(params, bench, devices)
-        for unit in group_units(devices, 3, self.name):
-            check_unit_layout(bench, unit, self.name)
-        operator_terminals(bench, params.terminals, self.name, 4)
-
     @staticmethod
     def grid(p: LogDomainParams) -> np.ndarray:
         return np.linspace(p.x_min, p.x_max, p.grid_points)
 
-    def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
+    def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
+                     terminals: Sequence[str]) -> Iterator[Block]:
         p: LogDomainParams = params  # type: ignore[assignment]
-        units = group_units(ctx.devices, 3, self.name)
-        terminals = operator_terminals(ctx.bench, p.terminals, self.name, 4)
-        self.calibrations: dict[str, dict[str, float]] = {}
-        for k, unit in enumerate(units):
-            with ctx.device_scope(unit.id):
-                yield from self._measure_unit(ctx, p, unit, terminals)
-            ctx.progress(k + 1, len(units), unit.id)
-
-    def _measure_unit(self, ctx: RunContext, p: LogDomainParams, unit: OperatorUnit,
-                      terminals: Sequence[str]) -> Iterator[Block]:
         bench = ctx.bench
         if p.configure:
             configure_unit(bench, ctx.clock, unit, "exp")

@@ -20,12 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labpcu.data.columns import Column
-from labpcu.protocols.base import DeviceFailure
-from labpcu.protocols.params import ParameterError
+from labpcu.protocols.base import Block, DeviceFailure, Protocol
+from labpcu.protocols.params import ParameterError, Params
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from labpcu.bench import Bench
     from labpcu.instruments.roles import IVReading, SourceMeasureUnit
+    from labpcu.runner import RunContext
+
+UNIT_SIZE = 3
+UNIT_TERMINALS = 4  # three word lines and the bit-line ground
 
 #: columns every operator run stores (the codebook builder relies on them)
 COMMON_COLUMNS: tuple[Column, ...] = (
@@ -103,6 +109,38 @@ def column_units(arrays: Sequence[str], n_units: int) -> list[str]:
                 return out
             out += [f"{array}-R{row}C{col}" for row in (1, 2, 3)]
     return out
+
+
+class UnitProtocol(Protocol):
+    """Family base of protocols that measure operator units of three PCUs together.
+
+    It validates the units (layout, terminals) before any I/O and runs them one by
+    one, each in its own device scope: a unit that fails is recorded and the run goes
+    on. Subclasses implement :meth:`measure_unit`; calibrations they put in
+    ``self.calibrations[unit.id]`` are stored with the results."""
+
+    _family = True
+    min_devices = UNIT_SIZE
+
+    def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:
+        super().validate(params, bench, devices)
+        for unit in group_units(devices, UNIT_SIZE, self.name):
+            check_unit_layout(bench, unit, self.name)
+        operator_terminals(bench, params.terminals, self.name, UNIT_TERMINALS)  # type: ignore[attr-defined]
+
+    def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
+        units = group_units(ctx.devices, UNIT_SIZE, self.name)
+        terminals = operator_terminals(ctx.bench, params.terminals, self.name, UNIT_TERMINALS)  # type: ignore[attr-defined]
+        self.calibrations: dict[str, dict[str, Any]] = {}
+        for k, unit in enumerate(units):
+            with ctx.device_scope(unit.id):
+                yield from self.measure_unit(ctx, params, unit, terminals)
+            ctx.progress(k + 1, len(units), unit.id)
+
+    def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
+                     terminals: Sequence[str]) -> Iterator[Block]:
+        """Measure one unit wired to ``terminals`` (three drives, then the ground)."""
+        raise TypeError(f"protocol {self.name} must implement measure_unit()")
 
 
 # --------------------------------------------------------------------- terminals

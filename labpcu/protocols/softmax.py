@@ -29,22 +29,20 @@ import numpy as np
 import pandas as pd
 
 from labpcu.data.columns import Column
-from labpcu.protocols.base import Block, DeviceFailure, PlotSpec, Protocol
+from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
 from labpcu.protocols.logdomain import LogAntilogUnit, configure_unit, connect_unit
 from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
     OperatorUnit,
-    check_unit_layout,
+    UnitProtocol,
     codebook_spec,
     force_voltage,
-    group_units,
     idle,
-    operator_terminals,
     relative_error,
     summarize_errors,
 )
-from labpcu.protocols.params import ParameterError, Params, param
+from labpcu.protocols.params import Params, param
 from labpcu.protocols.registry import register
 
 if TYPE_CHECKING:
@@ -130,11 +128,10 @@ class SoftmaxParams(Params):
 
 
 @register
-class Softmax(Protocol):
+class Softmax(UnitProtocol):
     name = "softmax"
     title = "Softmax through exp, sum and divide (3 PCUs per unit)"
     Params = SoftmaxParams
-    min_devices = 3
     columns = COMMON_COLUMNS + (
         Column("vector", "", "int64", "input vector"),
         Column("element", "", "int64", "element of the vector"),
@@ -142,41 +139,33 @@ class Softmax(Protocol):
     )
     plot = PlotSpec(x="y_ideal", y=("y",), group="device", kind="scatter", title="softmax: measured vs ideal")
 
-    def validate(self, params: Params, bench: Bench, devices: Sequence[str]) -> None:
-        super().validate(params, bench, devices)
-        for unit in group_units(devices, 3, self.name):
-            check_unit_layout(bench, unit, self.name)
-        operator_terminals(bench, params.terminals, self.name, 4)
+    @staticmethod
+    def inputs(p: SoftmaxParams) -> np.ndarray:
+        """The input vectors (the same for every unit), uniform in ±x_scale."""
+        return np.random.default_rng(p.input_seed).uniform(-p.x_scale, p.x_scale, size=(p.vectors, p.length))
 
-    def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
+    def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
+                     terminals: Sequence[str]) -> Iterator[Block]:
         p: SoftmaxParams = params  # type: ignore[assignment]
-        units = group_units(ctx.devices, 3, self.name)
-        terminals = operator_terminals(ctx.bench, p.terminals, self.name, 4)
-        rng = np.random.default_rng(p.input_seed)
-        inputs = rng.uniform(-p.x_scale, p.x_scale, size=(p.vectors, p.length))
         scale = 1.0 / math.sqrt(p.d_k or p.length)
-        self.calibrations: dict[str, dict[str, Any]] = {}
-        for k, unit in enumerate(units):
-            with ctx.device_scope(unit.id):
-                if p.configure:
-                    configure_unit(ctx.bench, ctx.clock, unit, "exp")
-                su, smus = open_softmax_unit(ctx.bench, unit, terminals, p)
-                self.calibrations[unit.id] = {**su.cal, "pcus": ",".join(unit.pcus)}
-                try:
-                    meter = EnergyMeter(p.op_time)
-                    for j, x in enumerate(inputs):
-                        ctx.check()
-                        z = x * scale
-                        y = su.softmax(z, meter)
-                        ideal = softmax_ideal(z)
-                        n = len(x)
-                        yield {"repeat": np.zeros(n, np.int64), "t": np.full(n, ctx.clock.now()), "y": y,
-                               "y_ideal": ideal, "rel_error": relative_error(y, ideal),
-                               "energy": np.full(n, meter.take()), "vector": np.full(n, j, np.int64),
-                               "element": np.arange(n, dtype=np.int64), "x": x}
-                finally:
-                    idle(smus)
-            ctx.progress(k + 1, len(units), unit.id)
+        if p.configure:
+            configure_unit(ctx.bench, ctx.clock, unit, "exp")
+        su, smus = open_softmax_unit(ctx.bench, unit, terminals, p)
+        self.calibrations[unit.id] = {**su.cal, "pcus": ",".join(unit.pcus)}
+        try:
+            meter = EnergyMeter(p.op_time)
+            for j, x in enumerate(self.inputs(p)):
+                ctx.check()
+                z = x * scale
+                y = su.softmax(z, meter)
+                ideal = softmax_ideal(z)
+                n = len(x)
+                yield {"repeat": np.zeros(n, np.int64), "t": np.full(n, ctx.clock.now()), "y": y,
+                       "y_ideal": ideal, "rel_error": relative_error(y, ideal),
+                       "energy": np.full(n, meter.take()), "vector": np.full(n, j, np.int64),
+                       "element": np.arange(n, dtype=np.int64), "x": x}
+        finally:
+            idle(smus)
 
     def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
         p: SoftmaxParams = params  # type: ignore[assignment]
