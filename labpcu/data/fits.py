@@ -227,10 +227,9 @@ def fit_activation(kind: str, x: np.ndarray, y: np.ndarray, p0: tuple[float, flo
     (a diode with a series resistor), ``sigmoid`` A·sigmoid(K(x − x0)). Needs 4 points."""
     from scipy.optimize import curve_fit
 
-    forms = {
-        "softplus": lambda x, a, k, x0: a * np.logaddexp(0.0, k * (x - x0)),
-        "sigmoid": lambda x, a, k, x0: a / (1.0 + np.exp(-k * (x - x0))),
-    }
+    from labpcu.data.ideal import evaluate
+
+    forms = {name: (lambda x, a, k, x0, name=name: a * evaluate(name, k * (x - x0))) for name in ("softplus", "sigmoid")}
     if kind not in forms:
         raise FitError(f"activation fit must be one of {', '.join(forms)}, not {kind!r}")
     x, y = np.asarray(x, float), np.asarray(y, float)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from labpcu.data.columns import Column
 from labpcu.data.fits import FitError, fit_activation
+from labpcu.data.ideal import evaluate
 from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
 from labpcu.protocols.common import connect_component
 from labpcu.protocols.configure import configure_device
@@ -138,7 +139,7 @@ class Activation(UnitProtocol):
     def _softplus_rows(ctx: RunContext, p: ActivationParams, function: str, rep: int, x: np.ndarray,
                        v: np.ndarray, i: np.ndarray, ok: np.ndarray, a: float) -> Block:
         y = np.where(ok, i / a, np.nan)
-        ideal = np.logaddexp(0.0, x)
+        ideal = evaluate("softplus", x)
         n = len(x)
         return {"repeat": np.full(n, rep, np.int64), "t": np.full(n, ctx.clock.now()), "y": y, "y_ideal": ideal,
                 "rel_error": relative_error(y, ideal), "energy": np.abs(v * i) * p.op_time,
@@ -162,7 +163,7 @@ class Activation(UnitProtocol):
                         s = float(su.softmax(np.array([z, 0.0]), meter)[0])
                         ys.append(x * s if fn == "gelu" else s)
                         energy.append(meter.take())
-                    ideal = xs / (1 + np.exp(-GELU_K * xs)) if fn == "gelu" else 1 / (1 + np.exp(-xs))
+                    ideal = evaluate(fn, xs, params={"k": GELU_K} if fn == "gelu" else None)
                     y = np.array(ys)
                     n = len(xs)
                     yield {"repeat": np.full(n, rep, np.int64), "t": np.full(n, ctx.clock.now()), "y": y,

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from labpcu.data.columns import Column
+from labpcu.data.ideal import evaluate
 from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
 from labpcu.protocols.configure import configure_device
 from labpcu.protocols.operator_units import (
@@ -82,10 +83,6 @@ class LogAntilogUnit:
     slope_a: float = N_GUESS * THERMAL_VOLTAGE_300K
     slope_b: float = N_GUESS * THERMAL_VOLTAGE_300K
     slope_c: float = N_GUESS * THERMAL_VOLTAGE_300K
-
-    @property
-    def smus(self) -> tuple[SourceMeasureUnit, ...]:
-        return self.log_a, self.log_b, self.antilog, self.ground
 
     def log(self, smu: SourceMeasureUnit, amps: float, meter: EnergyMeter | None = None) -> float:
         r = force_current(smu, amps, self.v_compliance)
@@ -230,7 +227,7 @@ class _LogDomainOperator(UnitProtocol):
     def _block(self, rows: list[tuple[float, ...]], rep: int, p: LogDomainParams) -> Block:
         t, x1, x2, v1, v2, v_out, i_out, energy = (np.array(c, float) for c in zip(*rows))
         y = i_out / p.i_unit
-        y_ideal = x1 * x2 if self.sign > 0 else x1 / x2
+        y_ideal = evaluate(self.ideal, x1, x2)
         return {"repeat": np.full(len(t), rep, np.int64), "t": t, "y": y, "y_ideal": y_ideal,
                 "rel_error": relative_error(y, y_ideal), "energy": energy, "x1": x1, "x2": x2,
                 "v1": v1, "v2": v2, "v_out": v_out, "i_out": i_out}

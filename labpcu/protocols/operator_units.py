@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,17 +86,12 @@ def check_unit_layout(bench: Bench, unit: OperatorUnit, protocol: str) -> None:
                              "its PCUs must be under the probes together")
     if len(set(unit.pcus)) != len(unit.pcus):
         raise ParameterError(f"{protocol}: unit {unit.id} names a PCU twice: {', '.join(unit.pcus)}")
-    pads_wl = {bench_pad(bench, d, "WL") for d in unit.pcus}
-    pads_bl = {bench_pad(bench, d, "BL") for d in unit.pcus}
+    pads_wl = {bench.pad(d, "WL") for d in unit.pcus}
+    pads_bl = {bench.pad(d, "BL") for d in unit.pcus}
     array = any(layout.devices[d].array for d in unit.pcus)
     if array and (len(pads_bl) != 1 or len(pads_wl) != len(unit.pcus)):
         raise ParameterError(f"{protocol}: unit {unit.id} ({', '.join(unit.pcus)}) must be one column of an "
                              "array (shared bit line, one word line each), e.g. A1-R1C1 A1-R2C1 A1-R3C1")
-
-
-def bench_pad(bench: Bench, device: str, kind: str) -> str:
-    """The pad name of ``device``'s ``kind`` pad (works on an offline bench)."""
-    return bench.pad(device, kind)
 
 
 def column_units(arrays: Sequence[str], n_units: int) -> list[str]:
@@ -175,7 +170,6 @@ class EnergyMeter:
 
     op_time: float
     power: float = 0.0
-    parts: list[float] = field(default_factory=list)
 
     def add(self, reading: IVReading) -> IVReading:
         p = abs(reading.voltage * reading.current)
