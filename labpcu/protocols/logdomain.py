@@ -65,6 +65,38 @@ N_GUESS = 1.8
 SEARCH_STEPS = 4
 
 
+# ============================================================ exponential PCU search
+def voltage_for_current(smu: SourceMeasureUnit, amps: float, start: float, slope: float,
+                        i_compliance: float) -> float:
+    """Voltage at which the exponential PCU on ``smu`` draws ``amps``: Newton steps on
+    ln I with the slope (n·Vt) known or guessed. Only currents are read, so the search
+    is as fine as the ammeter, not the voltmeter."""
+    v = start
+    for _ in range(SEARCH_STEPS):
+        i = force_voltage(smu, v, i_compliance).current
+        if not i > 0:
+            raise DeviceFailure(f"{smu.name}: the PCU draws {i:.3g} A at {v:.3f} V: not a forward diode")
+        v += slope * math.log(amps / i)
+    return v
+
+
+def refine_exp_calibration(smu: SourceMeasureUnit, i_unit: float, ratio: float, ref: float, slope_guess: float,
+                           i_compliance: float) -> tuple[float, float]:
+    """(V at i_unit, slope n·Vt) of an exponential PCU, from a first reference ``ref``
+    found with ``slope_guess``: a second search at i_unit·ratio gives the slope, and the
+    reference is searched again with it."""
+    k = math.log(ratio)
+    v_low = voltage_for_current(smu, i_unit * ratio, ref + slope_guess * k, slope_guess, i_compliance)
+    slope = (v_low - ref) / k
+    check_slope(smu.name, slope)
+    return voltage_for_current(smu, i_unit, ref, slope, i_compliance), slope
+
+
+def check_slope(name: str, slope: float) -> None:
+    if not 0.5 * THERMAL_VOLTAGE_300K < slope < 5 * THERMAL_VOLTAGE_300K:
+        raise DeviceFailure(f"calibration: {name} slope {slope * 1e3:.1f} mV per e-fold is not a diode's")
+
+
 # ====================================================================== the unit
 @dataclass
 class LogAntilogUnit:
@@ -96,32 +128,19 @@ class LogAntilogUnit:
             meter.add(r)
         return r.current
 
-    def _antilog_voltage(self, amps: float, start: float) -> float:
-        """Voltage at which the antilog PCU draws ``amps``: Newton steps on ln I."""
-        v = start
-        for _ in range(SEARCH_STEPS):
-            i = self.exp(v)
-            if not i > 0:
-                raise DeviceFailure(f"antilog PCU draws {i:.3g} A at {v:.3f} V: not a forward diode")
-            v += self.slope_c * math.log(amps / i)
-        return v
-
     def calibrate(self, calibration: str, ratio: float) -> dict[str, float]:
         """Measure the references at I_u (and the slopes from I_u·ratio)."""
         self.ref_a = self.log(self.log_a, self.i_unit)
         self.ref_b = self.log(self.log_b, self.i_unit)
-        self.ref_c = self._antilog_voltage(self.i_unit, self.ref_a)
+        self.ref_c = voltage_for_current(self.antilog, self.i_unit, self.ref_a, self.slope_c, self.i_compliance)
         if calibration == "slope":
             k = math.log(ratio)
             self.slope_a = (self.log(self.log_a, self.i_unit * ratio) - self.ref_a) / k
             self.slope_b = (self.log(self.log_b, self.i_unit * ratio) - self.ref_b) / k
-            v_low = self._antilog_voltage(self.i_unit * ratio, self.ref_c + self.slope_c * k)
-            self.slope_c = (v_low - self.ref_c) / k
-            self.ref_c = self._antilog_voltage(self.i_unit, self.ref_c)
-            for name in ("slope_a", "slope_b", "slope_c"):
-                s = getattr(self, name)
-                if not 0.5 * THERMAL_VOLTAGE_300K < s < 5 * THERMAL_VOLTAGE_300K:
-                    raise DeviceFailure(f"calibration: {name} = {s * 1e3:.1f} mV per e-fold is not a diode's")
+            check_slope(self.log_a.name, self.slope_a)
+            check_slope(self.log_b.name, self.slope_b)
+            self.ref_c, self.slope_c = refine_exp_calibration(self.antilog, self.i_unit, ratio, self.ref_c,
+                                                              self.slope_c, self.i_compliance)
         return {"ref_a": self.ref_a, "ref_b": self.ref_b, "ref_c": self.ref_c,
                 "slope_a": self.slope_a, "slope_b": self.slope_b, "slope_c": self.slope_c}
 

@@ -30,7 +30,13 @@ import pandas as pd
 
 from labpcu.data.columns import Column
 from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
-from labpcu.protocols.logdomain import LogAntilogUnit, configure_unit, connect_unit
+from labpcu.protocols.logdomain import (
+    LogAntilogUnit,
+    configure_unit,
+    connect_unit,
+    refine_exp_calibration,
+    voltage_for_current,
+)
 from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
@@ -63,15 +69,10 @@ class SoftmaxUnit:
         # the divider: log a twice (numerator, denominator), antilog c
         self.div = LogAntilogUnit(log_a, log_a, antilog, ground, i_unit, v_compliance, i_compliance)
         self.cal = self.div.calibrate("slope", slope_ratio)
-        # the exp stage: the same voltage search as the antilog, on e
-        e = LogAntilogUnit(log_a, log_a, exp_e, ground, i_unit, v_compliance, i_compliance)
-        e.ref_a = self.div.ref_a
-        e.slope_c = self.div.slope_c
-        v_ref = e._antilog_voltage(i_unit, self.div.ref_c)
-        v_low = e._antilog_voltage(i_unit * slope_ratio, v_ref + e.slope_c * math.log(slope_ratio))
-        self.slope_e = (v_low - v_ref) / math.log(slope_ratio)
-        e.slope_c = self.slope_e
-        self.ref_e = e._antilog_voltage(i_unit, v_ref)
+        # the exp stage is calibrated as the antilog is, starting from its values
+        d = self.div
+        v_ref = voltage_for_current(exp_e, i_unit, d.ref_c, d.slope_c, i_compliance)
+        self.ref_e, self.slope_e = refine_exp_calibration(exp_e, i_unit, slope_ratio, v_ref, d.slope_c, i_compliance)
         self.cal.update(ref_e=self.ref_e, slope_e=self.slope_e)
         self.i_unit = i_unit
 
