@@ -39,6 +39,7 @@ from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
     OperatorUnit,
+    UnitParams,
     UnitProtocol,
     codebook_spec,
     idle,
@@ -56,7 +57,7 @@ GELU_K = 1.702
 
 
 @dataclass(frozen=True)
-class ActivationParams(Params):
+class ActivationParams(UnitParams):
     functions: tuple[str, ...] = param(FUNCTIONS, help="which functions to measure: softplus, sigmoid, gelu")
     v_start: float = param(0.3, unit="V", limits=(-3.0, 3.0), help="softplus sweep start (path voltage)")
     v_stop: float = param(1.0, unit="V", limits=(-3.0, 3.0), help="softplus sweep stop")
@@ -68,12 +69,6 @@ class ActivationParams(Params):
                                   help="softplus grid end (2.5: M1 stays below its switching threshold)")
     x_range: float = param(4.0, limits=(0.1, 20.0), help="sigmoid and GELU inputs span ±x_range")
     repeats: int = param(2, limits=(1, 100), help="passes over the softplus, sigmoid and GELU grids")
-    i_unit: float = param(50e-9, unit="A", limits=(1e-12, 1e-3), help="unit current of the exp unit")
-    slope_ratio: float = param(0.1, limits=(1e-3, 0.9), help="second calibration current of the exp unit")
-    v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stage")
-    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0), help="current compliance of exp/antilog")
-    op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0), help="duration of each stage, for energy")
-    terminals: tuple[str, ...] = param((), help="log, exp, antilog, ground terminals (default: from the bench)")
 
     def check(self) -> None:
         bad = [f for f in self.functions if f not in FUNCTIONS]

@@ -41,6 +41,7 @@ from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
     OperatorUnit,
+    UnitParams,
     UnitProtocol,
     codebook_spec,
     force_current,
@@ -173,21 +174,14 @@ def configure_unit(bench: Bench, clock: Clock, unit: OperatorUnit, mode: str) ->
 
 # ====================================================================== protocols
 @dataclass(frozen=True)
-class LogDomainParams(Params):
+class LogDomainParams(UnitParams):
     grid_points: int = param(10, limits=(2, 200), help="input grid points per axis")
     x_min: float = param(0.1, limits=(1e-3, 1.0), help="smallest input (network units; 1 = the unit current)")
     x_max: float = param(1.0, limits=(1e-3, 10.0), help="largest input")
     repeats: int = param(3, limits=(1, 1000), help="passes over the grid")
-    i_unit: float = param(100e-9, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
     calibration: str = param("offset", choices=CALIBRATIONS,
                              help="offset: V_ref per PCU (the paper's figures); slope: also n·Vt per PCU")
-    slope_ratio: float = param(0.1, limits=(1e-3, 0.9), help="second calibration current, as a fraction of i_unit")
-    v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stages")
-    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0), help="current compliance of the antilog stage")
-    op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0),
-                           help="duration of one operation, for energy (default: one reading of 1 PLC)")
     configure: bool = param(True, help="configure every PCU in exp mode first (off: already configured)")
-    terminals: tuple[str, ...] = param((), help="log a, log b, antilog, ground terminals (default: from the bench)")
 
     def check(self) -> None:
         if self.x_min >= self.x_max:

@@ -21,7 +21,7 @@ import numpy as np
 
 from labpcu.data.columns import Column
 from labpcu.protocols.base import Block, DeviceFailure, Protocol
-from labpcu.protocols.params import ParameterError, Params
+from labpcu.protocols.params import ParameterError, Params, param
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -106,6 +106,22 @@ def column_units(arrays: Sequence[str], n_units: int) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class UnitParams(Params):
+    """The electrical parameters every unit protocol shares (its own come after)."""
+
+    i_unit: float = param(50e-9, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1 (e^0)")
+    slope_ratio: float = param(0.1, limits=(1e-3, 0.9),
+                               help="second calibration current, as a fraction of i_unit (slope calibration)")
+    v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stages")
+    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0),
+                                help="current compliance of the exp and antilog stages")
+    op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0),
+                           help="duration of each stage, for energy (default: one reading of 1 PLC)")
+    terminals: tuple[str, ...] = param((), help="the unit's three drive terminals (rows 1-3) and the bit-line "
+                                                "ground (default: from the bench)")
+
+
 class UnitProtocol(Protocol):
     """Family base of protocols that measure operator units of three PCUs together.
 
@@ -121,11 +137,13 @@ class UnitProtocol(Protocol):
         super().validate(params, bench, devices)
         for unit in group_units(devices, UNIT_SIZE, self.name):
             check_unit_layout(bench, unit, self.name)
-        operator_terminals(bench, params.terminals, self.name, UNIT_TERMINALS)  # type: ignore[attr-defined]
+        p: UnitParams = params  # type: ignore[assignment]
+        operator_terminals(bench, p.terminals, self.name, UNIT_TERMINALS)
 
     def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
         units = group_units(ctx.devices, UNIT_SIZE, self.name)
-        terminals = operator_terminals(ctx.bench, params.terminals, self.name, UNIT_TERMINALS)  # type: ignore[attr-defined]
+        p: UnitParams = params  # type: ignore[assignment]
+        terminals = operator_terminals(ctx.bench, p.terminals, self.name, UNIT_TERMINALS)
         self.calibrations: dict[str, dict[str, Any]] = {}
         for k, unit in enumerate(units):
             with ctx.device_scope(unit.id):

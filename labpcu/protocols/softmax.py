@@ -41,6 +41,7 @@ from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     EnergyMeter,
     OperatorUnit,
+    UnitParams,
     UnitProtocol,
     codebook_spec,
     force_voltage,
@@ -53,6 +54,7 @@ from labpcu.protocols.registry import register
 
 if TYPE_CHECKING:
     from labpcu.bench import Bench
+    from labpcu.instruments.roles import SourceMeasureUnit
     from labpcu.runner import RunContext
 
 TRANSFER_BINS = 19
@@ -98,7 +100,8 @@ class SoftmaxUnit:
         return np.array([self.divide(float(i), total, meter) for i in currents])
 
 
-def open_softmax_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str], p: Any) -> tuple[SoftmaxUnit, list]:
+def open_softmax_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str],
+                      p: UnitParams) -> tuple[SoftmaxUnit, list[SourceMeasureUnit]]:
     smus = connect_unit(bench, unit, terminals)
     try:
         return SoftmaxUnit(smus, p.i_unit, p.v_compliance, p.i_compliance, p.slope_ratio), smus
@@ -113,19 +116,13 @@ def softmax_ideal(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SoftmaxParams(Params):
+class SoftmaxParams(UnitParams):
     length: int = param(4, limits=(2, 64), help="vector length")
     vectors: int = param(25, limits=(1, 100_000), help="vectors per unit")
     x_scale: float = param(2.0, limits=(0.01, 100.0), help="inputs are uniform in ±x_scale before the 1/√d_k")
     d_k: int = param(0, limits=(0, 4096), help="key dimension of the 1/√d_k scaling (0: the vector length)")
     input_seed: int = param(0, limits=(0, 2**32 - 1), help="seed of the random input vectors")
-    i_unit: float = param(50e-9, unit="A", limits=(1e-12, 1e-3), help="unit current: e^0")
-    slope_ratio: float = param(0.1, limits=(1e-3, 0.9), help="second calibration current, as a fraction of i_unit")
-    v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stage")
-    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0), help="current compliance of exp and antilog")
-    op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0), help="duration of each stage, for energy")
     configure: bool = param(True, help="configure every PCU in exp mode first")
-    terminals: tuple[str, ...] = param((), help="log, exp, antilog, ground terminals (default: from the bench)")
 
 
 @register
