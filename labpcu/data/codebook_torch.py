@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 from labpcu.data.codebook import PAPER_WEIGHT_SIGMA, Codebook, OperatorTable
 from labpcu.data.codebook import WeightNoise as WeightNoiseSpec
 from labpcu.data.ideal import get_ideal
-from labpcu.data.lookup import MODES
+from labpcu.data.lookup import MODES, weight_noise_sigma
 
 Tensor = torch.Tensor
 
@@ -189,11 +189,7 @@ class WeightNoise(nn.Module):
     def __init__(self, sigma: float | WeightNoiseSpec = PAPER_WEIGHT_SIGMA, reference: float | str = 1.0,
                  noise_scale: float = 1.0, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.sigma = float(sigma.sigma if isinstance(sigma, WeightNoiseSpec) else sigma)
-        if not self.sigma >= 0:
-            raise ValueError(f"weight noise sigma must be >= 0, not {self.sigma!r}")
-        if isinstance(reference, str) and reference not in ("max_abs", "range"):
-            raise ValueError(f"reference must be a number, 'max_abs' or 'range', not {reference!r}")
+        self.sigma = weight_noise_sigma(sigma, reference, "a number, 'max_abs' or 'range'")
         self.reference = reference
         self.noise_scale = float(noise_scale)
         self.generator = generator

@@ -221,6 +221,18 @@ def lookup(table: OperatorTable, *xs: Any, mode: str = "mean", noise_scale: floa
     return Lookup(table, mode=mode, noise_scale=noise_scale, rng=rng)(*xs)
 
 
+def weight_noise_sigma(sigma: float | WeightNoise, reference: Any, allowed: str) -> float:
+    """σ of a weight-noise spec or number, refusing a negative σ or an unknown named
+    reference (numpy and torch samplers share the rule; ``allowed`` names what the
+    caller takes)."""
+    value = float(sigma.sigma if isinstance(sigma, WeightNoise) else sigma)
+    if not value >= 0:
+        raise ValueError(f"weight noise sigma must be >= 0, not {value!r}")
+    if isinstance(reference, str) and reference not in ("max_abs", "range"):
+        raise ValueError(f"reference must be {allowed}, not {reference!r}")
+    return value
+
+
 class WeightNoiseSampler:
     """Programming error of analog weights: ``w + sigma · noise_scale · reference · z``.
 
@@ -234,11 +246,7 @@ class WeightNoiseSampler:
 
     def __init__(self, sigma: float | WeightNoise = PAPER_WEIGHT_SIGMA, *, reference: float | np.ndarray | str = 1.0,
                  noise_scale: float = 1.0, rng: Any = None) -> None:
-        self.sigma = float(sigma.sigma if isinstance(sigma, WeightNoise) else sigma)
-        if not self.sigma >= 0:
-            raise ValueError(f"weight noise sigma must be >= 0, not {self.sigma!r}")
-        if isinstance(reference, str) and reference not in ("max_abs", "range"):
-            raise ValueError(f"reference must be a number, an array, 'max_abs' or 'range', not {reference!r}")
+        self.sigma = weight_noise_sigma(sigma, reference, "a number, an array, 'max_abs' or 'range'")
         self.reference = reference
         self.noise_scale = float(noise_scale)
         self.rng = _rng(rng)

@@ -206,22 +206,23 @@ class EnergyMeter:
 def force_current(smu: SourceMeasureUnit, amps: float, v_compliance: float) -> IVReading:
     """Force a current and read the voltage it takes (the log stage)."""
     smu.source_current(amps, v_compliance)
-    if not smu.output:
-        smu.output_on()
-    r = smu.measure()
-    if r.compliance or r.overflow:
-        raise DeviceFailure(f"{smu.name}: {amps:.3g} A needs more than the {v_compliance:g} V compliance")
-    return r
+    return _read(smu, f"{amps:.3g} A needs more than the {v_compliance:g} V compliance")
 
 
 def force_voltage(smu: SourceMeasureUnit, volts: float, i_compliance: float) -> IVReading:
     """Force a voltage and read the current it draws (the antilog stage)."""
     smu.source_voltage(volts, i_compliance)
+    return _read(smu, f"{volts:.4g} V draws more than the {i_compliance:g} A compliance")
+
+
+def _read(smu: SourceMeasureUnit, limited: str) -> IVReading:
+    """One reading with the output on; a reading at the compliance limit or out of
+    range is no operator output, so the unit fails with ``limited`` as its reason."""
     if not smu.output:
         smu.output_on()
     r = smu.measure()
     if r.compliance or r.overflow:
-        raise DeviceFailure(f"{smu.name}: {volts:.4g} V draws more than the {i_compliance:g} A compliance")
+        raise DeviceFailure(f"{smu.name}: {limited}")
     return r
 
 
