@@ -30,6 +30,7 @@ import pandas as pd
 from labpcu.bands import BANDS, Band
 from labpcu.data.errors import StoreError
 from labpcu.data.store import RunInfo, Store, now_iso
+from labpcu.protocols.operator_units import relative_error
 from labpcu.protocols.programming import IsppScheme, SwitchScheme, summarize_attempts
 from labpcu.units import format_quantity
 
@@ -697,10 +698,10 @@ def _plot_ispp_pulses(r: _Runs, path: Path) -> Path:
 
 
 def _relative_error(df: pd.DataFrame) -> np.ndarray:
-    """|y − y_ideal|/|y_ideal| of the outputs whose ideal is not 0."""
-    y, ideal = df["y"].to_numpy(float), df["y_ideal"].to_numpy(float)
-    keep = np.isfinite(y) & np.isfinite(ideal) & (ideal != 0)
-    return np.abs(y[keep] - ideal[keep]) / np.abs(ideal[keep])
+    """The paper's metric of the outputs whose ideal is not 0 (as the operator
+    protocols compute it)."""
+    rel = relative_error(df["y"].to_numpy(float), df["y_ideal"].to_numpy(float))
+    return rel[np.isfinite(rel)]
 
 
 def _plot_measured_vs_ideal(r: _Runs, role: str, path: Path) -> Path:
