@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from labpcu.bands import BANDS
+from labpcu.characterize import STEPS
 from labpcu.cli import main
 from labpcu.data.codebook_io import load_codebook
 from labpcu.data.lookup import lookup
@@ -29,19 +30,12 @@ def demo(request, tmp_path_factory):
 
 
 def _rows(out):
+    """The report's rows, from the demo's store: its runs are the campaign's steps, in order."""
     store = Store(out / "wafer.h5")
-    runs = {}
-    for run_id in store.run_ids():
-        info = store.info(run_id)
-        role = {"iv_sweep": "diode", "hysteresis": "hysteresis", "ispp": "ispp",
-                "weight_statistics": "weight_statistics"}.get(info.protocol, info.protocol)
-        if info.protocol == "retention":
-            role = "m1_retention" if info.parameters["component"] == "m1" else "m2_retention"
-        if role in ("binary_switch",):
-            continue
-        runs.setdefault(role, []).append(run_id)
-    runs = {k: (v if k in ("m1_retention", "m2_retention") else v[-1]) for k, v in runs.items()}
-    return {r.key: r for r in collect_figures(store, runs)}
+    run_ids = store.run_ids()
+    assert [store.info(r).protocol for r in run_ids] == [s.protocol for s in STEPS]
+    roles = {step.role: run_id for step, run_id in zip(STEPS, run_ids) if step.role}
+    return {r.key: r for r in collect_figures(store, roles)}
 
 
 def test_every_band_of_pcu_md_is_met(demo):
