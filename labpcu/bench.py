@@ -103,13 +103,23 @@ class Bench:
             if not config.simulated:
                 raise LimitError("a bench is either all simulated (address \"sim\") or all real; this file mixes both")
             sim = _make_sim_rig(config, config.seed if seed is None else seed)
-        drivers = {name: _open_driver(spec, sim) for name, spec in config.instruments.items()}
-        clock: Clock = sim.bench.clock if sim is not None else WallClock()
-        layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
-        bench = cls(config, drivers, clock, layout, sim, prober)
-        bench.safe_state()
-        if config.matrix.forbidden:  # the instrument refuses them too: defence in depth
-            drivers[config.matrix.instrument].set_forbidden(sorted(config.matrix.forbidden))
+        # one process owns a bench: every address is locked before anything is sent,
+        # or BenchBusyError names the holder (the safe state below would cut its run)
+        from labpcu.instruments.lock import BenchLock
+
+        lock = BenchLock.acquire_all({name: spec.address for name, spec in config.instruments.items()})
+        try:
+            drivers = {name: _open_driver(spec, sim) for name, spec in config.instruments.items()}
+            clock: Clock = sim.bench.clock if sim is not None else WallClock()
+            layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
+            bench = cls(config, drivers, clock, layout, sim, prober)
+            bench._lock = lock  # released by close(), after the connections
+            bench.safe_state()
+            if config.matrix.forbidden:  # the instrument refuses them too: defence in depth
+                drivers[config.matrix.instrument].set_forbidden(sorted(config.matrix.forbidden))
+        except BaseException:
+            lock.release()
+            raise
         return bench
 
     @classmethod
@@ -146,15 +156,21 @@ class Bench:
             smu.set_limits(None, None)
 
     def close(self) -> None:
-        """Safe state, then release every connection."""
+        """Safe state, then release every connection, then the bench lock (last, so
+        the next owner never finds our connections still open)."""
         try:
             self.safe_state()
         finally:
-            for driver in self.drivers.values():
-                try:
-                    driver.adapter.close()
-                except Exception as exc:  # noqa: BLE001 - closing must go on
-                    log.warning("closing %s: %s", driver.name, exc)
+            try:
+                for driver in self.drivers.values():
+                    try:
+                        driver.adapter.close()
+                    except Exception as exc:  # noqa: BLE001 - closing must go on
+                        log.warning("closing %s: %s", driver.name, exc)
+            finally:
+                lock = getattr(self, "_lock", None)  # only from_file() takes one
+                if lock is not None:
+                    lock.release()
 
     def __enter__(self) -> Bench:
         return self
