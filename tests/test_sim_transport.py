@@ -331,7 +331,7 @@ def test_clients_at_once_get_their_own_replies(rm: pyvisa.ResourceManager) -> No
     emu = SlowOutputEmulator()
     wrong: list[tuple[str, str]] = []
     failures: list[BaseException] = []
-    with SimServer({"echo": emu}) as server:
+    with SimServer({"echo": emu}, exclusive=False) as server:  # a real raw socket serves one client
         res = server.resources()["echo"]
         clients = [open_res(rm, res) for _ in range(3)]
 

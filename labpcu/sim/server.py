@@ -4,6 +4,13 @@
 a vendor tool, a colleague's script) can reach the simulated bench as
 ``TCPIP::127.0.0.1::<port>::SOCKET``, exactly as it would reach a LAN instrument.
 
+One client at a time per instrument, by default: an instrument's LAN raw socket
+serves one session (a client that dies without closing leaves the port "hanging"
+until the instrument's dead-socket port or a power cycle frees it), so a second
+program can never talk to an instrument in the middle of another's run. A second
+concurrent connection is closed at once, with one log line on the server; a client
+that disconnects frees the instrument for the next one.
+
 Threads, not asyncio: emulators are synchronous and the fault plan asks for real
 wall-clock delays, which a worker thread per client expresses directly. Every
 blocking call waits on the client socket *and* a shared wake-up socket, so
@@ -12,6 +19,7 @@ blocking call waits on the client socket *and* a shared wake-up socket, so
 
 from __future__ import annotations
 
+import logging
 import selectors
 import socket
 import struct
@@ -23,7 +31,13 @@ from labpcu.sim.emulator import Emulator
 
 __all__ = ["SimServer"]
 
+log = logging.getLogger(__name__)
+
 _RECV_SIZE = 65536
+#: s a new client waits for the previous one's session to end before it is refused:
+#: a client that closes and at once reconnects (a driver reopening a dropped link, a
+#: bench closed and opened again) can arrive before the server has read the close
+_HANDOVER_GRACE = 1.0
 
 
 class SimServer:
@@ -33,9 +47,10 @@ class SimServer:
     :param host: interface to listen on (loopback by default: the bench is not
         meant to be reachable from other machines).
     :param ports: instrument name -> port; missing names or port 0 get a free port.
-
-    Several clients may connect to one instrument. A client's message and the reply
-    it causes are handled atomically per instrument, so replies never cross clients.
+    :param exclusive: one client per instrument at a time, like a real instrument's
+        raw socket (the default). ``False`` lets several clients share an instrument;
+        a client's message and the reply it causes are then handled atomically per
+        instrument, so replies never cross clients.
     """
 
     def __init__(
@@ -43,6 +58,7 @@ class SimServer:
         emulators: Mapping[str, Emulator],
         host: str = "127.0.0.1",
         ports: Mapping[str, int] | None = None,
+        exclusive: bool = True,
     ) -> None:
         if not emulators:
             raise ValueError("SimServer needs at least one emulator")
@@ -65,6 +81,10 @@ class SimServer:
         self._locks: dict[int, threading.Lock] = {
             id(e): threading.Lock() for e in self.emulators.values()
         }
+        self.exclusive = exclusive
+        # emulator id -> the connection holding its session (exclusive mode)
+        self._sessions: dict[int, socket.socket] = {}
+        self._session_changed = threading.Condition()
         self._listeners: dict[str, socket.socket] = {}
         self._stopping = threading.Event()
         self._wake_r: socket.socket | None = None
@@ -112,6 +132,8 @@ class SimServer:
         self._stopping.set()
         assert self._wake_w is not None and self._wake_r is not None
         self._wake_w.send(b"x")  # stays readable: wakes every present and future wait
+        with self._session_changed:  # and clients waiting for a session
+            self._session_changed.notify_all()
         with self._guard:
             clients = list(self._clients)
         for conn in clients:  # unblock a sendall() to a client that does not read
@@ -218,6 +240,8 @@ class SimServer:
         lock = self._locks[id(emulator)]
         buf = bytearray()
         assert self._wake_r is not None
+        if self.exclusive and not self._take_session(name, emulator, conn):
+            return
         try:
             with selectors.DefaultSelector() as sel:
                 sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -233,6 +257,7 @@ class SimServer:
                         line = bytes(buf[:end]).rstrip(b"\r")
                         del buf[: end + 1]
                         if emulator.faults.take_drop():
+                            self._end_session(emulator, conn)
                             _abort(conn)
                             return
                         with lock:
@@ -243,9 +268,38 @@ class SimServer:
         except OSError:
             return  # reset by the client, or shut down by stop()
         finally:
+            # the session is given back before the close can reach the client, so a
+            # client that has seen its connection end can reconnect at once
+            self._end_session(emulator, conn)
             with self._guard:
                 self._clients.discard(conn)
             conn.close()
+
+    def _take_session(self, name: str, emulator: Emulator, conn: socket.socket) -> bool:
+        """Make ``conn`` the instrument's one session, waiting a moment for a previous
+        session that is ending. False (and ``conn`` closed): the instrument is busy."""
+        key = id(emulator)
+        with self._session_changed:
+            ok = self._session_changed.wait_for(
+                lambda: key not in self._sessions or self._stopping.is_set(), timeout=_HANDOVER_GRACE
+            )
+            if ok and not self._stopping.is_set():
+                self._sessions[key] = conn
+                return True
+            holder = self._sessions.get(key)
+        if not self._stopping.is_set():
+            log.warning("%s: refused a connection from %s: %s is connected (one client at a time)",
+                        name, _peer(conn), _peer(holder) if holder is not None else "another client")
+        with self._guard:
+            self._clients.discard(conn)
+        _abort(conn)
+        return False
+
+    def _end_session(self, emulator: Emulator, conn: socket.socket) -> None:
+        with self._session_changed:
+            if self._sessions.get(id(emulator)) is conn:
+                del self._sessions[id(emulator)]
+                self._session_changed.notify_all()
 
     def _send_replies(self, conn: socket.socket, emulator: Emulator, out: bytes) -> bool:
         """Send reply by reply, applying the fault plan to each. False: connection over."""
@@ -254,6 +308,7 @@ class SimServer:
             if delay > 0 and self._stopping.wait(delay):
                 return False
             if emulator.faults.take_drop():
+                self._end_session(emulator, conn)
                 _abort(conn)
                 return False
             conn.sendall(reply)
@@ -265,6 +320,15 @@ def _split_after(data: bytes, sep: bytes) -> list[bytes]:
     pieces = [p + sep for p in data.split(sep)]
     pieces[-1] = pieces[-1][: -len(sep)]
     return [p for p in pieces if p]
+
+
+def _peer(conn: socket.socket) -> str:
+    """``host:port`` of the other end, for a log line."""
+    try:
+        host, port = conn.getpeername()[:2]
+    except OSError:
+        return "a client"
+    return f"{host}:{port}"
 
 
 def _abort(conn: socket.socket) -> None:
