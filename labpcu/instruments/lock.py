@@ -109,16 +109,24 @@ def _int_text(field: str) -> str:
 
 # ------------------------------------------------------------------ lock files
 def lock_dir() -> Path:
-    """The directory of the lock files (created, private to this user)."""
+    """The directory of the lock files, created if missing: private to this user by
+    default, open to whoever the umask allows when ``LABPCU_LOCK_DIR`` names it (a
+    directory meant to be shared)."""
     configured = os.environ.get("LABPCU_LOCK_DIR")
     if configured:
         path = Path(configured)
-    elif os.environ.get("XDG_RUNTIME_DIR") and Path(os.environ["XDG_RUNTIME_DIR"]).is_dir():
+        path.mkdir(mode=0o777, parents=True, exist_ok=True)
+        return path
+    if os.environ.get("XDG_RUNTIME_DIR") and Path(os.environ["XDG_RUNTIME_DIR"]).is_dir():
         path = Path(os.environ["XDG_RUNTIME_DIR"]) / "labpcu" / "locks"
     else:
         uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
         path = Path(tempfile.gettempdir()) / f"labpcu-{uid}" / "locks"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid") and path.parent.stat().st_uid != os.getuid():
+        # in a shared temp dir someone else could have made it first, to read or
+        # block our locks
+        raise PermissionError(f"{path.parent} belongs to another user; set LABPCU_LOCK_DIR")
     return path
 
 
@@ -185,6 +193,7 @@ class AddressLock:
         self.key = normalize_address(address)
         self.path = lock_path(address)
         self._fd: int | None = None
+        self._writable = False
 
     @property
     def held(self) -> bool:
@@ -194,7 +203,13 @@ class AddressLock:
         """Take the lock without waiting; :class:`BenchBusyError` if another holder has it."""
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # a shared LABPCU_LOCK_DIR needs files the other users can open too
+        mode = 0o666 if os.environ.get("LABPCU_LOCK_DIR") else 0o600
+        writable = True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, mode)
+        except PermissionError:  # another user's file: flock works on a read-only fd
+            fd, writable = os.open(self.path, os.O_RDONLY), False
         try:
             if not _try_lock(fd):
                 holder = Holder.parse(_read_all(fd))
@@ -203,11 +218,12 @@ class AddressLock:
                     f"{self.name} ({self.address}) is in use by {who}; wait for it or stop it",
                     name=self.name, address=self.address, pid=holder.pid if holder else None,
                 )
-            _write_holder(fd, Holder.me().dump())
+            if writable:
+                _write_holder(fd, Holder.me().dump())
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        self._fd, self._writable = fd, writable
 
     def release(self) -> None:
         """Give the lock back (idempotent). The holder text is cleared first, so a
@@ -216,7 +232,8 @@ class AddressLock:
         if fd is None:
             return
         try:
-            _write_holder(fd, "")
+            if self._writable:
+                _write_holder(fd, "")
             _unlock(fd)
         finally:
             os.close(fd)

@@ -8,8 +8,9 @@ One client at a time per instrument, by default: an instrument's LAN raw socket
 serves one session (a client that dies without closing leaves the port "hanging"
 until the instrument's dead-socket port or a power cycle frees it), so a second
 program can never talk to an instrument in the middle of another's run. A second
-concurrent connection is closed at once, with one log line on the server; a client
-that disconnects frees the instrument for the next one.
+concurrent connection is reset unanswered (after waiting up to a second in case the
+first is just closing), with one log line on the server; a client that disconnects
+frees the instrument for the next one at once.
 
 Threads, not asyncio: emulators are synchronous and the fault plan asks for real
 wall-clock delays, which a worker thread per client expresses directly. Every
