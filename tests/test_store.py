@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import labpcu
-from labpcu.data import store as store_module
 from labpcu.data.columns import COLUMN_DTYPES, Column, ColumnError
 from labpcu.data.store import SCHEMA_VERSION, SchemaError, Store, StoreBusyError, StoreError
 
@@ -176,12 +175,12 @@ def raw_attrs(path: Path, run_id: str) -> dict[str, Any]:
 
 def simulate_death(rec: Any) -> None:
     """What a dead writer leaves, in-process: the flusher stopped, the SWMR handle
-    closed without ``finish``, and the run no longer one this process is writing."""
-    uid = rec._file["runs"][rec.run_id].attrs["uuid"]
+    closed without ``finish``, and the store's writer lock given up (as the kernel
+    does when a process dies)."""
     rec._stop.set()
     rec._flusher.join()
     rec._file.close()
-    store_module._ACTIVE_UUIDS.remove(uid)
+    rec._release()
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -671,7 +670,8 @@ def test_points_reach_readers_within_the_flush_interval(store: Store) -> None:
             rec.append({"x": float(k)})
         time.sleep(0.5)
         assert flushed and flushed[-1] == 3 and rec.rows_on_disk == 3
-        with h5py.File(store.path, "r", swmr=True) as f:  # HDF5 allows this while the writer holds the file
+        # in the writer's own process, HDF5 wants the writer's locking setting (off) on every handle
+        with h5py.File(store.path, "r", swmr=True, locking=False) as f:
             assert f["runs"][rec.run_id]["data"]["x"][:].tolist() == [0.0, 1.0, 2.0]
         proc = subprocess.run([sys.executable, "-c", textwrap.dedent(READER), str(store.path), rec.run_id],
                               capture_output=True, text=True, timeout=60)

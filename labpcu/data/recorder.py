@@ -6,6 +6,9 @@ cost per point is a few hundred nanoseconds whatever the file system. A backgrou
 thread flushes stale buffers too, so points taken before a long wait (a retention
 interval, a slow instrument) reach the disk within ``flush_interval`` seconds even
 when nothing else is appended.
+
+The recorder knows nothing of the store: :meth:`Store.begin_run` hands it a ``finish``
+callable that stores the run's end, so the dependency is one-way (store -> recorder).
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
 
 from labpcu.data.columns import Column, ColumnError, check_text
-
-if TYPE_CHECKING:
-    from labpcu.data.store import Store
+from labpcu.data.integrity import crash_point
 
 #: types a one-point block is made of (checked by identity: the fast path)
 _SCALAR_TYPES = frozenset({float, int, bool, str, np.float64, np.float32, np.int64, np.int32, np.bool_})
@@ -29,21 +30,31 @@ _SCALAR_TYPES = frozenset({float, int, bool, str, np.float64, np.float32, np.int
 FlushListener = Callable[[int], None]
 
 
+class FinishRun(Protocol):
+    """Stores a run's end (its results, status, reason, row count) once its SWMR handle
+    is closed; returns the (status, error) stored."""
+
+    def __call__(self, run_id: str, status: str, *, error: str, results: Mapping[str, Any] | None,
+                 n_points: int, bench_time_end: float) -> tuple[str, str]: ...
+
+
 class RunRecorder:
     """Writes one run. Made by :meth:`Store.begin_run`; end it with :meth:`finish`."""
 
     def __init__(
         self,
-        store: Store,
         h5file: h5py.File,
         run_id: str,
         columns: tuple[Column, ...],
         *,
         flush_interval: float,
         block_rows: int,
+        finish: FinishRun,
+        release: Callable[[], None] = lambda: None,
         on_flush: FlushListener | None = None,
     ) -> None:
-        self.store = store
+        self._finish = finish
+        self._release = release  # gives up the run's hold on the store without finishing it
         self.run_id = run_id
         self.columns = columns
         self._file = h5file
@@ -141,11 +152,14 @@ class RunRecorder:
                     chunk = np.array([v if isinstance(v, str) else str(v) for v in chunk], dtype=object)
                 ds.resize((end,))
                 ds[self._on_disk:end] = chunk
+                if k == 0:
+                    crash_point("recorder.write")  # one column written, the others not yet
             self._file.flush()
             self._on_disk = end
             self._pending = 0
             if self._on_flush is not None:
                 self._on_flush(end)
+            crash_point("recorder.flushed")
         self._last_flush = time.monotonic()
 
     def _flush_loop(self) -> None:
@@ -166,6 +180,7 @@ class RunRecorder:
                     self._write()
                 finally:
                     self._closed = True
+                    crash_point("recorder.close")
                     self._file.close()
         return self._on_disk
 
@@ -179,9 +194,13 @@ class RunRecorder:
     ) -> tuple[str, str]:
         """Close the run with its status, reason and results; returns the (status,
         error) stored, which is ``failed`` if the results could not be stored."""
-        n = self.close()
-        return self.store.finish_run(self.run_id, status, error=error, results=results, n_points=n,
-                                     bench_time_end=bench_time_end)
+        try:
+            n = self.close()
+        except BaseException:
+            self._release()
+            raise
+        return self._finish(self.run_id, status, error=error, results=results, n_points=n,
+                            bench_time_end=bench_time_end)
 
 
 def _block_length(values: list[Any], names: list[str]) -> int:

@@ -11,33 +11,43 @@
                                    attrs: units, description
     /runs/<run_id>/results         attributes and small datasets (see labpcu.data.tree)
 
-Why the file is opened the way it is:
+Why the file is opened the way it is (the crash-safety pieces are in
+:mod:`labpcu.data.integrity`):
 
 * A run is written in SWMR mode (single writer, multiple readers): HDF5 keeps the file
   consistent on disk at every flush, so the GUI can watch it and a killed process loses
   at most the points not yet flushed. SWMR forbids creating objects or attributes, so
   the run's groups, datasets and metadata are made first, SWMR is switched on for the
   appends, and the final status and results are written after reopening.
-* Between runs the file is closed, so other processes can read or write it.
-* Readers always open with ``swmr=True``: that works on a file being written and on
-  one a crash left marked "open for write".
-* A crash leaves that mark; the next writer copies the file into a clean one (no
-  ``h5clear`` needed) and marks the dead runs ``interrupted``. A run whose status is
-  still ``running`` but whose writing process is gone reads as ``interrupted`` too.
+* Everything written outside SWMR (making a run, its end, re-analysis, codebooks,
+  repairs) is a *session* whose bytes go through an undo journal: a kill at any instant
+  leaves the file as before the session or as after it, never torn.
+* One writer at a time: a writer holds ``<store>.lock`` (``flock``) from the start of a
+  run to its final status. A second writer waits ``lock_timeout`` seconds, then gets a
+  one-line StoreBusyError. A run marked ``running`` is alive exactly while its writer
+  holds that lock, otherwise it reads as ``interrupted``.
+* Readers only read: HDF5 file locking off (a reader never blocks a writer), ``swmr=True``
+  (works on a file being written). The one exception is the read-side crash repair:
+  if no writer holds the lock, a reader takes it, rolls back a dead writer's unfinished
+  session and clears the "open for write" flags (in place, as ``h5clear -s``) so plain
+  HDF5 readers open the file again. It never changes a run's status; the next writer
+  (or ``labpcu store repair``) marks dead runs ``interrupted``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import os
 import socket
 import time
 import uuid as uuidlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -45,11 +55,21 @@ import pandas as pd
 
 from labpcu import __version__
 from labpcu.data.columns import Column, ColumnError, check_columns, check_name, check_text
-from labpcu.data.errors import SchemaError, StoreBusyError, StoreError
+from labpcu.data.errors import SchemaError, StoreBusyError, StoreError  # noqa: F401 - re-exported
+from labpcu.data.integrity import (
+    JournaledFile,
+    StoreLock,
+    clear_flags,
+    crash_point,
+    journal_pending,
+    probe_lock,
+    read_superblock,
+    rollback,
+)
+from labpcu.data.recorder import FlushListener, RunRecorder
 from labpcu.data.tree import from_json, read_tree, to_json, write_tree
 
-if TYPE_CHECKING:
-    from labpcu.data.recorder import FlushListener, RunRecorder
+T = TypeVar("T")
 
 SCHEMA = "labpcu"
 SCHEMA_VERSION = 1
@@ -61,8 +81,8 @@ STATUSES = ("running", "completed", "aborted", "failed", "interrupted")
 LIBVER = ("v110", "v110")
 _STR = h5py.string_dtype()
 _CHUNK_ROWS = 8192
-#: uuids of the runs this process is writing (a run of our own pid not in here is dead)
-_ACTIVE_UUIDS: set[str] = set()
+#: how long a reader retries a file a writer is updating before giving up
+READ_RETRY_S = 3.0
 _HOST = socket.gethostname()
 
 
@@ -102,108 +122,162 @@ class Store:
     :meth:`begin_run`, normally called by :class:`labpcu.runner.Runner`.
     """
 
-    def __init__(self, path: str | Path, *, flush_interval: float = 1.0, block_rows: int = 65536) -> None:
+    def __init__(self, path: str | Path, *, flush_interval: float = 1.0, block_rows: int = 65536,
+                 lock_timeout: float = 5.0) -> None:
         self.path = Path(path)
         if not flush_interval > 0:
             raise StoreError(f"flush_interval must be > 0 s, not {flush_interval!r}")
         if block_rows < 1:
             raise StoreError(f"block_rows must be >= 1, not {block_rows!r}")
+        if not lock_timeout >= 0:
+            raise StoreError(f"lock_timeout must be >= 0 s, not {lock_timeout!r}")
         self.flush_interval = float(flush_interval)
         self.block_rows = int(block_rows)
+        #: how long a writer waits for another one to end before StoreBusyError
+        self.lock_timeout = float(lock_timeout)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
 
     # ------------------------------------------------------------------ opening
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[h5py.File]:
-        """Open for reading; retried briefly, since a writer may be mid-update."""
+    def _read(self, fn: Callable[[h5py.File], T]) -> T:
+        """``fn(file)`` on the file open read-only. Never writes; never blocks a writer
+        (HDF5 file locking off). Retried for up to ``READ_RETRY_S`` seconds, since a
+        writer may be mid-update; a crash left behind is repaired first if, and only if,
+        no writer holds the store's lock (:meth:`_repair_if_unlocked`)."""
         if not self.path.exists():
             raise StoreError(f"no run store at {self.path}")
-        last: Exception | None = None
-        for attempt in range(5):
+        _check_hdf5_signature(self.path)
+        self._repair_if_unlocked()
+        deadline = time.monotonic() + READ_RETRY_S
+        delay = 0.005
+        while True:
             try:
-                f = h5py.File(self.path, "r", swmr=True)
+                f = _h5open(self.path, "r", swmr=True)
             except OSError as exc:
-                last = exc
-                try:  # a plain HDF5 file without the SWMR superblock
-                    f = h5py.File(self.path, "r")
-                except OSError as exc2:
-                    last = exc2
-                    time.sleep(0.02 * (attempt + 1))
-                    continue
-            try:
-                _check_schema(f, self.path)
-                yield f
+                last: BaseException = exc
+            else:
+                try:
+                    _check_schema(f, self.path)
+                    return fn(f)
+                except StoreError:
+                    raise
+                except (OSError, KeyError, RuntimeError, ValueError) as exc:  # torn by a writer mid-update
+                    last = exc
+                finally:
+                    f.close()
+            if time.monotonic() >= deadline:
+                raise StoreError(f"cannot read {self.path}: {_first_line(last)} "
+                                 "(`labpcu store check` diagnoses it)")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.1)
+            self._repair_if_unlocked()
+
+    def _repair_if_unlocked(self) -> None:
+        """Read-side crash repair: if a dead writer left an unfinished journal or the
+        "open for write" flags, and no writer holds the store's lock, roll the journal
+        back and clear the flags, holding the lock so that no writer can start
+        meanwhile. Run statuses are never touched here: readers do not mark."""
+        try:
+            sb = read_superblock(self.path)
+        except OSError:
+            return
+        if (sb is None or sb.flags == 0) and not journal_pending(self.path):
+            return
+        if probe_lock(self.path).held or _hdf5_locked(self.path):
+            return  # a live writer: SWMR readers manage, and its crash is not ours to judge
+        lock = StoreLock(self.path)
+        try:
+            if not lock.try_acquire():
                 return
-            finally:
-                f.close()
-        raise StoreError(f"cannot open {self.path}: {_first_line(last)}")
+        except OSError:  # a read-only folder: read what can be read
+            return
+        try:
+            _repair_file(self.path)
+        except (OSError, StoreError):
+            pass
+        finally:
+            lock.release()
+
+    def _resolved(self, fn: Callable[[h5py.File], T], running: Callable[[T], list[str]]) -> tuple[T, set[str]]:
+        """``fn``'s reading, and the uuids of the runs in it still marked ``running``
+        whose writer is gone. A run is alive while its writer holds the store's lock
+        (the lock file names the run); the lock is probed before and after the read,
+        and a run is called dead only if no writer started in between (same lock
+        token), so a reader never mistakes a run that just ended for a dead one."""
+        for _ in range(5):
+            before = probe_lock(self.path)
+            out = self._read(fn)
+            after = probe_lock(self.path)
+            live = {s.run_uuid for s in (before, after) if s.held}
+            unsure = [u for u in running(out) if u not in live]
+            if not unsure or before.token == after.token:
+                return out, set(unsure)
+        return out, set()  # writers kept starting: report them as running, the safe answer
+
+    def _prepare_for_write(self) -> None:
+        """Holding the lock: make the file (atomically) if missing, undo an unfinished
+        write session of a dead writer, clear the flags a dead SWMR writer left."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            _create_store(self.path)
+            return
+        _check_hdf5_signature(self.path)
+        _repair_file(self.path)
 
     @contextlib.contextmanager
-    def _writing(self, *, claim: bool = False) -> Iterator[h5py.File]:
-        """Open for writing (creating the file), after crash recovery if needed.
-        ``claim`` (a new run starts): runs left ``running`` by dead writers become
-        ``interrupted`` for good."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self._open_for_write()
+    def _session(self, lock: StoreLock | None = None, *, claim: bool = False) -> Iterator[h5py.File]:
+        """The file open for a non-SWMR write session, all or nothing: HDF5 writes go
+        through the undo journal, committed when the session ends, rolled back if it
+        raises (or, after a crash, by the next opener). ``lock``: the writer lock the
+        caller holds (else taken here, bounded wait). ``claim`` (a new run starts):
+        runs left ``running`` by dead writers become ``interrupted`` for good."""
+        own = lock is None
+        if lock is None:
+            lock = StoreLock(self.path)
+            lock.acquire(timeout=self.lock_timeout)
         try:
-            if "schema" not in f.attrs and len(f) == 0:
-                f.attrs["schema"] = SCHEMA
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                f.attrs["created"] = now_iso()
-                f.attrs["labpcu_version"] = __version__
-                f.create_group("runs")
-            _check_schema(f, self.path)
-            f.require_group("runs")
-            if claim:
-                _mark_dead_runs(f)
-            yield f
-        finally:
-            f.close()
-
-    def _open_for_write(self) -> h5py.File:
-        try:
-            return h5py.File(self.path, "a", libver=LIBVER)
-        except OSError as exc:
-            if "h5clear" not in str(exc) and "already open" not in str(exc):
+            self._prepare_for_write()
+            jf = JournaledFile(self.path)
+            try:
+                f = h5py.File(jf, "r+", libver=LIBVER)
+            except Exception as exc:
+                jf.abandon()
                 raise StoreError(f"cannot open {self.path} for writing: {_first_line(exc)}") from None
-        self._recover()
-        return h5py.File(self.path, "a", libver=LIBVER)
-
-    def _recover(self) -> None:
-        """The file is marked open-for-write: refuse if its writer lives, else copy
-        everything into a clean file and swap it in."""
-        tmp = self.path.with_name(self.path.name + ".recovering")
-        with self._reading() as src:
-            for run_id, grp in src.get("runs", {}).items():
-                if _status(grp.attrs) == "running":
-                    raise StoreBusyError(
-                        f"{self.path} is being written by process {grp.attrs.get('pid')} on "
-                        f"{grp.attrs.get('host')} (run {run_id}); wait for it or use another file")
-            with h5py.File(tmp, "w", libver=LIBVER) as dst:
-                for key, value in src.attrs.items():
-                    dst.attrs[key] = value
-                for name in src:
-                    src.copy(src[name], dst, name=name)
-                _mark_dead_runs(dst)
-                dst.flush()
-                os.fsync(dst.id.get_vfd_handle())
-        os.replace(tmp, self.path)
+            ok = False
+            try:
+                if "schema" not in f.attrs and len(f) == 0:
+                    _init_root(f)
+                _check_schema(f, self.path)
+                f.require_group("runs")
+                if claim:
+                    _mark_dead_runs(f)
+                yield f
+                ok = True
+            finally:
+                if ok:
+                    f.close()
+                    jf.commit()
+                else:
+                    with contextlib.suppress(Exception):
+                        f.close()
+                    jf.abandon()
+        finally:
+            if own:
+                lock.release()
 
     # ------------------------------------------------------------------ reading
     def writable(self) -> contextlib.AbstractContextManager[h5py.File]:
         """The file open for writing beside the runs (``/codebooks`` and other
-        extensions), with the same crash recovery, busy check and schema check a run
-        gets. Not for runs: use :meth:`begin_run`."""
-        return self._writing()
+        extensions), with the same lock, crash repair, journal and schema check a run
+        gets: all of it is stored or none. Not for runs: use :meth:`begin_run`."""
+        return self._session()
 
     def run_ids(self) -> list[str]:
         """Every run id, oldest first."""
         if not self.path.exists():
             return []
-        with self._reading() as f:
-            return sorted(f["runs"]) if "runs" in f else []
+        return self._read(lambda f: sorted(f["runs"]) if "runs" in f else [])
 
     def runs(
         self,
@@ -217,23 +291,32 @@ class Store:
         the run measured, and its start time (``since`` <= started < ``until``)."""
         if status is not None and status not in STATUSES:
             raise StoreError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        rows = []
+
+        def scan(f: h5py.File) -> list[dict[str, Any]]:
+            rows = []
+            for run_id, grp in sorted(f.get("runs", {}).items()):
+                a = grp.attrs
+                devices = tuple(from_json(a.get("devices", "[]")))
+                rows.append({
+                    "run_id": run_id,
+                    "protocol": _s(a.get("protocol")),
+                    "status": _s(a.get("status")),
+                    "started": _s(a.get("started")),
+                    "finished": _s(a.get("finished")),
+                    "devices": ", ".join(devices),
+                    "n_points": _n_points(grp),
+                    "error": _s(a.get("error")),
+                    "_devices": devices,
+                    "_uuid": _s(a.get("uuid")),
+                })
+            return rows
+
+        rows: list[dict[str, Any]] = []
         if self.path.exists():
-            with self._reading() as f:
-                for run_id, grp in sorted(f.get("runs", {}).items()):
-                    a = grp.attrs
-                    devices = tuple(from_json(a.get("devices", "[]")))
-                    rows.append({
-                        "run_id": run_id,
-                        "protocol": _s(a.get("protocol")),
-                        "status": _status(a),
-                        "started": _s(a.get("started")),
-                        "finished": _s(a.get("finished")),
-                        "devices": ", ".join(devices),
-                        "n_points": _n_points(grp),
-                        "error": _s(a.get("error")),
-                        "_devices": devices,
-                    })
+            rows, dead = self._resolved(scan, lambda rs: [r["_uuid"] for r in rs if r["status"] == "running"])
+            for r in rows:
+                if r["status"] == "running" and r["_uuid"] in dead:
+                    r["status"] = "interrupted"
         cols = ["run_id", "protocol", "status", "started", "finished", "duration", "devices", "n_points", "error"]
         df = pd.DataFrame(rows, columns=[*cols, "_devices"])
         df["started"] = pd.to_datetime(df["started"], utc=True, format="ISO8601")
@@ -255,14 +338,15 @@ class Store:
 
     def info(self, run_id: str) -> RunInfo:
         """A run's metadata and results."""
-        with self._reading() as f:
+
+        def scan(f: h5py.File) -> RunInfo:
             grp = _run_group(f, run_id, self.path)
             a = grp.attrs
             data = grp.get("data", {})
             return RunInfo(
                 run_id=run_id,
                 protocol=_s(a.get("protocol")),
-                status=_status(a),
+                status=_s(a.get("status")),
                 error=_s(a.get("error")),
                 devices=tuple(from_json(a.get("devices", "[]"))),
                 parameters=from_json(a.get("parameters", "{}")),
@@ -279,6 +363,11 @@ class Store:
                 bench_time_end=float(a.get("bench_time_end", np.nan)),
             )
 
+        info, dead = self._resolved(scan, lambda i: [i.uuid] if i.status == "running" else [])
+        if info.status == "running" and info.uuid in dead:
+            info = dataclasses.replace(info, status="interrupted")
+        return info
+
     def results(self, run_id: str) -> dict[str, Any]:
         return self.info(run_id).results
 
@@ -286,7 +375,8 @@ class Store:
         """A run's columns as a DataFrame, trimmed to the rows every column has (a run
         being written, or cut by a crash, may hold one column a block ahead).
         ``df.attrs["units"]`` maps column to units; ``df.attrs["run_id"]`` names the run."""
-        with self._reading() as f:
+
+        def scan(f: h5py.File) -> pd.DataFrame:
             grp = _run_group(f, run_id, self.path)
             ordered = _ordered(grp.get("data", {}))
             names = [n for n, _ in ordered] if columns is None else list(columns)
@@ -306,6 +396,8 @@ class Store:
             df.attrs["units"] = {n: _s(by_name[n].attrs.get("units")) for n in names}
             df.attrs["run_id"] = run_id
             return df
+
+        return self._read(scan)
 
     def read_xarray(self, run_id: str) -> Any:
         """The run as an ``xarray.Dataset`` (dimension ``point``; units and the run's
@@ -336,9 +428,9 @@ class Store:
         bench_time_start: float = float("nan"),
         on_flush: FlushListener | None = None,
     ) -> RunRecorder:
-        """Create a run (status ``running``) and return its recorder, already in SWMR mode."""
-        from labpcu.data.recorder import RunRecorder
-
+        """Create a run (status ``running``) and return its recorder, already in SWMR
+        mode. Waits up to ``lock_timeout`` seconds for another writer, then raises
+        StoreBusyError."""
         check_name(protocol, "protocol")  # it names the run's group: "/" would nest it
         cols = check_columns(columns)
         # made and checked before the run's group exists, so a refusal leaves no half-made run
@@ -353,43 +445,55 @@ class Store:
                 check_text(text, f"run {key}")
             except ColumnError as exc:
                 raise StoreError(str(exc)) from None
-        with self._writing(claim=True) as fw:
-            runs = fw["runs"]
-            number = 1 + max((int(k.split("-", 1)[0]) for k in runs if k.split("-", 1)[0].isdigit()), default=0)
-            run_id = f"{number:05d}-{protocol}"
-            grp = runs.create_group(run_id)
-            a = grp.attrs
-            a["protocol"] = protocol
-            for key, text in meta.items():
-                a[key] = text
-            a["labpcu_version"] = __version__
-            a["started"] = now_iso()
-            a["finished"] = ""
-            a["status"] = "running"
-            a["error"] = ""
-            a["n_points"] = -1  # unknown until the run closes
-            a["pid"] = os.getpid()
-            a["host"] = _HOST
-            a["uuid"] = run_uuid = str(uuidlib.uuid4())
-            a["bench_time_start"] = float(bench_time_start)
-            a["bench_time_end"] = float("nan")
-            data = grp.create_group("data", track_order=True)
-            for col in cols:
-                ds = data.create_dataset(col.name, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
-                                         dtype=_STR if col.dtype == "str" else col.dtype)
-                ds.attrs["units"] = col.unit
-                ds.attrs["description"] = col.description
-            grp.create_group("results")
-        # reopen (not keep) so the SWMR handle is the only one: creating objects is done
-        f = h5py.File(self.path, "a", libver=LIBVER)
+        run_uuid = str(uuidlib.uuid4())
+        lock = StoreLock(self.path)
+        lock.acquire(run_uuid, timeout=self.lock_timeout)  # held until the run's final status is stored
         try:
-            f.swmr_mode = True
-        except Exception:
-            f.close()
+            crash_point("begin_run.locked")
+            with self._session(lock, claim=True) as fw:
+                runs = fw["runs"]
+                number = 1 + max((int(k.split("-", 1)[0]) for k in runs if k.split("-", 1)[0].isdigit()), default=0)
+                run_id = f"{number:05d}-{protocol}"
+                grp = runs.create_group(run_id)
+                a = grp.attrs
+                a["protocol"] = protocol
+                for key, text in meta.items():
+                    a[key] = text
+                a["labpcu_version"] = __version__
+                a["started"] = now_iso()
+                a["finished"] = ""
+                a["status"] = "running"
+                a["error"] = ""
+                a["n_points"] = -1  # unknown until the run closes
+                a["pid"] = os.getpid()
+                a["host"] = _HOST
+                a["uuid"] = run_uuid
+                a["bench_time_start"] = float(bench_time_start)
+                a["bench_time_end"] = float("nan")
+                data = grp.create_group("data", track_order=True)
+                for col in cols:
+                    ds = data.create_dataset(col.name, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
+                                             dtype=_STR if col.dtype == "str" else col.dtype)
+                    ds.attrs["units"] = col.unit
+                    ds.attrs["description"] = col.description
+                grp.create_group("results")
+                crash_point("begin_run.created")
+            crash_point("begin_run.committed")
+            # a fresh handle, so SWMR's is the only one; creating objects is done
+            f = _h5open(self.path, "a", libver=LIBVER)
+            try:
+                crash_point("begin_run.opened")
+                f.swmr_mode = True
+            except BaseException:
+                f.close()
+                raise
+            crash_point("begin_run.swmr")
+        except BaseException:
+            lock.release()
             raise
-        _ACTIVE_UUIDS.add(run_uuid)
-        return RunRecorder(self, f, run_id, cols, flush_interval=self.flush_interval,
-                           block_rows=self.block_rows, on_flush=on_flush)
+        lease = _Lease(self, lock)
+        return RunRecorder(f, run_id, cols, flush_interval=self.flush_interval, block_rows=self.block_rows,
+                           on_flush=on_flush, finish=lease.finish, release=lock.release)
 
     def finish_run(
         self,
@@ -403,10 +507,25 @@ class Store:
     ) -> tuple[str, str]:
         """Write a run's end: results, status, reason, end time (the run's SWMR handle
         must be closed first; the recorder does that). Returns the (status, error)
-        stored: ``failed`` if the results could not be stored."""
+        stored: ``failed`` if the results could not be stored. A run's own recorder
+        finishes it under the lock it took; this call takes the lock itself."""
+        return self._finish(None, run_id, status, error=error, results=results, n_points=n_points,
+                            bench_time_end=bench_time_end)
+
+    def _finish(
+        self,
+        lock: StoreLock | None,
+        run_id: str,
+        status: str,
+        *,
+        error: str = "",
+        results: Mapping[str, Any] | None = None,
+        n_points: int | None = None,
+        bench_time_end: float = float("nan"),
+    ) -> tuple[str, str]:
         if status not in STATUSES or status == "running":
             raise StoreError(f"a run ends as one of completed, aborted, failed, interrupted; not {status!r}")
-        with self._writing() as f:
+        with self._session(lock) as f:
             grp = _run_group(f, run_id, self.path)
             a = grp.attrs
             if results:  # first, so a result that cannot be stored turns the status to failed
@@ -418,21 +537,41 @@ class Store:
                     status = "failed"
                     error = f"{error}; " if error else ""
                     error += f"the results could not be stored: {exc}"
+            crash_point("finish_run.results")
             a["status"] = status
             a["error"] = error
             a["finished"] = now_iso()
             a["n_points"] = _n_points(grp) if n_points is None else int(n_points)
             a["bench_time_end"] = float(bench_time_end)
-            _ACTIVE_UUIDS.discard(_s(a.get("uuid")))
+            crash_point("finish_run.status")
+        crash_point("finish_run.committed")
         return status, error
 
     def write_results(self, run_id: str, results: Mapping[str, Any]) -> None:
         """Replace a finished run's results (re-analysis)."""
-        with self._writing() as f:
+        with self._session() as f:
             grp = _run_group(f, run_id, self.path)
             if "results" in grp:
                 del grp["results"]
             write_tree(grp.create_group("results"), results)
+
+
+class _Lease:
+    """A running run's hold on the store: its lock, until the final status is stored.
+    The recorder gets only the ``finish`` callable, so the recorder never imports the
+    store (the dependency is one-way: store -> recorder)."""
+
+    def __init__(self, store: Store, lock: StoreLock) -> None:
+        self.store = store
+        self.lock = lock
+
+    def finish(self, run_id: str, status: str, *, error: str, results: Mapping[str, Any] | None,
+               n_points: int, bench_time_end: float) -> tuple[str, str]:
+        try:
+            return self.store._finish(self.lock, run_id, status, error=error, results=results,
+                                      n_points=n_points, bench_time_end=bench_time_end)
+        finally:
+            self.lock.release()
 
 
 # ---------------------------------------------------------------------- helpers
@@ -496,37 +635,100 @@ def _n_points(grp: h5py.Group) -> int:
     return min(lengths) if lengths else 0
 
 
-def _writer_alive(attrs: Any) -> bool:
-    """Is the process that opened this run still running it?"""
-    pid = int(attrs.get("pid", -1))
-    host = _s(attrs.get("host"))
-    if host and host != _HOST:
-        return True  # another machine: cannot tell, assume it is
-    if pid == os.getpid():
-        return _s(attrs.get("uuid")) in _ACTIVE_UUIDS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def _status(attrs: Any) -> str:
-    status = _s(attrs.get("status"))
-    if status == "running" and not _writer_alive(attrs):
-        return "interrupted"
-    return status
-
-
-def _mark_dead_runs(f: h5py.File) -> None:
-    """Runs still ``running`` whose writer is gone become ``interrupted``, for good."""
-    for grp in f.get("runs", {}).values():
-        if _s(grp.attrs.get("status")) == "running" and not _writer_alive(grp.attrs):
+def _mark_dead_runs(f: h5py.File) -> list[str]:
+    """Runs still ``running`` become ``interrupted``, for good. Called only by a writer
+    holding the store's lock: the lock is held for a run's whole life, so no other
+    run can be alive. Returns the runs marked."""
+    marked = []
+    for run_id, grp in f.get("runs", {}).items():
+        if _s(grp.attrs.get("status")) == "running":
             grp.attrs["status"] = "interrupted"
             grp.attrs["error"] = ("the process writing this run ended without closing it (killed, crashed "
                                   "or lost power); the points flushed before then are kept")
             grp.attrs["n_points"] = _n_points(grp)
+            marked.append(run_id)
+    return marked
+
+
+def _h5open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
+    """``h5py.File`` with HDF5's file locking off: a reader's lock would block a
+    writer's open (the store has its own writer lock). If this process already has the
+    file open with HDF5's default locking (a user's own handle), HDF5 insists on the
+    same setting, so that is tried next."""
+    try:
+        return h5py.File(path, mode, locking=False, **kwargs)
+    except OSError as exc:
+        if "locking" not in str(exc):
+            raise
+    return h5py.File(path, mode, **kwargs)
+
+
+def _check_hdf5_signature(path: Path) -> None:
+    """Refuse at once a file that is not HDF5 at all (rather than retrying to read it)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head != b"\x89HDF\r\n\x1a\n":
+        raise StoreError(f"{path} is not an HDF5 file")
+
+
+def _hdf5_locked(path: Path) -> bool:
+    """Does a foreign HDF5 writer hold the file (HDF5's own exclusive lock)? Then a
+    repair must wait for it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _repair_file(path: Path) -> list[str]:
+    """The byte-level crash repair, for a caller holding the lock: roll back an
+    unfinished write session, make the file as long as its superblock says, clear the
+    "open for write" flags in place. Returns what was done."""
+    done = []
+    undone = rollback(path)
+    if undone:
+        done.append(undone)
+    sb = read_superblock(path)
+    if sb is not None and sb.flags:
+        size = path.stat().st_size
+        if size < sb.eof:  # HDF5 refuses a file shorter than its end-of-file address
+            os.truncate(path, sb.eof)
+            done.append(f"extended the file from {size} to {sb.eof} bytes (its end-of-file address)")
+        if clear_flags(path):
+            done.append("cleared the superblock's open-for-write flags")
+    return done
+
+
+def _init_root(f: h5py.File) -> None:
+    f.attrs["schema"] = SCHEMA
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["created"] = now_iso()
+    f.attrs["labpcu_version"] = __version__
+    f.create_group("runs")
+
+
+def _create_store(path: Path) -> None:
+    """A new store appears whole or not at all: written aside, then renamed."""
+    tmp = path.with_name(path.name + ".new")
+    with h5py.File(tmp, "w", libver=LIBVER, locking=False) as f:
+        _init_root(f)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,466 @@
+"""Crash safety below the run store: the writer lock, the undo journal, the superblock's
+consistency flags, and the crash-injection hook the tests use.
+
+Why each piece exists:
+
+* **The writer lock** (``<store>.lock``, ``fcntl.flock``). One labpcu writer at a time,
+  held from the start of a run to its final status, so a second writer waits (bounded)
+  or is refused with one line, and so "is this ``running`` run alive?" has an exact
+  answer: its writer holds the lock. HDF5's own file locks are *not* used (``locking=False``
+  everywhere): they let any reader (a GUI polling the file) block a writer's open,
+  which is how readers used to change a run's outcome.
+* **The undo journal** (``<store>.journal``). Outside SWMR, HDF5 rewrites metadata in
+  place (the superblock, the ``/runs`` group's index, object headers) when a file
+  closes; a kill in the middle leaves a torn, unopenable file. Every non-SWMR write
+  session goes through :class:`JournaledFile` (h5py's ``fileobj`` driver): before a
+  byte that existed when the session began is overwritten, its old value is appended
+  to the journal (and fsynced). A crash at any instant leaves the file either as it
+  was before the session (roll the journal back) or as after it (the journal says
+  ``committed``). Bytes past the old end of file need no journal: rolling back
+  truncates them away.
+* **The consistency flags.** A killed SWMR writer leaves the superblock marked "open
+  for write", and plain readers (h5py without ``swmr=True``, pandas, xarray, HDFView)
+  refuse the file. :func:`clear_flags` clears them in place, as ``h5clear -s`` does:
+  no copy of a large file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import signal
+import socket
+import struct
+import time
+import uuid as uuidlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from labpcu.data.errors import StoreBusyError, StoreError
+
+_HOST = socket.gethostname()
+
+
+# --------------------------------------------------------------- crash injection
+_crash_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Kill this process with SIGKILL here if ``$LABPCU_CRASH_AT`` is ``name`` or
+    ``name:n`` (the n-th time this point is reached). A no-op otherwise: it lets the
+    tests crash the store deterministically inside each write window, not by sleeping."""
+    spec = os.environ.get("LABPCU_CRASH_AT")
+    if not spec:
+        return
+    target, _, nth = spec.partition(":")
+    if target != name:
+        return
+    hits = _crash_hits[name] = _crash_hits.get(name, 0) + 1
+    if hits == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -------------------------------------------------------------------- the lock
+def lock_path(store: Path) -> Path:
+    return store.with_name(store.name + ".lock")
+
+
+def journal_path(store: Path) -> Path:
+    return store.with_name(store.name + ".journal")
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What a probe of the writer lock saw. ``token`` changes at every acquisition, so
+    two probes with the same token bracket a span in which no writer started."""
+
+    held: bool
+    token: str = ""
+    run_uuid: str = ""
+    pid: int = -1
+    host: str = ""
+
+    def describe(self) -> str:
+        what = f"run {self.run_uuid}" if self.run_uuid else "a write session"
+        return f"process {self.pid} on {self.host} ({what})"
+
+
+def _parse_lock(text: str, held: bool) -> LockState:
+    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+    try:
+        pid = int(fields.get("pid", "-1"))
+    except ValueError:
+        pid = -1
+    return LockState(held, fields.get("token", ""), fields.get("run", ""), pid, fields.get("host", ""))
+
+
+def probe_lock(store: Path) -> LockState:
+    """Is a writer holding the store's lock (and which)? Takes a shared lock for a few
+    microseconds at most; never waits, never creates the lock file."""
+    try:
+        fd = os.open(lock_path(store), os.O_RDONLY)
+    except FileNotFoundError:
+        return LockState(False)
+    except OSError:
+        return LockState(False)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held = False
+        except BlockingIOError:
+            held = True
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        if not held:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return _parse_lock(text, held)
+    finally:
+        os.close(fd)
+
+
+class StoreLock:
+    """The exclusive writer lock of one store (an ``flock`` on ``<store>.lock``). Held
+    by one open file description, so two writers in one process exclude each other
+    too. Released by :meth:`release`, or by the kernel when the process dies."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.path = lock_path(store)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self, run_uuid: str = "") -> bool:
+        """Take the lock if it is free; never waits."""
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        text = f"token={uuidlib.uuid4().hex} pid={os.getpid()} host={_HOST} run={run_uuid}\n".encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text, 0)
+        self._fd = fd
+        return True
+
+    def acquire(self, run_uuid: str = "", timeout: float = 5.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for another writer to end;
+        then :class:`StoreBusyError` naming it."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not self.try_acquire(run_uuid):
+            if time.monotonic() >= deadline:
+                state = probe_lock(self.store)
+                who = state.describe() if state.held else "another process"
+                raise StoreBusyError(f"{self.store} is being written by {who}; waited {timeout:g} s: "
+                                     "wait for it or use another file")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __del__(self) -> None:  # an abandoned writer must not keep the store locked
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+# ---------------------------------------------------------------- superblock
+M32 = 0xFFFFFFFF
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & M32
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``, the checksum of HDF5's v2+ metadata
+    (``H5_checksum_lookup3``)."""
+    length = len(data)
+    a = b = c = (0xDEADBEEF + length + initval) & M32
+    i = 0
+    while length > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & M32
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & M32
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & M32
+        a = (a - c) & M32; a ^= _rot(c, 4); c = (c + b) & M32  # noqa: E702 - the published mix
+        b = (b - a) & M32; b ^= _rot(a, 6); a = (a + c) & M32  # noqa: E702
+        c = (c - b) & M32; c ^= _rot(b, 8); b = (b + a) & M32  # noqa: E702
+        a = (a - c) & M32; a ^= _rot(c, 16); c = (c + b) & M32  # noqa: E702
+        b = (b - a) & M32; b ^= _rot(a, 19); a = (a + c) & M32  # noqa: E702
+        c = (c - b) & M32; c ^= _rot(b, 4); b = (b + a) & M32  # noqa: E702
+        length -= 12
+        i += 12
+    if length == 0:
+        return c
+    tail = data[i:i + length] + bytes(12 - length)
+    a = (a + int.from_bytes(tail[0:4], "little")) & M32
+    b = (b + int.from_bytes(tail[4:8], "little")) & M32
+    c = (c + int.from_bytes(tail[8:12], "little")) & M32
+    c ^= b; c = (c - _rot(b, 14)) & M32  # noqa: E702 - the published final
+    a ^= c; a = (a - _rot(c, 11)) & M32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & M32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & M32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & M32  # noqa: E702
+    return c
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Superblock:
+    """The fields of a version 2/3 superblock at offset 0 that crash repair needs.
+    Layout (HDF5 file format spec, "Superblock version 2 and 3"): signature (8),
+    version (1), size of offsets (1), size of lengths (1), consistency flags (1), base
+    address, extension address, end-of-file address, root object header address (each
+    size-of-offsets bytes), then a lookup3 checksum of all the preceding bytes (4)."""
+
+    version: int
+    sizeof_offsets: int
+    flags: int
+    eof: int
+    checksum_ok: bool
+    raw: bytes
+
+    @property
+    def size(self) -> int:
+        return 12 + 4 * self.sizeof_offsets + 4
+
+
+def read_superblock(path: Path) -> Superblock | None:
+    """The superblock, or None if the file does not start with a v2/v3 superblock
+    (older versions have no flags that block readers; a user block is not used here)."""
+    with open(path, "rb") as fh:
+        head = fh.read(12 + 4 * 8 + 4)
+    if len(head) < 12 or head[:8] != _SIGNATURE or head[8] not in (2, 3):
+        return None
+    so = head[9]
+    if so not in (2, 4, 8) or len(head) < 12 + 4 * so + 4:
+        return None
+    n = 12 + 4 * so
+    eof = int.from_bytes(head[12 + 2 * so:12 + 3 * so], "little")
+    stored = struct.unpack("<I", head[n:n + 4])[0]
+    return Superblock(head[8], so, head[11], eof, stored == lookup3(head[:n]), head[:n + 4])
+
+
+def clear_flags(path: Path) -> bool:
+    """Clear the superblock's consistency flags in place (``h5clear -s``): one write of
+    the superblock's own bytes, with its checksum recomputed. Returns whether anything
+    was changed. Raises StoreError if the superblock is not one this can fix (then the
+    copy route is left)."""
+    sb = read_superblock(path)
+    if sb is None:
+        raise StoreError(f"{path} has no version 2/3 superblock at its start; its flags cannot be cleared in place")
+    if not sb.checksum_ok:
+        raise StoreError(f"{path}: the superblock's checksum is wrong; it is not a flag that can be cleared")
+    if sb.flags == 0:
+        return False
+    new = bytearray(sb.raw)
+    n = sb.size - 4
+    new[11] = 0
+    new[n:n + 4] = struct.pack("<I", lookup3(bytes(new[:n])))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        crash_point("repair.flags")
+        if os.pwrite(fd, bytes(new), 0) != len(new):
+            raise StoreError(f"{path}: short write clearing the superblock flags")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+# -------------------------------------------------------------------- journal
+_MAGIC = b"LABPCUJ1"
+_HEAD = struct.Struct("<8sQ")       # magic, the file's size when the session began
+_REC = struct.Struct("<cQQ")        # b"R", offset, length; then the bytes and a crc32
+_COMMIT = b"C"
+
+
+class JournaledFile(io.RawIOBase):
+    """A file h5py writes through (``driver="fileobj"``) that saves the old value of
+    every pre-existing byte to an undo journal before overwriting it. ``commit()``
+    makes the session permanent; a crash before it is undone by :func:`rollback`."""
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        super().__init__()
+        self.path = path
+        self.journal = journal_path(path)
+        self.durable = durable
+        self._fd = os.open(path, os.O_RDWR)
+        self._size0 = os.fstat(self._fd).st_size
+        self._pos = 0
+        self._saved: set[tuple[int, int]] = set()
+        self._jfd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._append(_HEAD.pack(_MAGIC, self._size0))
+        _fsync_dir(path.parent)
+
+    # io.RawIOBase
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = pos
+        elif whence == 1:
+            self._pos += pos
+        else:
+            self._pos = os.fstat(self._fd).st_size + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = os.pread(self._fd, len(buf), self._pos)
+        n = len(data)
+        memoryview(buf).cast("B")[:n] = data
+        self._pos += n
+        return n
+
+    def write(self, buf: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        data = bytes(buf)
+        self._save(self._pos, self._pos + len(data))
+        crash_point("journal.saved")
+        written = os.pwrite(self._fd, data, self._pos)
+        self._pos += written
+        crash_point("journal.write")
+        return written
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        self._save(size, self._size0)
+        os.ftruncate(self._fd, size)
+        return size
+
+    def flush(self) -> None:
+        pass  # every write is already a system call
+
+    # the journal
+    def _append(self, data: bytes) -> None:
+        os.write(self._jfd, data)
+        if self.durable:
+            os.fsync(self._jfd)
+
+    def _save(self, start: int, end: int) -> None:
+        end = min(end, self._size0)
+        if start >= end or (start, end) in self._saved:
+            return
+        old = os.pread(self._fd, end - start, start)
+        head = _REC.pack(b"R", start, len(old))
+        self._append(head + old + struct.pack("<I", zlib.crc32(head + old)))
+        self._saved.add((start, end))
+
+    def commit(self) -> None:
+        """The session is complete: make its bytes durable, then drop the journal."""
+        if self.durable:
+            os.fsync(self._fd)
+        crash_point("journal.before_commit")
+        self._append(_COMMIT)
+        crash_point("journal.committed")
+        self._close_fds()
+        os.unlink(self.journal)
+        _fsync_dir(self.path.parent)
+
+    def abandon(self) -> None:
+        """Undo the session now (an error inside it)."""
+        self._close_fds()
+        rollback(self.path)
+
+    def _close_fds(self) -> None:
+        for name in ("_fd", "_jfd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close_fds()
+        super().close()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def journal_pending(store: Path) -> bool:
+    return journal_path(store).exists()
+
+
+def rollback(store: Path) -> str:
+    """Apply a left-over journal: restore every saved byte (newest record first, so the
+    oldest value wins) and cut the file back to its size before the session; or, for a
+    committed journal, just drop it. Idempotent: a crash during a rollback is finished
+    by the next one. Returns what was done ("" when there was no journal)."""
+    jpath = journal_path(store)
+    try:
+        data = jpath.read_bytes()
+    except FileNotFoundError:
+        return ""
+    if len(data) < _HEAD.size or data[:8] != _MAGIC:  # died writing the header: the file was not touched
+        jpath.unlink()
+        return "dropped an empty journal"
+    size0 = _HEAD.unpack_from(data)[1]
+    records: list[tuple[int, bytes]] = []
+    pos = _HEAD.size
+    committed = False
+    while pos < len(data):
+        if data[pos:pos + 1] == _COMMIT:
+            committed = True
+            break
+        if pos + _REC.size > len(data):
+            break
+        kind, offset, length = _REC.unpack_from(data, pos)
+        end = pos + _REC.size + length + 4
+        if kind != b"R" or end > len(data):
+            break  # torn last record: its write to the file never happened
+        body = data[pos:pos + _REC.size + length]
+        if struct.unpack_from("<I", data, pos + _REC.size + length)[0] != zlib.crc32(body):
+            break
+        records.append((offset, data[pos + _REC.size:pos + _REC.size + length]))
+        pos = end
+    if committed:
+        jpath.unlink()
+        return "dropped a committed journal"
+    fd = os.open(store, os.O_RDWR)
+    try:
+        for k, (offset, old) in enumerate(reversed(records)):
+            os.pwrite(fd, old, offset)
+            if k == 0:
+                crash_point("repair.rollback")
+        os.ftruncate(fd, size0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    jpath.unlink()
+    _fsync_dir(store.parent)
+    return f"rolled back an unfinished write ({len(records)} blocks restored, cut to {size0} bytes)"
