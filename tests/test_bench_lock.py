@@ -288,11 +288,9 @@ def test_server_refuses_a_second_concurrent_connection(caplog):
         first.sendall(b"*IDN?\n")  # the first session is untouched
         assert b"2612A" in _reply(first)
         first.close()
-        t0 = time.monotonic()
         third = socket.create_connection(("127.0.0.1", port), timeout=5)  # at once: the slot is free
         third.sendall(b"*IDN?\n")
-        assert b"2612A" in _reply(third)
-        assert time.monotonic() - t0 < 1.0  # no refusal grace was waited out
+        assert b"2612A" in _reply(third)  # served, not refused
         third.close()
         other = socket.create_connection(("127.0.0.1", server.ports["k3706a"]), timeout=5)
         other.sendall(b"*IDN?\n")  # one session per instrument, not per server
