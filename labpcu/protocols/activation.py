@@ -45,7 +45,7 @@ from labpcu.protocols.operator_units import (
     idle,
     relative_error,
 )
-from labpcu.protocols.params import ParameterError, Params, param
+from labpcu.protocols.params import ParameterError, Params, param, show_list
 from labpcu.protocols.registry import register
 from labpcu.protocols.softmax import open_softmax_unit
 
@@ -73,7 +73,7 @@ class ActivationParams(UnitParams):
     def check(self) -> None:
         bad = [f for f in self.functions if f not in FUNCTIONS]
         if bad or not self.functions:
-            raise ParameterError(f"functions must be among {', '.join(FUNCTIONS)}, got {', '.join(self.functions) or 'none'}")
+            raise ParameterError(f"functions must be among {', '.join(FUNCTIONS)}, got {show_list(self.functions) or 'none'}")
         if self.softplus_x_min >= self.softplus_x_max:
             raise ParameterError(f"softplus_x_min ({self.softplus_x_min:g}) must be below softplus_x_max")
         if self.v_start >= self.v_stop:
@@ -92,6 +92,12 @@ class Activation(UnitProtocol):
         Column("i", "A", "float64", "softplus: path current measured"),
     )
     plot = PlotSpec(x="x", y=("y", "y_ideal"), group="function", title="activation: measured and ideal")
+
+    def levels(self, params: Params) -> dict[str, float]:
+        """The softplus sweep's ends and its compliance (the PCUs are always configured,
+        so the configure levels are checked too: ``configure`` defaults to on)."""
+        p: ActivationParams = params  # type: ignore[assignment]
+        return {"v_start": p.v_start, "v_stop": p.v_stop, "compliance": p.compliance}
 
     def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
                      terminals: Sequence[str]) -> Iterator[Block]:

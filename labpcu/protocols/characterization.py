@@ -135,7 +135,7 @@ class IVSweepParams(Params):
     def check(self) -> None:
         if self.spacing == "list":
             if not self.levels:
-                raise ParameterError("iv_sweep: spacing = list needs levels")
+                raise ParameterError("spacing = list needs levels")
             if len(self.levels) > MAX_SWEEP_POINTS // 2:
                 raise ParameterError(f"at most {MAX_SWEEP_POINTS // 2} levels, got {len(self.levels)}")
         elif self.levels:
@@ -156,7 +156,7 @@ class IVSweepParams(Params):
             if 0 < value <= self.log_min:
                 raise ParameterError(f"a log sweep's {name} must be 0 or beyond log_min = {self.log_min:g} V")
         if self.start * self.stop < 0 and self.points < 4:
-            raise ParameterError("iv_sweep: a bipolar log sweep needs at least 4 points (2 per polarity)")
+            raise ParameterError("a bipolar log sweep needs at least 4 points (2 per polarity)")
 
     def sweep_levels(self) -> np.ndarray:
         """The levels sourced, in order.
@@ -213,9 +213,8 @@ class IVSweep(Protocol):
 
     def validate(self, params: IVSweepParams, bench: Bench, devices: Sequence[str]) -> None:  # type: ignore[override]
         super().validate(params, bench, devices)
-        default_terminals(bench)
         v = params.sweep_levels()
-        check_levels(bench, params.component, self.name, levels=[float(v.min()), float(v.max())],
+        check_levels(bench, params.component, self.name, terminals=default_terminals(bench), levels=[float(v.min()), float(v.max())],
                      compliance=params.compliance)
 
     def measure(self, ctx: RunContext, params: IVSweepParams, device: str) -> Iterator[Block]:  # type: ignore[override]
@@ -297,7 +296,7 @@ class HysteresisParams(Params):
 
     def check(self) -> None:
         if self.v_read == 0:
-            raise ParameterError("hysteresis: v_read must not be 0 V")
+            raise ParameterError("v_read must not be 0 V")
         if not (self.v_reset_max < self.v_read < self.v_set_max):
             raise ParameterError(f"v_read = {self.v_read:g} V must lie between v_reset_max and v_set_max")
         if self.step > min(self.v_set_max, -self.v_reset_max) / 2:
@@ -335,9 +334,8 @@ class Hysteresis(Protocol):
 
     def validate(self, params: HysteresisParams, bench: Bench, devices: Sequence[str]) -> None:  # type: ignore[override]
         super().validate(params, bench, devices)
-        default_terminals(bench)
         p = params
-        check_levels(bench, "m2", self.name, v_set_max=p.v_set_max, v_reset_max=p.v_reset_max, v_read=p.v_read,
+        check_levels(bench, "m2", self.name, terminals=default_terminals(bench), v_set_max=p.v_set_max, v_reset_max=p.v_reset_max, v_read=p.v_read,
                      compliance_set=p.compliance_set, compliance_reset=p.compliance_reset,
                      compliance_read=p.compliance_read)
 
@@ -453,12 +451,12 @@ class RetentionParams(Params):
 
     def check(self) -> None:
         if self.v_read == 0:
-            raise ParameterError("retention: v_read must not be 0 V")
+            raise ParameterError("v_read must not be 0 V")
         if self.read_duration < self.interval:
             raise ParameterError(f"duration = {self.read_duration:g} s is shorter than interval = "
                                  f"{self.interval:g} s")
         if self.read_duration / self.interval > 100_000:
-            raise ParameterError("retention: more than 100,000 reads; lengthen the interval")
+            raise ParameterError("more than 100,000 reads; lengthen the interval")
 
     @property
     def read_voltage(self) -> float:
@@ -504,8 +502,7 @@ class Retention(Protocol):
 
     def validate(self, params: RetentionParams, bench: Bench, devices: Sequence[str]) -> None:  # type: ignore[override]
         super().validate(params, bench, devices)
-        default_terminals(bench)
-        check_levels(bench, params.component, self.name, v_read=params.read_voltage, compliance=params.compliance)
+        check_levels(bench, params.component, self.name, terminals=default_terminals(bench), v_read=params.read_voltage, compliance=params.compliance)
 
     def measure(self, ctx: RunContext, params: RetentionParams, device: str) -> Iterator[Block]:  # type: ignore[override]
         p = params

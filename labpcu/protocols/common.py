@@ -17,6 +17,7 @@ component   pads         notes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -67,22 +68,49 @@ def component_limits(bench: Bench, component: str) -> tuple[float, float]:
     return min(x.voltage for x in lims.values()), min(x.current for x in lims.values())
 
 
-def check_levels(bench: Bench, component: str, protocol: str, **levels: float | Sequence[float] | None) -> None:
+def instrument_caps(bench: Bench, terminals: Sequence[str]) -> tuple[float, float, str, str]:
+    """(max |V|, max |A|, and the terminal setting each) over the instruments behind
+    ``terminals``, as the bench file gives them (its ``max_voltage``/``max_current``,
+    else the model's range). Read from the file, not a driver, so it works on an
+    offline bench, before anything is opened."""
+    vcap, icap, vwho, iwho = math.inf, math.inf, "", ""
+    for terminal in terminals:
+        spec = bench.config.instruments.get(terminal.partition(".")[0])
+        if spec is None:
+            continue
+        v = spec.max_voltage or spec.info.max_voltage or math.inf
+        i = spec.max_current or spec.info.max_current or math.inf
+        if v < vcap:
+            vcap, vwho = v, terminal
+        if i < icap:
+            icap, iwho = i, terminal
+    return vcap, icap, vwho, iwho
+
+
+def check_levels(bench: Bench, component: str, protocol: str, *, terminals: Sequence[str] = (),
+                 **levels: float | Sequence[float] | None) -> None:
     """Refuse (before any I/O) a voltage or current above the bench limit of the
-    component, e.g. ``check_levels(bench, "m2", "hysteresis", v_set=2.5)``. Names
-    starting with ``i_`` or ``compliance`` are currents; the rest voltages."""
+    component, or above the range of an instrument behind ``terminals``, e.g.
+    ``check_levels(bench, "m2", "hysteresis", v_set=2.5)``. Names starting with ``i_``
+    or ``compliance`` are currents; the rest voltages (so ``v_compliance`` is a
+    voltage). Every protocol's ``validate`` goes through here, so a level the bench
+    would refuse mid-run is refused before the first message is sent."""
     vmax, imax = component_limits(bench, component)
+    vinst, iinst, vwho, iwho = instrument_caps(bench, terminals or default_terminals(bench))
+    kind = DEVICE_TYPE[component] or "every device type"
     for name, value in levels.items():
         if value is None:
             continue
         values = [value] if isinstance(value, (int, float)) else list(value)
         is_current = name.startswith("i_") or name.startswith("compliance")
-        cap, unit = (imax, "A") if is_current else (vmax, "V")
+        cap, inst, who, unit = (imax, iinst, iwho, "A") if is_current else (vmax, vinst, vwho, "V")
         for v in values:
             if abs(v) > cap:
-                kind = DEVICE_TYPE[component] or "every device type"
                 raise ParameterError(f"{protocol}: {name} = {v:g} {unit} exceeds the bench limit of {cap:g} {unit} "
                                      f"for {kind} ({component})")
+            if abs(v) > inst:
+                raise ParameterError(f"{protocol}: {name} = {v:g} {unit} exceeds the bench limit of {inst:g} {unit} "
+                                     f"of {who} (the bench file's instrument range)")
 
 
 def connect_component(

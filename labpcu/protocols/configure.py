@@ -101,6 +101,19 @@ class ConfigureOptions:
                 raise ParameterError(f"configure: {name} must be a positive number, not {value!r}")
 
 
+def check_configure_levels(bench: Bench, protocol: str, options: ConfigureOptions | None = None) -> None:
+    """Refuse, before any I/O, programming levels :func:`configure_device` would use
+    beyond the bench limits of M1 and M2 (or the range of the instruments it drives):
+    operator protocols configure their PCUs first, and a refused pulse half-way
+    through programming would leave a unit half configured."""
+    o = options or ConfigureOptions()
+    terminals = o.terminals or resolve_terminals(bench, (), protocol)
+    check_levels(bench, "m1", protocol, terminals=terminals, **o.ispp.levels())
+    sw = o.switch
+    check_levels(bench, "m2", protocol, terminals=terminals, m2_v_max=sw.v_max, m2_v_read=sw.v_read,
+                 compliance_set=sw.compliance_set, compliance_reset=sw.compliance_reset)
+
+
 @dataclass(frozen=True)
 class M1Goal:
     """What M1 must become: the ISPP target and tolerance (None: stay saturated up),
@@ -295,11 +308,8 @@ class Configure(Protocol):
 
     def validate(self, params: ConfigureParams, bench: Bench, devices: Sequence[str]) -> None:
         super().validate(params, bench, devices)
-        o = params.options()
-        check_levels(bench, "m1", self.name, **o.ispp.levels())
-        check_levels(bench, "m2", self.name, m2_v_max=o.switch.v_max, compliance_set=o.switch.compliance_set,
-                     compliance_reset=o.switch.compliance_reset)
         terminals = resolve_terminals(bench, params.terminals, self.name)
+        check_configure_levels(bench, self.name, params.options(terminals))
         check_loop(bench, terminals, params.loop, self.name)
 
     def measure(self, ctx: RunContext, p: ConfigureParams, device: str) -> Iterator[Block]:

@@ -206,6 +206,11 @@ class _LogDomainOperator(UnitProtocol):
     plot = PlotSpec(x="y_ideal", y=("y",), group="device", kind="scatter", xscale="log", yscale="log",
                     title="measured vs ideal")
 
+    def levels(self, params: Params) -> dict[str, float]:
+        """The largest input current forced into a log PCU."""
+        p: LogDomainParams = params  # type: ignore[assignment]
+        return {"i_unit·x_max": p.i_unit * p.x_max}
+
     @staticmethod
     def grid(p: LogDomainParams) -> np.ndarray:
         return np.linspace(p.x_min, p.x_max, p.grid_points)

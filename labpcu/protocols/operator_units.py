@@ -21,7 +21,7 @@ import numpy as np
 
 from labpcu.data.columns import Column
 from labpcu.protocols.base import Block, DeviceFailure, Protocol
-from labpcu.protocols.params import ParameterError, Params, param
+from labpcu.protocols.params import ParameterError, Params, param, show_list, show_value
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -138,7 +138,16 @@ class UnitProtocol(Protocol):
         for unit in group_units(devices, UNIT_SIZE, self.name):
             check_unit_layout(bench, unit, self.name)
         p: UnitParams = params  # type: ignore[assignment]
-        operator_terminals(bench, p.terminals, self.name, UNIT_TERMINALS)
+        terminals = operator_terminals(bench, p.terminals, self.name, UNIT_TERMINALS)
+        check_operator_levels(bench, self.name, terminals, configure=getattr(p, "configure", True),
+                              i_unit=p.i_unit, v_compliance=p.v_compliance, i_compliance=p.i_compliance,
+                              **self.levels(p))
+
+    def levels(self, params: Params) -> dict[str, float]:
+        """Levels of the subclass's own parameters to check against the bench limits
+        before any I/O (names starting ``i_`` or ``compliance`` are currents), beyond
+        the unit current and the compliances every unit protocol has."""
+        return {}
 
     def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
         units = group_units(ctx.devices, UNIT_SIZE, self.name)
@@ -156,6 +165,22 @@ class UnitProtocol(Protocol):
         raise TypeError(f"protocol {self.name} must implement measure_unit()")
 
 
+# ------------------------------------------------------------------------ levels
+def check_operator_levels(bench: Bench, protocol: str, terminals: Sequence[str], *, configure: bool,
+                          **levels: float) -> None:
+    """Refuse, before any I/O, an operator's level above the bench limits. Operators
+    drive word lines against grounded bit lines (``path``: the strictest device
+    limits apply, as :meth:`Bench.connect` applies them) through ``terminals``; with
+    ``configure`` the programming levels of :func:`configure_device` are checked too,
+    since they are sent first (hundreds of messages before the first operation)."""
+    from labpcu.protocols.common import check_levels
+    from labpcu.protocols.configure import check_configure_levels
+
+    check_levels(bench, "path", protocol, terminals=terminals, **levels)
+    if configure:
+        check_configure_levels(bench, protocol)
+
+
 # --------------------------------------------------------------------- terminals
 def operator_terminals(bench: Bench, terminals: Sequence[str], protocol: str, needed: int) -> tuple[str, ...]:
     """The terminals a unit protocol drives, in role order, the last one grounding the
@@ -166,10 +191,10 @@ def operator_terminals(bench: Bench, terminals: Sequence[str], protocol: str, ne
         chosen = tuple(terminals)
         unknown = [t for t in chosen if t not in wired]
         if unknown:
-            raise ParameterError(f"{protocol}: terminal {unknown[0]!r} is not on a matrix row "
+            raise ParameterError(f"{protocol}: terminal {show_value(unknown[0])} is not on a matrix row "
                                  f"(wired: {', '.join(wired)})")
         if len(set(chosen)) != len(chosen):
-            raise ParameterError(f"{protocol}: terminals must be distinct, got {', '.join(chosen)}")
+            raise ParameterError(f"{protocol}: terminals must be distinct, got {show_list(chosen)}")
         if len(chosen) != needed:
             raise ParameterError(f"{protocol}: needs {needed} terminals, got {len(chosen)}")
         return chosen

@@ -117,9 +117,12 @@ def resolve_terminals(bench: Bench, terminals: Sequence[str], protocol: str) -> 
     if len(terminals) != 2:
         raise ParameterError(f"{protocol}: terminals takes two SMUs (force, ground), not {len(terminals)}")
     force, ground = terminals
+    # the bench file's matrix rows, not the opened drivers: an offline bench (the
+    # check before any I/O) has no drivers, and only a wired SMU can reach a pad
+    wired = [bench.config.matrix.rows[r] for r in sorted(bench.config.matrix.rows)]
     for t in terminals:
-        if t not in bench.smus:
-            raise ParameterError(f"{protocol}: no source-measure unit {t!r}; have {', '.join(bench.smus)}")
+        if t not in wired:
+            raise ParameterError(f"{protocol}: no source-measure unit {t!r} on the matrix; have {', '.join(wired)}")
     if force == ground:
         raise ParameterError(f"{protocol}: force and ground are both {force}")
     return force, ground
@@ -130,8 +133,14 @@ def check_loop(bench: Bench, terminals: tuple[str, str], loop: str, protocol: st
     itself with this ground."""
     if loop != "instrument":
         return
-    force, ground = bench.smu(terminals[0]), bench.smu(terminals[1])
-    if not (isinstance(force, ProgramVerifier) and force.can_program_verify(ground)):
+    if not bench.connected:  # offline: only a source meter's two channels run the loop together
+        inst = {t.partition(".")[0] for t in terminals}
+        spec = bench.config.instruments.get(next(iter(inst)))
+        able = len(inst) == 1 and spec is not None and spec.info.role == "smu"
+    else:
+        force, ground = bench.smu(terminals[0]), bench.smu(terminals[1])
+        able = isinstance(force, ProgramVerifier) and force.can_program_verify(ground)
+    if not able:
         raise ParameterError(f"{protocol}: {terminals[0]} cannot run ISPP on the instrument with ground "
                              f"{terminals[1]}; use loop=host or auto")
 
@@ -390,9 +399,8 @@ class IsppParams(IsppSchemeParams):
 
 
 def _validate_m1(proto: Protocol, p: Any, bench: Bench) -> tuple[str, str]:
-    levels = IsppScheme.from_params(p).levels()
-    check_levels(bench, "m1", proto.name, **levels)
     terminals = resolve_terminals(bench, p.terminals, proto.name)
+    check_levels(bench, "m1", proto.name, terminals=terminals, **IsppScheme.from_params(p).levels())
     check_loop(bench, terminals, p.loop, proto.name)
     return terminals
 
@@ -573,9 +581,9 @@ class BinarySwitch(Protocol):
 
     def validate(self, params: SwitchParams, bench: Bench, devices: Sequence[str]) -> None:
         super().validate(params, bench, devices)
-        check_levels(bench, "m2", self.name, v_max=params.v_max, v_read=params.v_read,
+        check_levels(bench, "m2", self.name, terminals=resolve_terminals(bench, params.terminals, self.name),
+                     v_max=params.v_max, v_read=params.v_read,
                      compliance_set=params.compliance_set, compliance_reset=params.compliance_reset)
-        resolve_terminals(bench, params.terminals, self.name)
 
     def measure(self, ctx: RunContext, p: SwitchParams, device: str) -> Iterator[dict[str, Any]]:
         force, _ = connect_component(ctx.bench, device, "m2", resolve_terminals(ctx.bench, p.terminals, self.name))

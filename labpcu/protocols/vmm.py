@@ -35,6 +35,7 @@ from labpcu.protocols.configure import configure_device
 from labpcu.protocols.operator_units import (
     COMMON_COLUMNS,
     OperatorUnit,
+    check_operator_levels,
     check_unit_layout,
     codebook_spec,
     idle,
@@ -141,7 +142,10 @@ class Vmm(Protocol):
         if len(devices) != ROWS:
             raise ParameterError(f"vmm takes the {ROWS} cells of one array column, got {len(devices)}")
         check_unit_layout(bench, OperatorUnit("crossbar", tuple(devices)), self.name)
-        operator_terminals(bench, params.terminals, self.name, ROWS + 1)
+        p: VmmParams = params  # type: ignore[assignment]
+        terminals = operator_terminals(bench, p.terminals, self.name, ROWS + 1)
+        check_operator_levels(bench, self.name, terminals, configure=p.configure, v_read=p.v_read,
+                              i_compliance=p.i_compliance)
 
     def run(self, ctx: RunContext, params: Params) -> Iterator[Block]:
         p: VmmParams = params  # type: ignore[assignment]
