@@ -20,13 +20,18 @@ def parse_quantity(text: str, unit: str = "") -> float:
     (``"20m"``) scales the number; a different unit is an error."""
     m = _QUANTITY.match(text)
     if m is None:
-        raise ValueError(f"{text!r} is not a number")
+        raise ValueError(f"{_short(text)} is not a number")
     number, prefix, rest = m.groups()
     if rest and rest != unit:
         expected = f"unit {unit!r}" if unit else "no unit"
-        raise ValueError(f"{text!r}: expected {expected}, got {rest!r}")
+        raise ValueError(f"{_short(text)}: expected {expected}, got {_short(rest)}")
     exp = _PREFIX[prefix]  # dividing by 10**3 is exact where multiplying by 1e-3 is not
     return float(number) * 10.0**exp if exp >= 0 else float(number) / 10.0**-exp
+
+
+def _short(text: str, chars: int = 40) -> str:
+    """The repr of what was typed, cut: an error line quotes it, it need not hold it all."""
+    return repr(text) if len(text) <= chars else repr(text[:chars]) + f"… ({len(text)} characters)"
 
 
 def format_quantity(value: float, unit: str = "", digits: int = 4) -> str:

@@ -28,6 +28,40 @@ class ParameterError(ValueError):
     """A parameter value that is missing, unknown, of the wrong type, or out of range."""
 
 
+#: how much of a value an error message shows (a pasted list of 10,000 values must not
+#: become a 20 kB error line; the operator needs to recognize it, not read it back)
+SHOW_ITEMS, SHOW_CHARS = 4, 60
+
+
+def show_value(value: Any, items: int = SHOW_ITEMS, chars: int = SHOW_CHARS) -> str:
+    """``repr``-like text of a value for an error message, capped: a long list shows
+    its first ``items`` and ``… (N values)``, a long text its start and its length."""
+    if isinstance(value, (str, bytes)):
+        text = repr(value)
+        return text if len(text) <= chars else f"{text[:chars]}… ({len(value)} characters)"
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and hasattr(value, "__getitem__")
+                                            and not isinstance(value, Mapping)):
+        try:
+            seq = list(value)
+        except TypeError:
+            seq = None
+        if seq is not None:
+            head = ", ".join(show_value(v, items, chars) for v in seq[:items])
+            if len(seq) <= items:
+                return f"({head})" if isinstance(value, tuple) else f"[{head}]"
+            return f"[{head}, … ({len(seq)} values)]"
+    text = repr(value)
+    return text if len(text) <= chars else f"{text[:chars]}… ({len(text)} characters)"
+
+
+def show_list(values: Sequence[Any], items: int = SHOW_ITEMS) -> str:
+    """Comma-joined names for a message (``a, b, c, … (N values)``), capped like
+    :func:`show_value`."""
+    names = [str(v) if len(str(v)) <= SHOW_CHARS else str(v)[:SHOW_CHARS] + "…" for v in list(values)[:items]]
+    rest = len(values) - items
+    return ", ".join(names) + (f", … ({len(values)} values)" if rest > 0 else "")
+
+
 def param(
     default: Any,
     *,
@@ -115,7 +149,7 @@ class ParamSpec:
                 return parse_quantity(text, self.unit)
             return text
         except ValueError as exc:
-            raise ParameterError(f"parameter {self.name!r}: {exc}") from None
+            raise ParameterError(f"parameter {self.name!r}: {_capped(str(exc))}") from None
 
 
 @dataclass(frozen=True)
@@ -160,7 +194,7 @@ class Params:
         for name, value in values.items():
             key = name.replace("-", "_")
             if key not in known:
-                raise ParameterError(f"no parameter {name!r}; have {', '.join(known)}")
+                raise ParameterError(f"no parameter {show_value(name)}; have {', '.join(known)}")
             spec = known[key]
             parse = isinstance(value, str) and (spec.kind is not str or spec.is_list)
             kwargs[key] = spec.parse(value) if parse else value
@@ -209,7 +243,7 @@ def _checked(spec: ParamSpec, value: Any) -> Any:
         raise ParameterError(f"{label} is required")
     if spec.is_list:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ParameterError(f"{label} must be a list of {spec.kind.__name__}, not {value!r}")
+            raise ParameterError(f"{label} must be a list of {spec.kind.__name__}, not {show_value(value)}")
         return tuple(_checked_one(label, spec, v) for v in value)
     return _checked_one(label, spec, value)
 
@@ -223,9 +257,9 @@ def _checked_one(label: str, spec: ParamSpec, value: Any) -> Any:
     elif kind is int and hasattr(value, "__index__") and not isinstance(value, bool):
         value = int(value)
     elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ParameterError(f"{label} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+        raise ParameterError(f"{label} must be {kind.__name__}, not {type(value).__name__} {show_value(value)}")
     if spec.choices is not None and value not in spec.choices:
-        raise ParameterError(f"{label} = {value!r} is not one of {', '.join(map(str, spec.choices))}")
+        raise ParameterError(f"{label} = {show_value(value)} is not one of {', '.join(map(str, spec.choices))}")
     if spec.limits is not None and kind in (int, float):
         lo, hi = spec.limits
         if lo is not None and value < lo:
@@ -233,6 +267,11 @@ def _checked_one(label: str, spec: ParamSpec, value: Any) -> Any:
         if hi is not None and value > hi:
             raise ParameterError(f"{label} = {_fmt_pair(value, hi, spec.unit)} is above its limit {_fmt(hi, spec.unit)}")
     return value
+
+
+def _capped(message: str, chars: int = 4 * SHOW_CHARS) -> str:
+    """A message quoting text we did not write (a parser's) cut to ``chars``."""
+    return message if len(message) <= chars else f"{message[:chars]}… ({len(message)} characters)"
 
 
 def _fmt(value: float, unit: str) -> str:
