@@ -298,6 +298,12 @@ class _Validator:
             if imax is not None and imax > info.max_current:
                 self.bad(path + ("max_current",), f"{imax:g} A is above the {info.model}'s range ({info.max_current:g} A)")
             out[name] = InstrumentSpec(name, info.model, address, lib, timeout or 5.0, vmax, imax)
+        simulated = [n for n, spec in out.items() if spec.simulated]
+        if simulated and len(simulated) < len(out):  # the simulated wafer cannot sit under real probes
+            real = next(n for n, spec in out.items() if not spec.simulated)
+            self.bad(("instruments", simulated[0], "address"),
+                     f'a bench is all simulated (address "sim") or all real, but {simulated[0]} is "sim" '
+                     f"and {real} is {out[real].address!r}")
         return out
 
     def _terminal(self, value: Any, path: tuple[str, ...], instruments: dict[str, InstrumentSpec]) -> str | None:
@@ -334,11 +340,16 @@ class _Validator:
                 good_slots.append(s)
         rows: dict[int, str] = {}
         seen_terminals: dict[str, int] = {}
+        row_key: dict[int, str] = {}
         for key, value in (self.get(table, ("matrix", "rows"), dict, default={}) or {}).items():
             path = ("matrix", "rows", key)
-            if not key.isdigit() or int(key) not in MATRIX_ROWS:
+            if not re.fullmatch(r"[0-9]+", key) or int(key) not in MATRIX_ROWS:
                 self.bad(path, "matrix rows are 1..6")
                 continue
+            if int(key) in row_key:  # "1" and "01" are one row: the second would silently replace the first
+                self.bad(path, f"row {int(key)} is already given as {row_key[int(key)]!r}")
+                continue
+            row_key[int(key)] = key
             term = self._terminal(value, path, instruments)
             if term is None:
                 continue
