@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from labpcu import __version__
 
@@ -104,20 +105,102 @@ def _cmd_sim_sites(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from labpcu.demo import run_demo
+    from labpcu.cli_runs import _check_path
+    from labpcu.demo import DEFAULT_FOLDER, STORE_NAME, run_demo
+    from labpcu.paths import check_output_folder, check_store_path
 
-    return run_demo(seed=args.seed, out=args.out)
+    folder = Path(args.out or DEFAULT_FOLDER)  # before the bench opens: a bad folder wastes no run
+    _check_path(lambda: check_output_folder(folder, "demo folder"))
+    store = folder / STORE_NAME  # the demo replaces a previous store: only a regular file can be replaced
+    if (store.exists() or store.is_symlink()) and not store.is_file():
+        _check_path(lambda: check_store_path(store, create=True))
+    return run_demo(seed=args.seed, out=folder)
+
+
+# ------------------------------------------------------------------- arguments
+def values_may_be_negative(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--start -500mV`` as ``--start=-500mV``: argparse takes a token starting with
+    '-' for a flag unless it looks like a plain negative number, so ``-500mV`` and
+    ``-1e-1`` were refused ("expected one argument"). A flag that takes a value, seen
+    in the (sub)parser it belongs to, takes the next token as that value whatever it
+    starts with, unless it is itself one of that parser's flags."""
+    out: list[str] = []
+    current = parser
+    k = 0
+    while k < len(argv):
+        token = argv[k]
+        if token == "--":
+            out.extend(argv[k:])
+            break
+        options = {o: a for a in current._actions for o in a.option_strings}
+        action = options.get(token)
+        if action is not None and action.nargs is None and k + 1 < len(argv):
+            value = argv[k + 1]
+            if value.startswith("-") and value != "--" and value not in options:
+                out.append(f"{token}={value}")
+            else:  # a plain value, or a flag where a value belongs: argparse says so
+                out.extend((token, value))
+            k += 2
+            continue
+        for sub in (a for a in current._actions if isinstance(a, argparse._SubParsersAction)):
+            if token in sub.choices:
+                current = sub.choices[token]
+        out.append(token)
+        k += 1
+    return out
+
+
+# ----------------------------------------------------------------------- errors
+#: the longest error line printed; a message quoting a long input is cut in the middle
+MAX_ERROR_CHARS = 400
+
+
+def error_exit_code(exc: BaseException) -> int | None:
+    """The exit code of a labpcu error: 2 for bad input (the request, the bench file,
+    a path, a level beyond a limit), 1 when the measurement could not be made
+    (instruments unreachable or lost, the bench not provably safe). None: not a
+    labpcu error, i.e. a bug, whose traceback must stay visible. Modules are looked
+    up, not imported: an error class whose module never loaded cannot be raised."""
+    from labpcu.cli_runs import UsageError
+    from labpcu.data.errors import StoreError
+    from labpcu.instruments.errors import InstrumentCommunicationError, InstrumentError, LimitError
+    from labpcu.protocols.params import ParameterError
+
+    bad_input: list[type] = [UsageError, ParameterError, StoreError, LimitError]
+    failed: list[type] = [InstrumentCommunicationError, InstrumentError]
+    if (benchfile := sys.modules.get("labpcu.benchfile")) is not None:
+        bad_input.append(benchfile.BenchFileError)
+    if (paths := sys.modules.get("labpcu.paths")) is not None:
+        bad_input.append(paths.PathError)
+    if (bench := sys.modules.get("labpcu.bench")) is not None:
+        failed.append(bench.SafeStateError)
+    if (base := sys.modules.get("labpcu.protocols.base")) is not None:
+        failed.append(base.DeviceFailure)
+    if isinstance(exc, tuple(bad_input)):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, tuple(failed)):
+        return EXIT_FAILED
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for any error: several lines (a bench file's problems) are joined,
+    and a very long one is cut in the middle, keeping its start and end."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} (+{len(lines) - 1} more: {'; '.join(lines[1:4])})"
+    if len(text) > MAX_ERROR_CHARS:
+        keep = MAX_ERROR_CHARS // 2
+        text = f"{text[:keep]} … ({len(text) - 2 * keep} characters) … {text[-keep:]}"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from labpcu.cli_runs import cmd_list, cmd_run, cmd_show
-    from labpcu.data.errors import StoreError
-    from labpcu.protocols.params import ParameterError
 
     try:
         args_list = sys.argv[1:] if argv is None else list(argv)
         parser = build_parser(with_protocols=bool(args_list) and args_list[0] == "run")
-        args = parser.parse_args(argv)
+        args = parser.parse_args(values_may_be_negative(parser, args_list))
         if args.command == "run" and args.protocol:
             return cmd_run(args)
         if args.command == "list":
@@ -136,15 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sim_sites(args)
         parser.print_help()
         return EXIT_BAD_INPUT
-    except (UsageError, ParameterError, StoreError) as exc:
-        print(f"labpcu: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("labpcu: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # `labpcu show 3 | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:
+        code = error_exit_code(exc)
+        if code is None:
+            raise  # a bug: its traceback stays visible
+        print(f"labpcu: error: {error_line(exc)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

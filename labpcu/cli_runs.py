@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from labpcu.protocols.params import ParameterError, ParamSpec
+from labpcu.paths import check_store_path
+from labpcu.protocols.params import ParameterError, ParamSpec, show_value
 
 #: the run store used when --out/--file is not given (or $LABPCU_FILE)
 DEFAULT_FILE = "labpcu.h5"
@@ -82,40 +83,105 @@ def _add_param_flag(group: Any, spec: ParamSpec) -> None:
 
 # --------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
-    from labpcu.bench import Bench
-    from labpcu.benchfile import BenchFileError
+    from labpcu.bench import SafeStateError
     from labpcu.data.store import Store, StoreError
     from labpcu.progress import ProgressBar
     from labpcu.protocols import registry
     from labpcu.runner import Runner, prepare
 
+    # everything that can be wrong with the request is found before a bench opens:
+    # the store first (a run that cannot be stored must not program a device), then
+    # the bench file, the devices and every level against the bench's limits
+    out = Path(args.out or default_file())
+    _check_path(lambda: check_store_path(out, create=True))
     cls = registry.get(args.protocol)
     values = {s.name: getattr(args, s.name) for s in cls.Params.specs() if getattr(args, s.name) is not None}
-    try:
-        offline = Bench.offline(args.bench, seed=args.seed)
-    except (BenchFileError, OSError) as exc:
-        raise UsageError(_one_line(exc)) from None
+    offline = offline_bench(args.bench, args.seed)
     devices = expand_devices(args.device, offline)
     proto, params, devs = prepare(cls, values, devices, offline)  # nothing sent yet
-    out = Path(args.out or default_file())
     try:
-        Store(out).run_ids()  # a store we cannot write to is bad input, found before any I/O
+        Store(out).run_ids()  # not a labpcu store, or a newer schema: one line, still before any I/O
     except StoreError as exc:
         raise UsageError(str(exc)) from None
-    with Bench.from_file(args.bench, seed=args.seed) as bench:
+    bench = open_bench(args.bench, args.seed)
+    try:
         runner = Runner(bench, Store(out))
         runner.subscribe(ProgressBar())
         outcome = runner.run(proto, params, devs)
+    except BaseException as exc:
+        try:
+            bench.close()
+        except Exception as close_exc:  # noqa: BLE001 - the first error is the one to report
+            exc.add_note(f"and closing the bench failed: {close_exc}")
+        raise
+    unsafe = None
+    try:
+        bench.close()
+    except SafeStateError as exc:  # reported after the run's outcome, which is stored
+        unsafe = exc
     print(f"{outcome.run_id} {outcome.status}: {outcome.n_points} points in {out}"
           + (f"\n  reason: {outcome.error}" if outcome.error else ""))
     for device, reason in outcome.failed_devices.items():
         print(f"  device {device} failed: {reason}")
     for line in list(format_results(outcome.results))[:20]:
         print(f"  {line}")
+    if unsafe is not None:
+        raise unsafe
     verdict = proto.passed(outcome.results) if outcome.ok else None
     if verdict is False:
         print(f"  {proto.name}: the measurement missed its pass criterion (see the results above)")
     return EXIT_OK if outcome.ok and verdict is not False else EXIT_FAILED
+
+
+def offline_bench(path: str | None, seed: int | None) -> Any:
+    """The bench file's offline view (nothing opened); a bad file is bad input."""
+    from labpcu.bench import Bench
+    from labpcu.benchfile import BenchFileError
+
+    try:
+        return Bench.offline(path, seed=seed)
+    except (BenchFileError, OSError) as exc:
+        raise UsageError(_one_line(exc)) from None
+
+
+def open_bench(path: str | None, seed: int | None) -> Any:
+    """Open the bench's instruments. A failure of the VISA layer (bad or unreachable
+    address, refused connection, missing VISA backend) becomes one
+    :class:`InstrumentOpenError`; anything else (a bug) keeps its traceback."""
+    from labpcu.bench import Bench
+    from labpcu.instruments.errors import InstrumentOpenError
+
+    try:
+        return Bench.from_file(path, seed=seed)
+    except Exception as exc:
+        if not (isinstance(exc, OSError) or _from_visa(exc)):
+            raise
+        raise InstrumentOpenError(f"cannot open the bench's instruments ({path or 'the simulated bench'}): "
+                                  f"{_one_line(exc)}") from exc
+
+
+def _from_visa(exc: BaseException) -> bool:
+    """Did ``exc`` start in the VISA layer (pyvisa, pyvisa-py, pymeasure's adapters)?
+    They raise ValueError, plain Exception or their own classes for an address they
+    cannot use, so the origin, not the class, says it is an instrument problem."""
+    if type(exc).__module__.split(".")[0] in ("pyvisa", "pyvisa_py"):
+        return True
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and any(part in last.replace("\\", "/") for part in
+                                    ("/pyvisa/", "/pyvisa_py/", "/pymeasure/adapters/"))
+
+
+def _check_path(check: Any) -> Any:
+    from labpcu.paths import PathError
+
+    try:
+        return check()
+    except PathError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def expand_devices(items: list[str], bench: Any) -> list[str]:
@@ -130,7 +196,13 @@ def expand_devices(items: list[str], bench: Any) -> list[str]:
             elif token in bench.layout.devices:
                 out.append(token)
             else:
-                raise UsageError(f"no device or site {token!r} on the wafer (devices like S01, A1-R2C3; sites A1..A9, Q1..Q5)")
+                raise UsageError(f"no device or site {show_value(token)} on the wafer "
+                                 "(devices like S01, A1-R2C3; sites A1..A9, Q1..Q5)")
+    seen: set[str] = set()
+    for device in out:  # name the device, not the whole list (a site list runs to hundreds)
+        if device in seen:
+            raise UsageError(f"device {device} is given twice in --device ({len(out)} devices in all)")
+        seen.add(device)
     return out
 
 
@@ -148,13 +220,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         console.print(table)
     elif args.what == "devices":
         table = Table("device", "site", "where", "x (mm)", "y (mm)")
-        from labpcu.bench import Bench
-        from labpcu.benchfile import BenchFileError
-
-        try:
-            layout = Bench.offline(args.bench).layout
-        except (BenchFileError, OSError) as exc:
-            raise UsageError(_one_line(exc)) from None
+        layout = offline_bench(args.bench, None).layout
         for did, dev in layout.devices.items():
             where = f"array {dev.array} row {dev.row} col {dev.col}" if dev.array else "single"
             table.add_row(did, dev.site, where, f"{dev.x_mm:.1f}", f"{dev.y_mm:.1f}")
@@ -191,15 +257,26 @@ def cmd_show(args: argparse.Namespace) -> int:
         for line in format_results(info.results):
             print(f"    {line}")
     if args.plot or args.csv:
+        from labpcu.paths import check_output_file
+
+        for path, what in ((args.csv, "CSV file"), (args.plot, "plot")):
+            if path:  # before reading the data: a bad path is known at once
+                _check_path(lambda: check_output_file(path, what))
         df = store.read(run_id)
         if args.csv:
-            df.to_csv(args.csv, index=False)
+            try:
+                df.to_csv(args.csv, index=False)
+            except OSError as exc:
+                raise UsageError(f"cannot write the CSV file {args.csv}: {exc.strerror or exc}") from None
             print(f"  data written to {args.csv}")
         if args.plot:
             from labpcu.data.plot import render_plot
 
             cls = registry.get(info.protocol)
-            render_plot(df, cls.plot, args.plot, title=f"{run_id} · {', '.join(info.devices[:4])}")
+            try:
+                render_plot(df, cls.plot, args.plot, title=f"{run_id} · {', '.join(info.devices[:4])}")
+            except OSError as exc:
+                raise UsageError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
             print(f"  plot written to {args.plot}")
     return EXIT_OK
 
@@ -209,9 +286,9 @@ def _store(path: str | None) -> Any:
     from labpcu.data.store import Store
 
     p = Path(path or default_file())
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise UsageError(f"no run store at {p} (pass --file)")
-    return Store(p)
+    return Store(_check_path(lambda: check_store_path(p, create=False)))
 
 
 def resolve_run(store: Any, text: str) -> str:

@@ -25,6 +25,8 @@ from labpcu.progress import ProgressBar
 from labpcu.runner import Runner
 
 DEFAULT_FOLDER = "labpcu-demo"
+#: the run store inside the demo folder
+STORE_NAME = "wafer.h5"
 #: the protocols whose runs feed the codebook
 CODEBOOK_SOURCES = ("vmm", "multiplier", "divider", "softmax", "activation", "weight_statistics")
 
@@ -40,7 +42,7 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
     console = console or Console()
     folder = Path(out) if out else Path(DEFAULT_FOLDER)
     folder.mkdir(parents=True, exist_ok=True)
-    store_path = folder / "wafer.h5"
+    store_path = folder / STORE_NAME
     if store_path.exists():
         store_path.unlink()  # a demo is a fresh wafer: never mix two demos' runs
     wall = time.perf_counter()

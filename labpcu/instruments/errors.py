@@ -44,3 +44,8 @@ class BenchBusyError(StoreError):
         self.name = name
         self.address = address
         self.pid = pid
+
+
+class InstrumentOpenError(InstrumentCommunicationError):
+    """An instrument of the bench could not be opened: a bad or unreachable address,
+    a refused connection, a VISA library missing. Nothing was measured."""
