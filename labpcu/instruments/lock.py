@@ -10,8 +10,9 @@ refused with one line naming the holder (:class:`BenchBusyError`).
 How: ``fcntl.flock`` on one file per address (``msvcrt.locking`` on Windows). The
 operating system drops the lock when the holding process ends, however it ends
 (``kill -9`` included), so there is never a stale lock to clean up; the file itself
-stays and only says who held it last. The holder writes its pid, host, command line
-and start time into the file so the refusal can name it.
+stays, and its text is only information. The holder writes its pid, host, command
+line and start time into the file so the refusal can name it, and clears it when it
+lets go.
 
 Where: ``$LABPCU_LOCK_DIR`` if set; else ``$XDG_RUNTIME_DIR/labpcu/locks``; else
 ``<temp dir>/labpcu-<uid>/locks``. The default is per user, so it sees every process
@@ -239,7 +240,8 @@ class AddressLock:
             os.close(fd)
 
     def holder(self) -> Holder | None:
-        """The holder named in the file (the last one, if nobody holds it now)."""
+        """The holder the file names: the live holder, or one that died holding the
+        lock (its text stays until the next holder writes); None after a release."""
         try:
             return Holder.parse(self.path.read_text(encoding="utf-8"))
         except OSError:
