@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from labpcu.data.errors import StoreError
-
 
 class InstrumentError(RuntimeError):
     """The instrument reported an error; carries its own code and text."""
@@ -29,15 +27,12 @@ class DataFormatError(InstrumentCommunicationError):
     """A reply that does not parse: out of step with the request, or garbled."""
 
 
-class BenchBusyError(StoreError):
+class BenchBusyError(LimitError):
     """Another process holds an instrument of this bench (see
     :mod:`labpcu.instruments.lock`); nothing has been sent to any instrument.
 
-    A :class:`~labpcu.data.errors.StoreError` only because that is what the command
-    line already reports as one line with exit code 2, like its sibling
-    :class:`~labpcu.data.errors.StoreBusyError` (another process holds the run store).
-    No instrument-side error is mapped there, and ``labpcu.cli`` belongs to another
-    change; once it catches this class by name the base can become ``RuntimeError``."""
+    A :class:`LimitError` (refused before anything is sent) so that the command line
+    reports it as one line with exit code 2, as it does every LimitError."""
 
     def __init__(self, message: str, *, name: str = "", address: str = "", pid: int | None = None) -> None:
         super().__init__(message)
