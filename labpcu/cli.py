@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 measurement failed, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -194,9 +195,20 @@ def error_line(exc: BaseException) -> str:
     return text
 
 
+def quiet_library_logs() -> None:
+    """The command reports through its own lines (and a run's store keeps its errors):
+    labpcu's warnings must not reach stderr through logging's last-resort handler as
+    extra lines around the one error line. Records still propagate to any handler an
+    application or a test configured."""
+    logger = logging.getLogger("labpcu")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from labpcu.cli_runs import cmd_list, cmd_run, cmd_show
 
+    quiet_library_logs()
     try:
         args_list = sys.argv[1:] if argv is None else list(argv)
         parser = build_parser(with_protocols=bool(args_list) and args_list[0] == "run")

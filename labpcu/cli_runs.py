@@ -125,8 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  device {device} failed: {reason}")
     for line in list(format_results(outcome.results))[:20]:
         print(f"  {line}")
-    if unsafe is not None:
-        raise unsafe
+    if unsafe is not None:  # the operator must know before touching the probes
+        raise SafeStateError(f"the bench could not be put in its safe state: {unsafe}") from unsafe
     verdict = proto.passed(outcome.results) if outcome.ok else None
     if verdict is False:
         print(f"  {proto.name}: the measurement missed its pass criterion (see the results above)")
