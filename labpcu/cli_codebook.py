@@ -83,7 +83,17 @@ def _export(args: argparse.Namespace) -> int:
     from labpcu.cli_runs import EXIT_OK
     from labpcu.data.codebook_io import export_codebook, load_codebook
 
+    from pathlib import Path
+
+    from labpcu.cli_runs import _check_path
+    from labpcu.paths import check_output_file, check_output_folder
+
     _existing_store(args.store)
+    out = Path(args.out)  # a .h5 file, or a folder (see the flag's help)
+    if out.suffix.lower() in (".h5", ".hdf5") and not out.is_dir():
+        _check_path(lambda: check_output_file(out, "codebook file"))
+    else:
+        _check_path(lambda: check_output_folder(out, "export folder"))
     cb = load_codebook(args.store, args.name)
     for path in export_codebook(cb, args.out, format=args.format, name=args.name):
         print(f"wrote {path}")
@@ -96,9 +106,14 @@ def _show(args: argparse.Namespace) -> int:
     from labpcu.cli_runs import EXIT_OK, UsageError
     from labpcu.data.codebook_io import load_codebook
 
+    from labpcu.cli_runs import _check_path
+    from labpcu.paths import check_store_path
+
     path = Path(args.path)
     if not path.exists():
         raise UsageError(f"no codebook at {path}")
+    if not path.is_dir() and path.suffix.lower() != ".json":  # an HDF5 file: a FIFO or a cut file would hang
+        _check_path(lambda: check_store_path(path, create=False, what="codebook or run store"))
     cb = load_codebook(path, args.name)
     print(f"codebook {path}: schema {cb.schema} v{cb.schema_version}, labpcu {cb.labpcu_version}, created {cb.created}")
     print(f"  devices: {', '.join(cb.devices) or '-'}; wafer: {cb.wafer or '-'}"
@@ -121,12 +136,13 @@ def _show(args: argparse.Namespace) -> int:
 def _existing_store(path: str) -> Any:
     from pathlib import Path
 
-    from labpcu.cli_runs import UsageError
+    from labpcu.cli_runs import UsageError, _check_path
     from labpcu.data.store import Store
+    from labpcu.paths import check_store_path
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise UsageError(f"no run store at {path}")
-    store = Store(path)
+    store = Store(_check_path(lambda: check_store_path(path, create=False)))
     store.run_ids()  # not a run store: SchemaError, one line
     return store
 

@@ -175,6 +175,18 @@ def _from_visa(exc: BaseException) -> bool:
                                     ("/pyvisa/", "/pyvisa_py/", "/pymeasure/adapters/"))
 
 
+def _check_plot_format(path: str) -> None:
+    """The plot's suffix must be an image format matplotlib writes (else it raises
+    ValueError deep in savefig, after the data were read)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise UsageError(f"cannot write the plot {path}: {suffix!r} is not an image format; use "
+                         f"{', '.join(sorted(formats))}")
+
+
 def _check_path(check: Any) -> Any:
     from labpcu.paths import PathError
 
@@ -262,6 +274,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         for path, what in ((args.csv, "CSV file"), (args.plot, "plot")):
             if path:  # before reading the data: a bad path is known at once
                 _check_path(lambda: check_output_file(path, what))
+        if args.plot:
+            _check_plot_format(args.plot)
         df = store.read(run_id)
         if args.csv:
             try:

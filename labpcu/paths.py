@@ -23,7 +23,7 @@ class PathError(ValueError):
     """A path a command needs cannot be used; the message says why (one line)."""
 
 
-def check_store_path(path: str | Path, *, create: bool) -> Path:
+def check_store_path(path: str | Path, *, create: bool, what: str = "run store") -> Path:
     """Refuse a run store that cannot work, before it is opened: a directory, a FIFO
     or other non-regular file (opening one blocks), a file that is not HDF5, an HDF5
     file cut short (HDF5's reader in SWMR mode retries on it for ever), a place we
@@ -33,26 +33,26 @@ def check_store_path(path: str | Path, *, create: bool) -> Path:
     st = _stat(p)
     if st is None:
         if not create:
-            raise PathError(f"no run store at {p}")
-        check_creatable(p, "run store")
+            raise PathError(f"no {what} at {p}")
+        check_creatable(p, what)
         return p
     if stat.S_ISDIR(st.st_mode):
-        raise PathError(f"{p} is a directory, not a run store (an HDF5 file)")
+        raise PathError(f"{p} is a directory, not a {what} (an HDF5 file)")
     if not stat.S_ISREG(st.st_mode):
-        raise PathError(f"{p} is not a regular file ({_kind(st.st_mode)}); a run store is an HDF5 file")
+        raise PathError(f"{p} is not a regular file ({_kind(st.st_mode)}); a {what} is an HDF5 file")
     if not os.access(p, os.R_OK):
         raise PathError(f"{p} is not readable (permission denied)")
     if create and not os.access(p, os.W_OK):
         raise PathError(f"{p} is not writable (permission denied)")
     if st.st_size == 0:
-        raise PathError(f"{p} is empty, not an HDF5 run store; remove it or name another file")
-    problem = hdf5_problem(p, st.st_size)
+        raise PathError(f"{p} is empty, not an HDF5 {what}; remove it or name another file")
+    problem = hdf5_problem(p, st.st_size, what)
     if problem:
         raise PathError(f"{p} {problem}")
     return p
 
 
-def hdf5_problem(path: Path, size: int) -> str:
+def hdf5_problem(path: Path, size: int, what: str = "run store") -> str:
     """Why a regular file is not a whole HDF5 file ("" if it looks like one): no
     signature, or fewer bytes than its superblock's end-of-file address (truncated).
     A file a writer holds open may be ahead of its superblock, so it is not judged."""
@@ -64,7 +64,7 @@ def hdf5_problem(path: Path, size: int) -> str:
             if head[:8] == HDF5_SIGNATURE:
                 return _truncation(head, offset, size)
             offset = 512 if offset == 0 else offset * 2
-    return "is not an HDF5 file (no HDF5 signature); a run store is an HDF5 file written by labpcu"
+    return f"is not an HDF5 file (no HDF5 signature); a {what} is an HDF5 file written by labpcu"
 
 
 def _truncation(head: bytes, offset: int, size: int) -> str:

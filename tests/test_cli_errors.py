@@ -525,3 +525,21 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(cli_runs, "cmd_list", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli.main(["list", "protocols"])
+
+
+@pytest.mark.parametrize("command", [["codebook", "build"], ["codebook", "show"],
+                                     ["codebook", "export", "--out", "cb.h5"]])
+@pytest.mark.parametrize("make, words", [(_fifo, "is not a regular file (a FIFO)"), (_truncated, "is truncated")],
+                         ids=["fifo", "truncated"])
+def test_codebook_commands_refuse_a_fifo_or_a_truncated_file(tmp_path, capsys, no_hang, command, make, words):
+    path = make(tmp_path)
+    argv = [*command[:2], str(path), *command[2:]]
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_error_line(code, 2, out, err, words)
+
+
+def test_show_refuses_a_plot_format_matplotlib_cannot_write(tmp_path, capsys, small_store):
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "show", "1", "--file", str(small_store), "--plot", str(tmp_path / "x.foo"))
+    assert_one_error_line(code, 2, out, err, "'foo' is not an image format")
+    assert not (tmp_path / "x.foo").exists()
