@@ -410,7 +410,7 @@ def _value_flags() -> list[tuple[str, str]]:
     out = []
     for name, cls in registry.protocols().items():
         for spec in cls.Params.specs():
-            if spec.kind in (int, float) and not (spec.kind is bool):
+            if spec.kind in (int, float):
                 out.append((name, _flag(spec.name)))
     return out
 
