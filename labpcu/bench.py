@@ -20,7 +20,7 @@ Safety rules enforced here (DESIGN.md, issue "drivers, bench file, device safety
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 from labpcu import __version__
 from labpcu.benchfile import BenchConfig, Limits, load_bench
 from labpcu.clock import Clock, WallClock
+from labpcu.device_limits import ElementGuard, site_elements
 from labpcu.instruments.errors import InstrumentCommunicationError, LimitError
 from labpcu.instruments.roles import (
     B1500Analyzer,
@@ -44,14 +45,6 @@ from labpcu.sim.wiring import site_pins
 log = logging.getLogger(__name__)
 
 Crosspoint = tuple[int, int, int]
-#: which component two pad kinds reach, for the limits of a connection
-_COMPONENT = {
-    frozenset({"WL", "CL1"}): "diode",
-    frozenset({"CL1", "CL2"}): "m1",
-    frozenset({"CL2", "BL"}): "m2",
-}
-
-
 class SafeStateError(RuntimeError):
     """The bench could not be proven safe; the message says what is still unknown."""
 
@@ -63,6 +56,7 @@ class Pad:
     name: str  # e.g. "A1.WL2", "A1-R2C3.CL1", "S05.BL"
     pin: int
     kind: str  # WL, BL, CL1 or CL2
+    net: str = ""  # the circuit net the pad touches (array lines are shared)
 
 
 class Bench:
@@ -84,7 +78,14 @@ class Bench:
         self.sim = sim  # the SimRig behind a simulated bench, else None
         self._prober = prober
         self._site = layout.sites[next(iter(layout.sites))] if sim is None else sim.bench.site
-        self._build_roles()
+        self._elements: ElementGuard | None = None  # element limits of the present connection
+        self._to_verify: set[Crosspoint] = set()  # closed since the last welded-relay check
+        self.welded: set[Crosspoint] = set()  # relays found conducting while commanded open
+        self.smus: dict[str, SourceMeasureUnit] = {}
+        self.matrix: SwitchMatrix | None = None
+        self.analyzer: MultiChannelAnalyzer | None = None
+        for name in self.drivers:
+            self._build_roles(name)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -134,26 +135,28 @@ class Bench:
     def connected(self) -> bool:
         return bool(self.drivers)
 
-    def _build_roles(self) -> None:
-        self.smus: dict[str, SourceMeasureUnit] = {}
-        self.matrix: SwitchMatrix | None = None
-        self.analyzer: MultiChannelAnalyzer | None = None
-        for name, driver in self.drivers.items():
-            role = self.config.instruments[name].info.role
-            if role == "smu":
-                for ch in driver.smus.values():
-                    smu = K2600Smu(f"{name}.smu{ch.id}", ch)
-                    self.smus[smu.name] = smu
-            elif role == "switch":
-                self.matrix = K3706AMatrix(name, driver)
-            elif role == "analyzer":
-                self.analyzer = B1500Analyzer(name, driver)
-                self.smus.update(self.analyzer.smus)
-        for smu in self.smus.values():  # the bench file's caps below an instrument's range
-            spec = self.config.instruments[smu.name.partition(".")[0]]
+    def _build_roles(self, name: str) -> None:
+        """The roles of one instrument (again after a reconnect: the old ones talk to
+        a closed link); the others keep theirs."""
+        driver = self.drivers[name]
+        spec = self.config.instruments[name]
+        role = spec.info.role
+        for key in [k for k in self.smus if k.partition(".")[0] == name]:
+            del self.smus[key]
+        fresh: list[SourceMeasureUnit] = []
+        if role == "smu":
+            fresh = [K2600Smu(f"{name}.smu{ch.id}", ch) for ch in driver.smus.values()]
+        elif role == "switch":
+            self.matrix = K3706AMatrix(name, driver)
+        elif role == "analyzer":
+            self.analyzer = B1500Analyzer(name, driver)
+            fresh = list(self.analyzer.smus.values())
+        for smu in fresh:  # the bench file's caps below an instrument's range
             smu.max_voltage = min(smu.max_voltage, spec.max_voltage or smu.max_voltage)
             smu.max_current = min(smu.max_current, spec.max_current or smu.max_current)
             smu.set_limits(None, None)
+            smu.element_check = self._check_elements
+            self.smus[smu.name] = smu
 
     def close(self) -> None:
         """Safe state, then release every connection, then the bench lock (last, so
@@ -215,7 +218,7 @@ class Bench:
         """Every pad under the probes, by name."""
         fx = self.config.fixture
         pins = site_pins(self.layout, self._site, fx.array, fx.quad)
-        return {name: Pad(name, pin, kind) for pin, (name, kind, _net) in pins.items()}
+        return {name: Pad(name, pin, kind, net) for pin, (name, kind, net) in pins.items()}
 
     def pad(self, device_id: str, kind: str) -> str:
         """The pad name of a device's WL, BL, CL1 or CL2 (array lines are shared)."""
@@ -258,36 +261,50 @@ class Bench:
         return cps
 
     def limits_for(self, connections: Mapping[str, str | Sequence[str]], device_type: str | None = None) -> Limits | None:
-        """The limits of what the connection reaches: the named device type, else the
-        component the pad kinds single out, else the strictest of all types."""
+        """The per-terminal caps of a connection: the strictest limits of the element
+        types it addresses (CL2 and BL reach M2 and, in parallel, D2). ``device_type``
+        declares what is under test and is checked against the pads (M1 pads cannot be
+        declared a diode); it never loosens a cap. The limits across each element are
+        checked on top of these (:mod:`labpcu.device_limits`)."""
         lims = self.config.limits
-        if device_type is not None:
-            if device_type not in lims:
-                raise LimitError(f"no limits for device type {device_type!r} in the bench file; have {', '.join(lims)}")
-            return lims[device_type]
-        pads = self.pads()
-        kinds = frozenset(pads[p].kind for w in connections.values() for p in ([w] if isinstance(w, str) else w) if p in pads)
-        comp = _COMPONENT.get(kinds)
-        if comp is not None and comp in lims:
-            return lims[comp]
-        if not lims:
+        if device_type is not None and device_type not in lims:
+            raise LimitError(f"no limits for device type {device_type!r} in the bench file; have {', '.join(lims)}")
+        reached = self._element_guard(connections).addressed_kinds() & set(lims)
+        if device_type is not None and reached and device_type not in reached:
+            raise LimitError(f"these pads reach {' and '.join(sorted(reached))}, not a {device_type}: "
+                             f"device_type must name what the pads connect")
+        kinds = reached or set(lims)
+        if not kinds:
             return None
-        return Limits(min(l.voltage for l in lims.values()), min(l.current for l in lims.values()))
+        return Limits(min(lims[k].voltage for k in kinds), min(lims[k].current for k in kinds))
+
+    def _element_guard(self, connections: Mapping[str, str | Sequence[str]]) -> ElementGuard:
+        pads = self.pads()
+        nets = {t: [pads[p].net for p in _names(w) if p in pads] for t, w in connections.items()}
+        return ElementGuard(site_elements(self.layout, self._site), self.config.limits, nets)
 
     def connect(self, connections: Mapping[str, str | Sequence[str]], device_type: str | None = None) -> list[Crosspoint]:
         """Join terminals to pads, e.g. ``{"k2612a.smua": "S01.CL1", "k2612a.smub": "S01.CL2"}``.
 
         Validates everything first; then every live output goes to 0 V and off, the
-        matrix closes exactly these crosspoints (break before make), and each connected
-        SMU gets the limits of the device type reached (others get their full range).
+        matrix closes exactly these crosspoints (break before make), each connected
+        SMU gets the limits of the device type reached (others their full range), and
+        from then on every level is checked against the limits across each element.
         """
         cps = self.route(connections)
         limits = self.limits_for(connections, device_type)
+        guard = self._element_guard(connections)
         if self.matrix is None:
             raise LimitError("this bench has no switch matrix")
+        if self.welded:
+            raise LimitError(f"relay {_cp_text(self.welded)} is welded (it conducts while open): the matrix must "
+                             f"be serviced before anything is connected")
         with self.guard():
             self._outputs_off()
+            self._elements = None
+            self._to_verify.update(cps)
             self.matrix.connect(cps)
+            self._elements = guard
             for name, smu in self.smus.items():
                 if name in connections and limits is not None:
                     smu.set_limits(min(limits.voltage, smu.max_voltage), min(limits.current, smu.max_current))
@@ -296,18 +313,30 @@ class Bench:
         return cps
 
     def disconnect(self) -> None:
-        """Every output off, then every relay open."""
+        """Every output off (proven), then every relay open."""
         with self.guard():
             self._outputs_off()
             if self.matrix is not None:
+                self._elements = None
                 self.matrix.open_all()
 
     def _outputs_off(self) -> None:
         """Every source instrument to 0 V and off, whoever turned its outputs on (a
-        driver-level call such as program-and-verify leaves them on at 0 V)."""
-        for name, spec in self.config.instruments.items():
-            if spec.info.role != "switch":
-                self._safe_instrument(name)
+        driver-level call such as program-and-verify leaves them on at 0 V), and
+        read back: relays must not move until every output is proven off."""
+        for name in self._source_instruments():
+            self._safe_instrument(name)
+            self._verify_off(name)
+
+    def _check_elements(self, proposed: Mapping[str, Any]) -> None:
+        """The roles' hook: would these terminal states, with every other connected
+        terminal as it is, keep each device element within its limits?"""
+        guard = self._elements
+        if guard is None or not any(t in guard.terminals for t in proposed):
+            return
+        states = {t: self.smus[t].state for t in guard.terminals if t in self.smus}
+        states.update({t: s for t, s in proposed.items() if t in guard.terminals})
+        guard.check(states, changing=", ".join(proposed))
 
     # ------------------------------------------------------------------- safety
     @contextmanager
@@ -323,23 +352,69 @@ class Bench:
                 exc.add_note(f"and the safe state failed: {safe_exc}")
             raise
 
+    def _source_instruments(self) -> list[str]:
+        return [n for n in self.drivers if self.config.instruments[n].info.role != "switch"]
+
     def safe_state(self) -> None:
-        """Levels 0 V, outputs off, relays open, on every instrument; each step is
-        tried even when another fails, and a lost connection is reopened once."""
+        """The safe state, always in this order: every source of every instrument to
+        0 V and off, read back; then the relays open; then the relays closed since
+        the last check are tested for welding.
+
+        Each instrument is tried even when another fails, and a lost connection is
+        reopened once. A source that cannot be proven off keeps the relays of its
+        matrix rows closed: opening a relay under a live output arcs its contacts, and
+        the device stays where it was. Raises :class:`SafeStateError` naming what is
+        unproven.
+        """
         failures: list[str] = []
-        for name in self.drivers:
+        unproven: set[str] = set()  # instruments whose outputs may still be live
+        for name in self._source_instruments():
             try:
-                self._safe_instrument(name)
-            except InstrumentCommunicationError as exc:
-                try:
-                    self._reopen(name)
-                    self._safe_instrument(name)
-                except Exception as exc2:  # noqa: BLE001 - keep going with the others
-                    failures.append(f"{name}: {exc2} (after {exc})")
+                self._with_reconnect(name, lambda n=name: (self._safe_instrument(n), self._verify_off(n)))
+            except Exception as exc:  # noqa: BLE001 - keep going with the others
+                failures.append(f"{name}: {_first_line(exc)}")
+                unproven.add(name)
+        if self.matrix is not None and self.config.matrix.instrument in self.drivers:
+            try:
+                self._with_reconnect(self.config.matrix.instrument, lambda: self._open_relays(unproven))
             except Exception as exc:  # noqa: BLE001
-                failures.append(f"{name}: {exc}")
+                failures.append(f"{self.config.matrix.instrument}: {_first_line(exc)}")
+            else:
+                if not unproven and self._to_verify:
+                    try:
+                        self._check_welded()
+                    except Exception as exc:  # noqa: BLE001
+                        failures.append(_first_line(exc))
         if failures:
             raise SafeStateError("; ".join(failures))
+
+    def _with_reconnect(self, name: str, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except InstrumentCommunicationError as exc:
+            try:
+                self._reopen(name)
+                action()
+            except Exception as exc2:
+                raise type(exc2)(f"{_first_line(exc2)} (after reconnecting; first: {_first_line(exc)})") from exc2
+
+    def _open_relays(self, unproven: set[str]) -> None:
+        """Open every relay, except those joining a pad to a row whose source could
+        not be proven off."""
+        assert self.matrix is not None
+        self._elements = None
+        if not unproven:
+            self.matrix.open_all()
+            if self.matrix.closed():
+                raise SafeStateError(f"relays {_cp_text(self.matrix.closed())} still report closed after open-all")
+            return
+        rows = {r for r, t in self.config.matrix.rows.items() if t.partition(".")[0] in unproven}
+        closed = self.matrix.closed()
+        keep = {cp for cp in closed if cp[1] in rows}
+        self.matrix.open(closed - keep)
+        if keep:
+            raise SafeStateError(f"relays {_cp_text(keep)} left closed: their source ({', '.join(sorted(unproven))}) "
+                                 f"could not be proven off")
 
     def _safe_instrument(self, name: str) -> None:
         role = self.config.instruments[name].info.role
@@ -353,6 +428,18 @@ class Bench:
         elif role == "switch":
             driver.open_all()
 
+    def _verify_off(self, name: str) -> None:
+        """Read each output of a source instrument back; raise if one is still on."""
+        role = self.config.instruments[name].info.role
+        if role == "smu":
+            on = [f"{name}.smu{ch}" for ch in sorted(self.drivers[name].outputs_on())]
+        elif role == "analyzer" and self.analyzer is not None:
+            on = sorted(self.analyzer.outputs_on())  # type: ignore[attr-defined]
+        else:
+            on = []
+        if on:
+            raise SafeStateError(f"output {', '.join(on)} still on after being switched off")
+
     def _reopen(self, name: str) -> None:
         log.warning("reopening the connection to %s", name)
         spec = self.config.instruments[name]
@@ -361,7 +448,76 @@ class Bench:
         except Exception:  # noqa: BLE001 - the old link is already broken
             pass
         self.drivers[name] = _open_driver(spec, self.sim)
-        self._build_roles()
+        self._build_roles(name)
+
+    # ------------------------------------------------------------ welded relays
+    def _check_welded(self) -> None:
+        """Test the relays closed since the last check: each is open now, so its row
+        must be isolated from its column. With every output off, a reference row is
+        joined to those columns and held at 0 V, and a small current is forced into
+        each tested row: an isolated row floats up to the 50 mV compliance, a row with
+        a welded relay is held at 0 V through it. Levels stay at 50 mV and 100 nA,
+        harmless to any element; relays switch only with every output off. Rows are
+        tested together; a conducting row's relays are then tested one by one."""
+        rows_term = {r: t for r, t in self.config.matrix.rows.items() if t in self.smus}
+        by_row: dict[int, set[tuple[int, int]]] = {}
+        for slot, row, col in self._to_verify:
+            if row in rows_term:
+                by_row.setdefault(row, set()).add((slot, col))
+        self._to_verify.clear()
+        if len(rows_term) < 2 or not by_row:
+            return
+        ref = next((r for r in sorted(rows_term) if r not in by_row), min(rows_term))
+        passes = [(ref, [r for r in sorted(by_row) if r != ref])]
+        if ref in by_row:
+            passes.append((next(r for r in sorted(rows_term) if r != ref), [ref]))
+        welded: set[Crosspoint] = set()
+        for reference, rows in passes:
+            if not rows:
+                continue
+            cols = set().union(*(by_row[r] for r in rows))
+            for row in self._rows_conducting(rows, reference, cols):
+                suspects = by_row[row]
+                if len(suspects) > 1:
+                    suspects = {c for c in suspects if self._rows_conducting([row], reference, {c})}
+                welded.update((s, row, c) for s, c in suspects)
+        if welded:
+            self.welded |= welded
+            raise SafeStateError(f"relay {_cp_text(welded)} is welded: its row conducts with the relay open; "
+                                 f"service the matrix card before the next connection")
+
+    def _rows_conducting(self, rows: Sequence[int], ref: int, cols: set[tuple[int, int]]) -> list[int]:
+        """Which of ``rows`` reach the reference row's columns ``cols`` (see
+        :meth:`_check_welded`)."""
+        assert self.matrix is not None
+        terminal = self.config.matrix.rows
+        held = self.smus[terminal[ref]]
+        probes = [self.smus[terminal[r]] for r in rows]
+        self.matrix.connect([(s, ref, c) for s, c in sorted(cols)])
+        try:
+            held.source_voltage(0.0, 1e-6)
+            held.output_on()
+            for probe in probes:
+                probe.source_current(1e-7, 0.05)
+                probe.output_on()
+            readings = [probe.measure() for probe in probes]
+        finally:
+            self._outputs_off()
+            self.matrix.open_all()
+        return [r for r, reading in zip(rows, readings) if abs(reading.voltage) < 0.025 and not reading.compliance]
+
+
+    # ------------------------------------------------------------------- errors
+    def drain_errors(self) -> list[str]:
+        """Empty every instrument's error queue; one line per error found. A run asks
+        before it ends, so an error raised during a read phase (where no setting is
+        checked) fails that run, not the next one."""
+        found = []
+        for name, driver in self.drivers.items():
+            drain = getattr(driver, "drain_errors", None) or driver.check_errors
+            for code, message in drain():
+                found.append(f"{name}: error {code}: {message}")
+        return found
 
     # ----------------------------------------------------------------- metadata
     def snapshot(self) -> dict[str, Any]:
@@ -389,6 +545,19 @@ class Bench:
 
 
 # ---------------------------------------------------------------------- helpers
+def _names(wanted: str | Sequence[str]) -> list[str]:
+    return [wanted] if isinstance(wanted, str) else list(wanted)
+
+
+def _cp_text(cps: Iterable[Crosspoint]) -> str:
+    return ", ".join(f"{s}{r}{c:02d}" for s, r, c in sorted(cps))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _make_sim_rig(config: BenchConfig, seed: int):
     """A simulated bench wired exactly as the bench file says."""
     from labpcu.sim.bench import SimBench

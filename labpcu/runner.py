@@ -32,6 +32,7 @@ from labpcu.clock import WallClock
 from labpcu.data.columns import Column
 from labpcu.data.store import Store
 from labpcu.instruments.errors import InstrumentCommunicationError
+from labpcu.protocol_bench import ProtocolBench
 from labpcu.protocols import registry
 from labpcu.protocols.base import DEVICE_COLUMN, DeviceFailure, Protocol
 from labpcu.protocols.params import ParameterError, Params
@@ -137,16 +138,18 @@ class AbortableClock:
 
 
 class RunContext:
-    """What a protocol's generator gets: the bench, the clock, its devices, and ways
-    to report progress. Everything else (storage, events) is the runner's business."""
+    """What a protocol's generator gets: the bench (as a :class:`ProtocolBench`), the
+    clock, its devices, and ways to report progress. Everything else (storage, events)
+    is the runner's business."""
 
     def __init__(self, runner: Runner, run_id: str, bench: Bench, devices: tuple[str, ...], protocol: Protocol) -> None:
         self.run_id = run_id
-        self.bench = bench
+        self.bench = ProtocolBench(bench)  # no raw matrix, no set_limits: the Bench keeps the rules
         self.devices = devices
         self.protocol = protocol
         self.clock = AbortableClock(bench.clock, runner._abort_event, self.check)
         self.failed_devices: dict[str, str] = {}
+        self.scopes: list[str] = []  # devices (or operator units) measured one by one
         self.device: str | None = None  # the device being measured, for the ``device`` column
         self._runner = runner
 
@@ -164,6 +167,7 @@ class RunContext:
         level) is recorded, the bench made safe, and the run goes on. Lost
         instruments, aborts and bugs still end the run."""
         self.device = device
+        self.scopes.append(device)
         try:
             yield
         except (DeviceFailure, ParameterError) as exc:
@@ -249,6 +253,8 @@ class Runner:
             on_flush=lambda rows: self._emit(Flushed(run_id, rows)))  # run_id is bound before any append
         run_id = recorder.run_id
         ctx = RunContext(self, run_id, bench, devices, proto)
+        for stale in self._drain_errors():  # an earlier session's errors are not this run's
+            log.warning("%s: error left in the queue before the run: %s", run_id, stale)
         self._emit(RunStarted(run_id, proto.name, devices, params.to_dict(), proto.columns))
         self._emit(StatusChanged(run_id, "running"))
         status, error = "completed", ""
@@ -261,8 +267,13 @@ class Runner:
                 recorder.append(block)
                 self._emit(Points(run_id, block, recorder.rows))
                 ctx.check()
-            if devices and len(ctx.failed_devices) == len(devices):
-                status, error = "failed", "every device failed: " + "; ".join(f"{d}: {r}" for d, r in ctx.failed_devices.items())
+            if ctx.scopes and set(ctx.scopes) <= set(ctx.failed_devices):
+                what = "device" if set(ctx.scopes) <= set(devices) else "unit"
+                status, error = "failed", f"every {what} failed: " + "; ".join(
+                    f"{d}: {r}" for d, r in ctx.failed_devices.items())
+            errors = bench.drain_errors()  # a read phase checks no error queue: look now
+            if errors:
+                status, error = "failed", "instrument error during the run: " + "; ".join(errors)
         except RunAborted as exc:
             status, error = "aborted", str(exc) or "aborted"
         except KeyboardInterrupt:
@@ -291,6 +302,13 @@ class Runner:
         status, error = recorder.finish(status, error=error, results=results, bench_time_end=bench.clock.now())
         self._emit(StatusChanged(run_id, status, error))
         return RunOutcome(run_id, status, error, recorder.rows_on_disk, results, dict(ctx.failed_devices), self.store)
+
+    def _drain_errors(self) -> list[str]:
+        try:
+            return self.bench.drain_errors()
+        except Exception as exc:  # noqa: BLE001 - a link problem shows in the run itself
+            log.warning("could not read the instruments' error queues: %s", exc)
+            return []
 
     def _safe_state(self) -> str:
         """Put the bench in its safe state; the reason it failed, or ""."""

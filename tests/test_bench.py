@@ -122,7 +122,7 @@ def test_limits_follow_the_device_type_reached(bench):
     bench.connect({A: "S01.WL", B: "S01.CL1"})
     assert bench.smu(A).limits == (3.0, 0.01)  # diode
     bench.connect({A: "S01.CL2", B: "S01.BL"})
-    assert bench.smu(A).limits == (2.0, 0.02)  # m2
+    assert bench.smu(A).limits == (2.0, 0.01)  # m2, and D2 in parallel with it (10 mA)
     bench.connect({A: "S01.WL", B: "S01.BL"})
     assert bench.smu(A).limits == (1.5, 0.001)  # whole path: the strictest
     assert bench.smu("b1500a.1").limits == (20.0, 0.1)  # not connected: its own (capped) range
@@ -133,8 +133,8 @@ def test_limits_follow_the_device_type_reached(bench):
 def test_every_injected_fault_ends_in_the_safe_state(bench, fault, where):
     m1_route(bench)
     bench.connect({A: "S03.CL1", B: "S03.CL2", "b1500a.1": "S03.WL"})
-    for name in (B, "b1500a.1"):
-        bench.smu(name).source_voltage(0.0, 1e-3)
+    for name in (B, "b1500a.1"):  # three terminals reach M1: their compliances share its 1 mA
+        bench.smu(name).source_voltage(0.0, 5e-4)
         bench.smu(name).output_on()
     bench.smu(A).source_voltage(0.01, 1e-3)
     bench.smu(A).output_on()
@@ -148,7 +148,7 @@ def test_every_injected_fault_ends_in_the_safe_state(bench, fault, where):
         emu.inject_error(-240, "Hardware error")
     work = {
         "k2612a": lambda: bench.smu(A).source_voltage(0.02, 1e-3),
-        "b1500a": lambda: bench.smu("b1500a.1").source_voltage(0.0, 1e-3),
+        "b1500a": lambda: bench.smu("b1500a.1").source_voltage(0.0, 5e-4),
         "k3706a": lambda: bench.connect({A: "S03.CL1", B: "S03.CL2"}),
     }[where]
     with pytest.raises((InstrumentCommunicationError, InstrumentError)) as err:
@@ -164,9 +164,15 @@ def test_stuck_relay_still_ends_with_every_output_off(bench):
     bench.sim.bench.stick_relay((1, 1, 11), closed=True)
     bench.smu(A).source_voltage(0.01, 1e-3)
     bench.smu(A).output_on()
-    bench.safe_state()
+    with pytest.raises(SafeStateError, match="relay 1111 is welded"):
+        bench.safe_state()  # the weld is found: its row conducts with the relay open
     assert bench.sim.bench.live_outputs() == []
     assert (1, 1, 11) in bench.sim.bench.physically_closed()  # welded: only outputs-off makes it safe
+    assert [e for e in bench.sim.bench.relay_events if e.live_outputs] == []
+    before = sent(bench)
+    with pytest.raises(LimitError, match="welded"):  # nothing connects through a welded matrix
+        bench.connect({A: "S03.CL1", B: "S03.CL2"})
+    assert sent(bench) == before
 
 
 def test_bench_file_model_must_match_the_instrument(tmp_path):

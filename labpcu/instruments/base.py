@@ -113,6 +113,10 @@ class TspInstrument(GuardedInstrument):
             errors.append((code, message))
         return errors
 
+    def drain_errors(self) -> list[tuple[int, str]]:
+        """Empty the error queue and return what was there (no raise)."""
+        return self.check_errors()
+
     def check_set_errors(self) -> list[tuple[int, str]]:
         """After a configuration write: raise :class:`InstrumentError` if the queue holds
         anything (the instrument's first error; later ones are appended)."""

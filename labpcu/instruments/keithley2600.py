@@ -1561,6 +1561,14 @@ class Keithley2600(TspInstrument):
         return _parse_ispp(reply, call, target, tol, read)
 
     # -- shutdown -------------------------------------------------------------------
+    def outputs_on(self, *channels: SMUChannel) -> set[str]:
+        """Channel ids (``"a"``, ``"b"``) whose output the instrument reports on, read
+        back in one query: the proof a safe state needs, not the driver's belief."""
+        chans = channels or tuple(self.smus.values())
+        query = "print(" + ", ".join(f"{ch.tsp}.source.output" for ch in chans) + ")"
+        values = parse_numbers(self.ask(query), len(chans), query)
+        return {ch.id for ch, v in zip(chans, values) if v != 0}
+
     def safe_off(self, *channels: SMUChannel) -> None:
         """Levels to 0, then outputs off, on ``channels`` (default: every channel).
 

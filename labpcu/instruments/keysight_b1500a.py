@@ -862,6 +862,10 @@ class KeysightB1500A(GuardedInstrument):
             errors.append((code, text))
         return errors
 
+    def drain_errors(self) -> list[tuple[int, str]]:
+        """Empty the error queue and return what was there (no raise)."""
+        return self.clear_errors()
+
     def check_errors(self) -> list:
         """Empty the error queue; raise InstrumentError with the first error's code and
         text (the others are logged), else return []. pymeasure calls this after every
@@ -938,6 +942,19 @@ class KeysightB1500A(GuardedInstrument):
     def disable_outputs(self, *channels: int) -> None:
         """Open output switches (``CL``); no argument: all channels."""
         self._all_or("CL", channels)
+
+    def enabled_channels(self) -> set[int]:
+        """Channels whose output switch is closed, read back from the instrument
+        (``*LRN? 0`` answers ``CN1,2,...`` or ``CL``): the proof that outputs are off."""
+        reply = self.ask("*LRN? 0").strip()
+        if reply.upper().startswith("CL") and len(reply) <= 3:
+            return set()
+        if not reply.upper().startswith("CN"):
+            raise DataFormatError(f"{self.name}: unexpected reply {reply!r} to '*LRN? 0'")
+        try:
+            return {int(x) for x in reply[2:].split(",") if x.strip()}
+        except ValueError:
+            raise DataFormatError(f"{self.name}: unexpected reply {reply!r} to '*LRN? 0'") from None
 
     def zero_outputs(self, *channels: int) -> None:
         """Force 0 V on enabled channels (``DZ``); no argument: all channels."""

@@ -20,15 +20,42 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from labpcu.instruments.errors import LimitError
 
+#: ``check(proposed)``: the bench's element-limit check, given the terminal states a
+#: call is about to apply (terminal name -> :class:`TerminalState`)
+ElementCheck = Callable[[Mapping[str, Any]], None]
+
 Crosspoint = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalState:
+    """What one terminal may put on the net it is connected to: a voltage interval and the
+    current it can drive. ``live=False``: output off, taken as 0 V."""
+
+    v_lo: float = 0.0
+    v_hi: float = 0.0
+    current: float = 0.0  # A it can drive (compliance, level, or off-state limit)
+    live: bool = False
+    push: int = 0  # a current source: +1 pushes current into the circuit, -1 draws it
+
+    @classmethod
+    def voltage(cls, lo: float, hi: float, compliance: float) -> TerminalState:
+        return cls(min(lo, hi), max(lo, hi), abs(compliance), True)
+
+    @classmethod
+    def current_source(cls, amps: float, v_compliance: float) -> TerminalState:
+        return cls(-abs(v_compliance), abs(v_compliance), abs(amps), True, 1 if amps > 0 else -1 if amps < 0 else 0)
+
+
+OFF = TerminalState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +176,22 @@ class _SmuBase(ABC):
         self._ilim = max_current
         self._armed = False  # a level and its compliance have been given
         self._on = False
+        self._given: TerminalState = OFF  # the level last given, applied while the output is on
+        self.element_check: ElementCheck | None = None  # set by the Bench
+
+    #: A an output can carry while off (0: its output relay opens)
+    off_current: float = 0.0
+
+    @property
+    def state(self) -> TerminalState:
+        """What this terminal applies now, for the bench's element limits."""
+        return self._given if self._on else TerminalState(current=self.off_current)
+
+    def _propose(self, state: TerminalState, **others: TerminalState) -> None:
+        """Ask the bench whether every device element stays within its limits with
+        this terminal (and ``others``, by name) in the given state; raises first."""
+        if self.element_check is not None:
+            self.element_check({self.name: state, **others})
 
     def set_limits(self, max_voltage: float | None, max_current: float | None) -> None:
         """Cap levels and compliances (V, A); None restores the instrument's range."""
@@ -162,6 +205,7 @@ class _SmuBase(ABC):
         """After a safe-off: nothing is armed or on until the next level is given."""
         self._on = False
         self._armed = False
+        self._given = OFF
 
     @property
     def limits(self) -> tuple[float, float]:
@@ -181,14 +225,22 @@ class _SmuBase(ABC):
         """Source ``volts`` with current ``compliance`` (A), both checked first."""
         self._check_compliance(compliance, "A")
         self._check(volts=volts, amps=compliance)
+        state = TerminalState.voltage(volts, volts, compliance)
+        if self._on:
+            self._propose(state)
         self._source("v", float(volts), float(compliance))
+        self._given = state
         self._armed = True
 
     def source_current(self, amps: float, compliance: float) -> None:
         """Source ``amps`` with voltage ``compliance`` (V), both checked first."""
         self._check_compliance(compliance, "V")
         self._check(volts=compliance, amps=amps)
+        state = TerminalState.current_source(amps, compliance)
+        if self._on:
+            self._propose(state)
         self._source("i", float(amps), float(compliance))
+        self._given = state
         self._armed = True
 
     def _sweep_levels(self, levels: Sequence[float], compliance: float) -> list[float]:
@@ -199,6 +251,7 @@ class _SmuBase(ABC):
         for v in volts:
             self._check(volts=v)
         self._check(amps=compliance)
+        self._propose(TerminalState.voltage(min(volts), max(volts), compliance))
         return volts
 
     @abstractmethod
@@ -212,6 +265,7 @@ class _SmuBase(ABC):
     def output_on(self) -> None:
         if not self._armed:
             raise LimitError(f"{self.name}: give a level and its compliance before turning the output on")
+        self._propose(self._given)
         self._output(True)
         self._on = True
 
@@ -226,6 +280,9 @@ class _SmuBase(ABC):
 
 class K2600Smu(_SmuBase):
     """A channel of a Keithley 2600A/B as a :class:`SourceMeasureUnit`."""
+
+    #: in the normal off-mode the channel holds 0 V up to ``offlimiti`` (1 mA at reset)
+    off_current = 1e-3
 
     def __init__(self, name: str, channel) -> None:  # channel: keithley2600.SMUChannel
         spec = channel.parent.spec
@@ -246,13 +303,18 @@ class K2600Smu(_SmuBase):
         return IVReading(r.current, r.voltage, bool(self.channel.in_compliance), r.overflow)
 
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
-        res = self.channel.sweep_voltage_list(self._sweep_levels(levels, compliance), compliance, nplc)
+        volts = self._sweep_levels(levels, compliance)
+        try:
+            res = self.channel.sweep_voltage_list(volts, compliance, nplc)
+        finally:
+            self._on = False  # the sweep ends with the output off
         at_limit = np.abs(np.nan_to_num(res.current)) >= 0.999 * compliance
         return IVSweep(res.source, res.voltage, res.current, at_limit, res.overflow)
 
     def safe_off(self) -> None:
         self._forget()
         self.channel.parent.safe_off(self.channel)
+
 
     # -- ProgramVerifier: the driver's TSP script -----------------------------------
     def can_program_verify(self, ground: SourceMeasureUnit | None) -> bool:
@@ -289,6 +351,9 @@ class K2600Smu(_SmuBase):
         self._check(amps=compliance)
         if other is not None:
             other._check(amps=compliance)
+        held = TerminalState.voltage(0.0, 0.0, compliance)
+        self._propose(TerminalState.voltage(-abs(v_max), abs(v_max), compliance),
+                      **({other.name: held} if other is not None else {}))
         res = self.channel.parent.program_and_verify(
             target, tolerance, channel=self.channel.id, ground=None if other is None else other.channel.id,
             v_start=v_start, v_step=v_step, v_max=v_max, width=width, v_read=v_read,
@@ -296,6 +361,7 @@ class K2600Smu(_SmuBase):
         for smu in (self, other):
             if smu is not None:  # the script leaves both at 0 V, outputs on
                 smu._armed = smu._on = True
+                smu._given = held
         return ProgramVerifyResult(res.reached, res.status, res.pulses, res.conductance, res.target,
                                    res.tolerance, res.trace, on_instrument=True)
 
@@ -388,6 +454,10 @@ class B1500Analyzer:
         self.driver.zero_outputs()
         self.driver.disable_outputs()
 
+    def outputs_on(self) -> set[str]:
+        """Read back which SMUs still have their output switch closed."""
+        return {f"{self.name}.{slot}" for slot in self.driver.enabled_channels()}
+
 
 class K3706AMatrix:
     """The Keithley 3706A as a :class:`SwitchMatrix`."""
@@ -401,6 +471,11 @@ class K3706AMatrix:
 
     def open_all(self) -> None:
         self.driver.open_all()
+
+    def open(self, crosspoints: Iterable[Crosspoint]) -> None:
+        cps = sorted(set(crosspoints))
+        if cps:
+            self.driver.open(cps)
 
     def closed(self) -> set[Crosspoint]:
         return self.driver.closed()

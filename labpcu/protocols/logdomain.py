@@ -152,9 +152,12 @@ class LogAntilogUnit:
         return self.ref_c + self.slope_c * (la + sign * lb)
 
 
-def connect_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str]) -> list[SourceMeasureUnit]:
+def connect_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str],
+                 i_compliance: float) -> list[SourceMeasureUnit]:
     """Route each PCU's word line to its terminal and every bit line to the ground
-    terminal (last), which is held at 0 V. Returns the SMUs in terminal order."""
+    terminal (last), which is held at 0 V with the stages' current compliance (every
+    terminal's compliance counts towards the current the bench allows through M1).
+    Returns the SMUs in terminal order."""
     *drive, ground = terminals
     bench.move_to(unit.pcus[0])
     routes: dict[str, Any] = {t: bench.pad(d, "WL") for t, d in zip(drive, unit.pcus)}
@@ -162,7 +165,7 @@ def connect_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str]) -> 
     bench.connect(routes, device_type=None)
     smus = [bench.smu(t) for t in terminals]
     g = smus[-1]
-    g.source_voltage(0.0, g.limits[1])
+    g.source_voltage(0.0, i_compliance)
     g.output_on()
     return smus
 
@@ -221,7 +224,7 @@ class _LogDomainOperator(UnitProtocol):
         bench = ctx.bench
         if p.configure:
             configure_unit(bench, ctx.clock, unit, "exp")
-        smus = connect_unit(bench, unit, terminals)
+        smus = connect_unit(bench, unit, terminals, p.i_compliance)
         lu = LogAntilogUnit(*smus, i_unit=p.i_unit, v_compliance=p.v_compliance, i_compliance=p.i_compliance)
         try:
             cal = lu.calibrate(p.calibration, p.slope_ratio)

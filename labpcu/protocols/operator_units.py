@@ -114,7 +114,7 @@ class UnitParams(Params):
     slope_ratio: float = param(0.1, limits=(1e-3, 0.9),
                                help="second calibration current, as a fraction of i_unit (slope calibration)")
     v_compliance: float = param(1.5, unit="V", limits=(0.01, 20.0), help="voltage compliance of the log stages")
-    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0),
+    i_compliance: float = param(5e-4, unit="A", limits=(1e-12, 1.0),
                                 help="current compliance of the exp and antilog stages")
     op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0),
                            help="duration of each stage, for energy (default: one reading of 1 PLC)")

@@ -102,7 +102,7 @@ class SoftmaxUnit:
 
 def open_softmax_unit(bench: Bench, unit: OperatorUnit, terminals: Sequence[str],
                       p: UnitParams) -> tuple[SoftmaxUnit, list[SourceMeasureUnit]]:
-    smus = connect_unit(bench, unit, terminals)
+    smus = connect_unit(bench, unit, terminals, p.i_compliance)
     try:
         return SoftmaxUnit(smus, p.i_unit, p.v_compliance, p.i_compliance, p.slope_ratio), smus
     except BaseException:

@@ -69,7 +69,8 @@ class VmmParams(Params):
     v_read: float = param(0.85, unit="V", limits=(0.01, 3.0),
                           help="word-line pulse amplitude: above the D1 knee, M1 below its threshold")
     cal_reads: int = param(4, limits=(1, 100), help="readings averaged per calibration point")
-    i_compliance: float = param(1e-3, unit="A", limits=(1e-12, 1.0), help="current compliance of every terminal")
+    i_compliance: float = param(5e-4, unit="A", limits=(1e-12, 1.0),
+                                help="current compliance of every terminal (they share M1's current limit: see the bench)")
     op_time: float = param(20e-3, unit="s", limits=(1e-9, 10.0),
                            help="length of the whole pulse window of one input vector, for energy")
     configure: bool = param(True, help="program the weights first (off: already programmed)")

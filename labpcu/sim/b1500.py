@@ -11,7 +11,7 @@ Implemented commands (case-insensitive; several per message joined by ``;``):
 
 =====================  ==============================================================
 system                 ``*IDN?`` ``*RST`` ``*OPC?`` ``UNT? [0]`` ``ERRX? [0|1]``
-                       ``ERR? [0|1]``
+                       ``ERR? [0|1]`` ``*LRN? 0`` (output switches)
 outputs                ``CN`` ``CL`` ``DZ`` ``RZ`` (no argument = all channels)
 force                  ``DV`` ``DI``
 spot (immediate)       ``TI`` ``TV`` ``TIV`` ``TTI`` ``TTV`` ``TTIV``
@@ -386,6 +386,7 @@ class B1500AEmulator(Emulator):
             "*OPC?": (lambda a: self.reply("1"), 0, 0),
             "*RST": (lambda a: self.reset(), 0, 0),
             "UNT?": (self._unt, 0, 1),
+            "*LRN?": (self._lrn, 1, 1),
             "ERRX?": (self._errx, 0, 1),
             "ERR?": (self._err, 0, 1),
             "CN": (self._cn, 0, 15),
@@ -678,6 +679,14 @@ class B1500AEmulator(Emulator):
         self.reply(",".join(str(c) for c in codes + [0] * (4 - len(codes))))
 
     # ================================================================= outputs
+    def _lrn(self, args: list[str]) -> None:
+        """``*LRN? 0``: the output switches, ``CN1,2,...`` for the closed ones or ``CL``
+        when every switch is open (the other types are not emulated)."""
+        if args[0] != "0":
+            raise _fail(E_PARAM)
+        on = [str(slot) for slot, ch in self.channels.items() if ch.enabled]
+        self.reply("CN" + ",".join(on) if on else "CL")
+
     def _cn(self, args: list[str]) -> None:
         """Close the output switch: 0 V, 100 µA compliance."""
         for ch in self._channels(args):

@@ -25,6 +25,7 @@ import numpy as np
 
 from labpcu.clock import VirtualClock
 from labpcu.sim.circuit import Netlist, Solution, solve
+from labpcu.sim.diode import diode_iv
 from labpcu.sim.pcu import ELEMENTS, PCU
 from labpcu.sim.wafer import Site, Wafer, make_wafer
 from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS, Crosspoint, SimWiring, net_label, site_pins
@@ -67,6 +68,7 @@ class RelayEvent:
     action: str  # "close" or "open"
     crosspoint: Crosspoint
     live_outputs: tuple[str, ...]
+    any_live: tuple[str, ...] = ()  # every output live anywhere on the bench at that moment
 
 
 @dataclass
@@ -80,6 +82,7 @@ class _Topology:
     dio: Netlist  # diodes only (static per topology)
     terminal_node: dict[str, int]
     device_nodes: frozenset[int] = frozenset()  # nodes that some device element touches
+    dio_labels: tuple[str, ...] = ()  # "S01.D1", in the order of the diode arrays
 
 
 @dataclass
@@ -129,6 +132,10 @@ class SimBench:
         self._v_guess: np.ndarray | None = None
         self._settled: Solution | None = None  # noise-free solution after the last settle
         self.solve_count = 0
+        #: record the largest |V| across and |I| through every element at each settled
+        #: bias (:attr:`stress`): what safety tests judge, not what a driver sent
+        self.track_stress = False
+        self.stress: dict[str, tuple[float, float]] = {}
 
     # ------------------------------------------------------------------ probe
     @property
@@ -210,7 +217,7 @@ class SimBench:
     def _record(self, action: str, cp: Crosspoint) -> None:
         term = self.wiring.rows.get((cp[0], cp[1]))
         live = tuple(t for t in [term] if t is not None and self.source(t).output)
-        self.relay_events.append(RelayEvent(self.clock.now(), action, cp, live))
+        self.relay_events.append(RelayEvent(self.clock.now(), action, cp, live, tuple(self.live_outputs())))
 
     def close_relays(self, crosspoints: Iterable[Crosspoint]) -> None:
         with self.lock:
@@ -285,6 +292,7 @@ class SimBench:
         m1: list[tuple[PCU, int, int]] = []
         m2: list[tuple[PCU, int, int]] = []
         dio_rows: list[tuple[int, int, float, float, float, float]] = []
+        dio_labels: list[str] = []
         for did in self._site.devices:
             dev = self.wafer.device(did)
             nodes = {n: node(f"N:{net_label(self.wafer, did, n)}") for n in ("WL", "BL", "n1", "n2")}
@@ -294,6 +302,7 @@ class SimBench:
                     p = dev.diode(el.name)
                     dio_rs = (a, b, p.i0, p.nvt, p.rs, 1.0 / p.rsh)
                     dio_rows.append(dio_rs)
+                    dio_labels.append(f"{did}.{el.name}")
                 elif el.kind == "m1":
                     m1.append((dev, a, b))
                 else:
@@ -310,7 +319,7 @@ class SimBench:
         device_nodes = frozenset(
             [n for _, a, b in m1 + m2 for n in (a, b)] + [int(x) for x in dio.dio_a] + [int(x) for x in dio.dio_k]
         )
-        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node, device_nodes)
+        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node, device_nodes, tuple(dio_labels))
 
     @property
     def topology(self) -> _Topology:
@@ -368,10 +377,33 @@ class SimBench:
                 return self._settled
             for _ in range(8):
                 sol, _ = self.solve()
+                if self.track_stress:
+                    self._record_stress(sol)
                 if not self._switch_m2(sol):
                     break
             self._settled = sol
             return sol
+
+    def _record_stress(self, sol: Solution) -> None:
+        """Fold the voltage across and current through each element into :attr:`stress`."""
+        topo = self.topology
+        t = self.clock.now()
+        seen: list[tuple[str, float, float]] = []
+        for dev, a, b in topo.m1:
+            v = float(sol.v[a] - sol.v[b])
+            seen.append((f"{dev.id}.M1", abs(v), abs(v * dev.m1.conductance(t))))
+        for dev, a, b in topo.m2:
+            v = float(sol.v[a] - sol.v[b])
+            seen.append((f"{dev.id}.M2", abs(v), abs(v / dev.m2.resistance(t))))
+        d = topo.dio
+        if len(d.dio_a):
+            vd = sol.v[d.dio_a] - sol.v[d.dio_k]
+            i, _ = diode_iv(vd, d.dio_i0, d.dio_nvt, d.dio_rs, d.dio_gsh)
+            seen += [(label, abs(float(v)), abs(float(c))) for label, v, c in zip(topo.dio_labels, vd, i)]
+        for label, v, i in seen:
+            old_v, old_i = self.stress.get(label, (0.0, 0.0))
+            if v > old_v or i > old_i:
+                self.stress[label] = (max(v, old_v), max(i, old_i))
 
     def _switch_m2(self, sol: Solution) -> bool:
         changed = False

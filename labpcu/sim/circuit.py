@@ -255,9 +255,16 @@ def _source_currents(
 def _update_active_set(
     net: Netlist, v: np.ndarray, cur: np.ndarray, primary: np.ndarray, limited: np.ndarray
 ) -> bool:
-    """Switch sources into or out of compliance; True if anything changed."""
+    """Switch sources into or out of compliance; True if anything changed.
+
+    At most one voltage source enters its current limit per pass, the one furthest
+    past it: two sources in series with equal limits would otherwise both turn into
+    current sources at once, leaving the nodes between them undetermined (on the
+    instrument one of the two sits in compliance, never both).
+    """
     changed = False
     rel = 1e-9
+    entering: list[tuple[float, int]] = []
     for s in range(len(net.src_node)):
         lim = net.src_limit[s]
         node = int(net.src_node[s])
@@ -265,9 +272,7 @@ def _update_active_set(
         if net.src_is_v[s]:
             if primary[s]:
                 if abs(cur[s]) > lim * (1 + rel):
-                    primary[s] = False
-                    limited[s] = np.sign(cur[s]) * lim
-                    changed = True
+                    entering.append((abs(cur[s]) / lim, s))
             else:
                 # in current limit: give up the limit once the node would overshoot the level
                 overshoot = (v[node] - level) * np.sign(limited[s])
@@ -286,4 +291,9 @@ def _update_active_set(
                 if abs(cur[s]) > abs(level) + tol or cur[s] * np.sign(level) < -tol:
                     primary[s] = True
                     changed = True
+    if entering:
+        _, s = max(entering)
+        primary[s] = False
+        limited[s] = np.sign(cur[s]) * net.src_limit[s]
+        changed = True
     return changed

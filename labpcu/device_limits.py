@@ -1,0 +1,289 @@
+"""Limits across each device element, given every source the relays connect.
+
+A per-terminal limit is not enough: +1.5 V on CL1 and −1.5 V on CL2 put 3 V across M1
+while each level is within M1's 1.5 V. The Bench therefore bounds what every element
+(D1, M1, M2 of each PCU under the probes) can see, from the levels of *all* terminals
+the matrix joins to the site, without knowing any device state:
+
+* **Voltage.** The elements are passive and monotone (more voltage, more current, zero
+  at zero), so a node no source drives sits between the lowest and highest level of
+  the sources it reaches through undriven nodes (the maximum principle). Each net gets
+  an interval, and an element between nets ``a`` and ``b`` sees at most
+  ``max(hi_a − lo_b, hi_b − lo_a)``. A connected source whose output is off counts as
+  0 V (a 2600 in its normal off-mode holds 0 V; for a B1500A, whose output switch
+  opens, that is a safe over-estimate).
+* **Current.** Passive elements make no circulating currents and current only flows
+  downhill, so the current through an element is part of the total flow from the
+  terminals that source current to those that sink it. That flow is at most half the
+  sum of every terminal's capability (compliance in voltage mode, the level in
+  current mode, the off-state limit of an output that is off), and at any instant at
+  most what the terminals above the lowest level can push, and what those below the
+  highest can take.
+  Nothing flows when every terminal sits at one voltage, nor through a dead end (a
+  branch that reaches a single driven net). The bound is applied to elements between
+  driven nets and in the series chain of one PCU between them; through sneak paths
+  that cross several PCUs of an array (undriven nets spanning several devices) only
+  the voltage bound is applied, since the compliances alone would forbid every array
+  measurement.
+
+Terminals with a range (a sweep, a program-and-verify loop, a current source within
+its voltage compliance) are examined at every instant where the order of the levels
+can change; current sources pushing current in are never all that sits at the lowest
+level (that current would flow uphill). Both bounds are checked for each element against the bench file's limit for its type,
+before a level is sent (:meth:`ElementGuard.check`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import product
+
+from labpcu.benchfile import Limits
+from labpcu.instruments.errors import LimitError
+from labpcu.instruments.roles import OFF, TerminalState
+from labpcu.sim.pcu import ELEMENTS
+from labpcu.sim.wafer import Site, Wafer
+from labpcu.sim.wiring import net_label
+
+#: relative slack on a limit (rounding of levels sent as text)
+_SLACK = 1e-9
+#: most instants examined per check (beyond, ranged terminals are taken at their ends)
+_MAX_INSTANTS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One device element under the probes: which PCU, which element, its type and
+    the two circuit nets it joins."""
+
+    device: str
+    name: str  # D1, M1, M2
+    kind: str  # diode, m1, m2: the bench file's device types
+    a: str
+    b: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.device}.{self.name}"
+
+
+
+
+def site_elements(wafer: Wafer, site: Site) -> list[Element]:
+    """Every element of every PCU at ``site``, with the nets it joins."""
+    out = []
+    for did in site.devices:
+        for el in ELEMENTS:
+            out.append(Element(did, el.name, el.kind, net_label(wafer, did, el.a), net_label(wafer, did, el.b)))
+    return out
+
+
+class ElementGuard:
+    """The element limits of one site and one set of connections.
+
+    Built when the relays change (:meth:`Bench.connect`); :meth:`check` runs before
+    every level, output or sweep, with the state of every connected terminal.
+    """
+
+    def __init__(self, elements: Iterable[Element], limits: Mapping[str, Limits],
+                 connections: Mapping[str, Iterable[str]]) -> None:
+        """``connections``: terminal → the nets its pads reach."""
+        self.limits = dict(limits)
+        self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
+        driven: dict[str, list[str]] = {}
+        for t, nets in self.terminal_nets.items():
+            for n in nets:
+                driven.setdefault(n, []).append(t)
+        self.driven = driven
+        # only elements in a component that some terminal reaches can see anything
+        all_elements = list(elements)
+        comp = _components(all_elements)
+        reached = {comp[n] for n in driven if n in comp}
+        self.elements = [e for e in all_elements if comp[e.a] in reached]
+        self.component = {e.label: comp[e.a] for e in self.elements}
+        self.component_terminals: dict[str, set[str]] = {}
+        for n, ts in driven.items():
+            if n in comp:
+                self.component_terminals.setdefault(comp[n], set()).update(ts)
+        # floating nets grouped into regions joined through undriven nets; each region
+        # is bounded by the terminals on the driven nets around it
+        floating = [e for e in self.elements if e.a not in driven and e.b not in driven]
+        region = _components(floating)
+        self.boundary: dict[str, set[str]] = {}
+        boundary_nets: dict[str, set[str]] = {}
+        for e in self.elements:
+            for x, y in ((e.a, e.b), (e.b, e.a)):
+                if x not in driven and y in driven:
+                    self.boundary.setdefault(region.get(x, x), set()).update(driven[y])
+                    boundary_nets.setdefault(region.get(x, x), set()).add(y)
+        self.region = region
+        region_devices: dict[str, set[str]] = {}
+        for e in self.elements:
+            for n in (e.a, e.b):
+                if n not in driven:
+                    region_devices.setdefault(region.get(n, n), set()).add(e.device)
+        # which elements the current bound applies to: not dead ends (a region bounded
+        # by a single driven net carries nothing), and not sneak paths through several
+        # devices, where only the voltage bound holds (see the module docstring)
+        self.carries: set[str] = set()
+        for e in self.elements:
+            ends = {n for n in (e.a, e.b) if n in driven}
+            devices: set[str] = set()
+            for n in (e.a, e.b):
+                if n not in driven:
+                    ends |= boundary_nets.get(region.get(n, n), set())
+                    devices |= region_devices[region.get(n, n)]
+            if len(ends) > 1 and len(devices) <= 1:
+                self.carries.add(e.label)
+        # per element, the terminals that bound each of its ends (empty: floating island)
+        self._ends = [(e.label, self._bounding(e.a), self._bounding(e.b)) for e in self.elements]
+        self._comp_terms = {c: tuple(sorted(ts)) for c, ts in self.component_terminals.items()}
+        self._term_comp = {t: c for c, ts in self._comp_terms.items() for t in ts}
+
+    def _bounding(self, net: str) -> tuple[str, ...]:
+        ts = self.driven.get(net)
+        if ts is None:
+            ts = sorted(self.boundary.get(self.region.get(net, net), ()))
+        return tuple(ts)
+
+    @property
+    def terminals(self) -> frozenset[str]:
+        return frozenset(self.terminal_nets)
+
+    def bounds(self, states: Mapping[str, TerminalState]) -> dict[str, tuple[float, float]]:
+        """Element label → (largest |V| across it, largest |I| through it), the worst
+        over every instant the terminal states allow (:meth:`_instants`)."""
+        volts = {label: 0.0 for label, _, _ in self._ends}
+        flow = {c: 0.0 for c in self._comp_terms}
+        caps = {t: s.current for t, s in states.items()}
+        half_total = {c: sum(caps.get(t, 0.0) for t in ts) / 2 for c, ts in self._comp_terms.items()}
+        pushers = {t: s.push for t, s in states.items() if s.live and s.push and t in self._term_comp}
+        for levels in self._instants(states):
+            if pushers and not self._possible(levels, pushers):
+                continue
+            for label, ta, tb in self._ends:
+                if ta and tb:
+                    va = [levels[t] for t in ta]
+                    vb = [levels[t] for t in tb]
+                    v = max(max(va) - min(vb), max(vb) - min(va))
+                    if v > volts[label]:
+                        volts[label] = v
+            for c, ts in self._comp_terms.items():
+                lv = [levels[t] for t in ts]
+                lo, hi = min(lv), max(lv)
+                if hi <= lo:
+                    continue  # every terminal at one voltage: nothing flows
+                push = sum(caps.get(t, 0.0) for t, v in zip(ts, lv) if v > lo)
+                take = sum(caps.get(t, 0.0) for t, v in zip(ts, lv) if v < hi)
+                flow[c] = max(flow[c], min(push, take, half_total[c]))
+        return {e.label: (volts[e.label], flow[self.component[e.label]] if e.label in self.carries else 0.0)
+                for e in self.elements}
+
+    def _possible(self, levels: Mapping[str, float], pushers: Mapping[str, int]) -> bool:
+        """Current only flows downhill: the terminals at the lowest level cannot all be
+        current sources pushing current in (their current would have to flow up), nor
+        those at the highest all be drawing current out."""
+        for ts in self._comp_terms.values():
+            lv = [levels[t] for t in ts]
+            lo, hi = min(lv), max(lv)
+            if hi <= lo:
+                continue
+            if all(pushers.get(t, 0) > 0 for t, v in zip(ts, lv) if v == lo):
+                return False
+            if all(pushers.get(t, 0) < 0 for t, v in zip(ts, lv) if v == hi):
+                return False
+        return True
+
+    def _instants(self, states: Mapping[str, TerminalState]) -> list[dict[str, float]]:
+        """The levels worth examining. A terminal with a range (a sweep, a
+        program-and-verify loop, a current source within its voltage compliance) is at
+        one level at any instant, so its range is sampled where the order of the levels
+        can change: its ends, the fixed levels inside it, and the points between them.
+        The voltage bound is convex in the levels (its worst case is at the ends); the
+        current bound depends only on their order (which terminals push, which take)."""
+        terms = list(self.terminal_nets)
+        base = {t: states[t].v_lo if t in states and states[t].live else 0.0 for t in terms}
+        ranged = [t for t in terms if t in states and states[t].live and states[t].v_lo != states[t].v_hi]
+        if not ranged:
+            return [base]
+        fixed = sorted({v for t, v in base.items() if t not in ranged})
+        choices = []
+        for t in ranged:
+            lo, hi = states[t].v_lo, states[t].v_hi
+            pts = sorted({lo, hi, *(v for v in fixed if lo < v < hi)})
+            choices.append(pts + [(a + b) / 2 for a, b in zip(pts, pts[1:])])
+        if math.prod(len(c) for c in choices) > _MAX_INSTANTS:  # many ranges: their ends only
+            choices = [[states[t].v_lo, states[t].v_hi] for t in ranged]
+        out = []
+        for combo in product(*choices):
+            levels = dict(base)
+            levels.update(zip(ranged, combo))
+            out.append(levels)
+        return out
+
+    def check(self, states: Mapping[str, TerminalState], changing: str = "") -> None:
+        """Raise :class:`LimitError` (one line) if any element could see more than its
+        type's limit with these terminal states."""
+        bounds = self.bounds(states)
+        for e in self.elements:
+            lim = self.limits.get(e.kind)
+            if lim is None:
+                continue
+            v, i = bounds[e.label]
+            who = f"{changing}: " if changing else ""
+            if v > lim.voltage * (1 + _SLACK):
+                terms = self._terminals_of(e)
+                raise LimitError(
+                    f"{who}{e.label} ({e.kind}) could see {v:.4g} V across it from {describe(terms, states)}; "
+                    f"its limit is {lim.voltage:g} V")
+            if i > lim.current * (1 + _SLACK):
+                terms = sorted(self.component_terminals.get(self.component[e.label], ()))
+                raise LimitError(
+                    f"{who}{e.label} ({e.kind}) could carry {i:.4g} A from {describe(terms, states)}; "
+                    f"its limit is {lim.current:g} A: lower a compliance")
+
+    def _terminals_of(self, e: Element) -> list[str]:
+        ts: set[str] = set()
+        for n in (e.a, e.b):
+            ts.update(self.driven.get(n) or self.boundary.get(self.region.get(n, n), ()))
+        return sorted(ts)
+
+    def addressed_kinds(self) -> set[str]:
+        """The element types this connection addresses: those joining two driven nets
+        (CL1 and CL2 address M1), else, for a chain such as WL to BL, every type the
+        connected terminals reach."""
+        between = {e.kind for e in self.elements if e.a in self.driven and e.b in self.driven}
+        return between or {e.kind for e in self.elements}
+
+
+def describe(terminals: Iterable[str], states: Mapping[str, TerminalState]) -> str:
+    parts = []
+    for t in terminals:
+        s = states.get(t, OFF)
+        if not s.live:
+            parts.append(f"{t} off (0 V)")
+        elif s.v_lo == s.v_hi:
+            parts.append(f"{t} at {s.v_lo:.4g} V")
+        else:
+            parts.append(f"{t} within {s.v_lo:.4g}..{s.v_hi:.4g} V")
+    return ", ".join(parts) or "no terminal"
+
+
+def _components(elements: Iterable[Element]) -> dict[str, str]:
+    """Net → a representative net of its component (union-find over the elements)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for e in elements:
+        ra, rb = find(e.a), find(e.b)
+        if ra != rb:
+            parent[rb] = ra
+    return {n: find(n) for n in list(parent)}
