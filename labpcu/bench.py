@@ -361,10 +361,10 @@ class Bench:
         the last check are tested for welding.
 
         Each instrument is tried even when another fails, and a lost connection is
-        reopened once. A source that cannot be proven off keeps the relays of its
-        matrix rows closed: opening a relay under a live output arcs its contacts, and
-        the device stays where it was. Raises :class:`SafeStateError` naming what is
-        unproven.
+        reopened once. While a source that cannot be proven off reaches the site
+        through a closed relay, no relay moves: opening a relay under a live output
+        arcs its contacts, and the device stays where it was. Raises
+        :class:`SafeStateError` naming what is unproven.
         """
         failures: list[str] = []
         unproven: set[str] = set()  # instruments whose outputs may still be live
@@ -399,22 +399,21 @@ class Bench:
                 raise type(exc2)(f"{_first_line(exc2)} (after reconnecting; first: {_first_line(exc)})") from exc2
 
     def _open_relays(self, unproven: set[str]) -> None:
-        """Open every relay, except those joining a pad to a row whose source could
-        not be proven off."""
+        """Open every relay, unless a source that could not be proven off reaches the
+        site through a closed relay of its rows: then none moves. Its current may
+        flow through any closed relay (through the device into another source's row:
+        a 2600 output that is off holds 0 V), so opening any of them would switch
+        under load and change what the live output drives."""
         assert self.matrix is not None
         self._elements = None
-        if not unproven:
-            self.matrix.open_all()
-            if self.matrix.closed():
-                raise SafeStateError(f"relays {_cp_text(self.matrix.closed())} still report closed after open-all")
-            return
         rows = {r for r, t in self.config.matrix.rows.items() if t.partition(".")[0] in unproven}
-        closed = self.matrix.closed()
-        keep = {cp for cp in closed if cp[1] in rows}
-        self.matrix.open(closed - keep)
-        if keep:
-            raise SafeStateError(f"relays {_cp_text(keep)} left closed: their source ({', '.join(sorted(unproven))}) "
+        closed = self.matrix.closed() if rows else set()
+        if any(cp[1] in rows for cp in closed):
+            raise SafeStateError(f"relays {_cp_text(closed)} left closed: a source ({', '.join(sorted(unproven))}) "
                                  f"could not be proven off")
+        self.matrix.open_all()
+        if self.matrix.closed():
+            raise SafeStateError(f"relays {_cp_text(self.matrix.closed())} still report closed after open-all")
 
     def _safe_instrument(self, name: str) -> None:
         role = self.config.instruments[name].info.role
