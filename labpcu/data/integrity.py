@@ -36,6 +36,7 @@ import struct
 import time
 import uuid as uuidlib
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,88 @@ class StoreLock:
     def __del__(self) -> None:  # an abandoned writer must not keep the store locked
         with contextlib.suppress(Exception):
             self.release()
+
+
+# ------------------------------------------------------------ the session gate
+#: bytes of the lock file locked by the session gate (OFD byte-range locks, which are
+#: independent of the whole-file flock of the writer lock)
+_GATE_BYTE, _RW_BYTE = 1, 2
+#: how long a session waits for readers in flight before writing anyway (a reader must
+#: never be able to stop a run from ending)
+SESSION_WAIT_S = 30.0
+#: how long a reader waits for a session to end before reading anyway (and retrying)
+READ_WAIT_S = 10.0
+
+
+def _range_lock(fd: int, kind: int, byte: int) -> bool:
+    """Take an open-file-description lock on one byte; False if it conflicts."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", kind, os.SEEK_SET, byte, 1, 0))
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+def _wait_range_lock(fd: int, kind: int, byte: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while not _range_lock(fd, kind, byte):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(2 * delay, 0.02)
+    return True
+
+
+_HAS_OFD = hasattr(fcntl, "F_OFD_SETLK")
+
+
+@contextlib.contextmanager
+def reading_gate(store: Path) -> Iterator[None]:
+    """Held by a reader while it has the file open: no non-SWMR session writes
+    meanwhile (HDF5 reading metadata that is being rewritten in place can fail, hang or
+    crash). A reader holds it only while reading; a session waits for readers in
+    flight, and new readers wait behind a waiting session (the gate byte), so readers
+    cannot starve a writer. Readers never wait more than READ_WAIT_S."""
+    fd = _open_lock_file(store, for_write=False)
+    if fd is None:
+        yield
+        return
+    try:
+        if _wait_range_lock(fd, fcntl.F_RDLCK, _GATE_BYTE, READ_WAIT_S):
+            _wait_range_lock(fd, fcntl.F_RDLCK, _RW_BYTE, READ_WAIT_S)
+            _range_lock(fd, fcntl.F_UNLCK, _GATE_BYTE)
+        yield
+    finally:
+        os.close(fd)  # drops this description's locks
+
+
+@contextlib.contextmanager
+def session_gate(store: Path) -> Iterator[None]:
+    """Held by a writer during a non-SWMR session: waits (up to SESSION_WAIT_S) for the
+    readers in flight, and keeps new ones out until the session is committed."""
+    fd = _open_lock_file(store, for_write=True)
+    if fd is None:
+        yield
+        return
+    try:
+        _wait_range_lock(fd, fcntl.F_WRLCK, _GATE_BYTE, SESSION_WAIT_S)
+        _wait_range_lock(fd, fcntl.F_WRLCK, _RW_BYTE, SESSION_WAIT_S)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_lock_file(store: Path, *, for_write: bool) -> int | None:
+    if not _HAS_OFD:
+        return None
+    path = lock_path(store)
+    with contextlib.suppress(OSError):
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666) if for_write else os.open(path, os.O_RDONLY)
+    if not for_write:  # no lock file yet (a store no labpcu writer has opened): make it if we may
+        with contextlib.suppress(OSError):
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    return None
 
 
 # ---------------------------------------------------------------- superblock

@@ -64,7 +64,9 @@ from labpcu.data.integrity import (
     journal_pending,
     probe_lock,
     read_superblock,
+    reading_gate,
     rollback,
+    session_gate,
 )
 from labpcu.data.recorder import FlushListener, RunRecorder
 from labpcu.data.tree import from_json, read_tree, to_json, write_tree
@@ -152,20 +154,21 @@ class Store:
         deadline = time.monotonic() + READ_RETRY_S
         delay = 0.005
         while True:
-            try:
-                f = _h5open(self.path, "r", swmr=True)
-            except OSError as exc:
-                last: BaseException = exc
-            else:
+            with reading_gate(self.path):
                 try:
-                    _check_schema(f, self.path)
-                    return fn(f)
-                except StoreError:
-                    raise
-                except (OSError, KeyError, RuntimeError, ValueError) as exc:  # torn by a writer mid-update
-                    last = exc
-                finally:
-                    f.close()
+                    f = _h5open(self.path, "r", swmr=True)
+                except OSError as exc:
+                    last: BaseException = exc
+                else:
+                    try:
+                        _check_schema(f, self.path)
+                        return fn(f)
+                    except StoreError:
+                        raise
+                    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # a writer mid-update
+                        last = exc
+                    finally:
+                        f.close()
             if time.monotonic() >= deadline:
                 raise StoreError(f"cannot read {self.path}: {_first_line(last)} "
                                  "(`labpcu store check` diagnoses it)")
@@ -193,7 +196,8 @@ class Store:
         except OSError:  # a read-only folder: read what can be read
             return
         try:
-            _repair_file(self.path)
+            with session_gate(self.path):
+                _repair_file(self.path)
         except (OSError, StoreError):
             pass
         finally:
@@ -226,45 +230,55 @@ class Store:
         _repair_file(self.path)
 
     @contextlib.contextmanager
-    def _session(self, lock: StoreLock | None = None, *, claim: bool = False) -> Iterator[h5py.File]:
+    def _session(self, lock: StoreLock | None = None, *, claim: bool = False,
+                 gated: bool = False) -> Iterator[h5py.File]:
         """The file open for a non-SWMR write session, all or nothing: HDF5 writes go
         through the undo journal, committed when the session ends, rolled back if it
         raises (or, after a crash, by the next opener). ``lock``: the writer lock the
         caller holds (else taken here, bounded wait). ``claim`` (a new run starts):
-        runs left ``running`` by dead writers become ``interrupted`` for good."""
+        runs left ``running`` by dead writers become ``interrupted`` for good.
+        ``gated``: the caller holds the session gate already (else it is taken here)."""
         own = lock is None
         if lock is None:
             lock = StoreLock(self.path)
             lock.acquire(timeout=self.lock_timeout)
         try:
-            self._prepare_for_write()
-            jf = JournaledFile(self.path)
-            try:
-                f = h5py.File(jf, "r+", libver=LIBVER)
-            except Exception as exc:
-                jf.abandon()
-                raise StoreError(f"cannot open {self.path} for writing: {_first_line(exc)}") from None
-            ok = False
-            try:
-                if "schema" not in f.attrs and len(f) == 0:
-                    _init_root(f)
-                _check_schema(f, self.path)
-                f.require_group("runs")
-                if claim:
-                    _mark_dead_runs(f)
-                yield f
-                ok = True
-            finally:
-                if ok:
-                    f.close()
-                    jf.commit()
-                else:
-                    with contextlib.suppress(Exception):
-                        f.close()
-                    jf.abandon()
+            with contextlib.ExitStack() as stack:
+                if not gated:
+                    stack.enter_context(session_gate(self.path))
+                yield stack.enter_context(self._journaled(claim))
         finally:
             if own:
                 lock.release()
+
+    @contextlib.contextmanager
+    def _journaled(self, claim: bool) -> Iterator[h5py.File]:
+        """The body of :meth:`_session`, for a caller holding the lock and the gate."""
+        self._prepare_for_write()
+        jf = JournaledFile(self.path)
+        try:
+            f = h5py.File(jf, "r+", libver=LIBVER)
+        except Exception as exc:
+            jf.abandon()
+            raise StoreError(f"cannot open {self.path} for writing: {_first_line(exc)}") from None
+        ok = False
+        try:
+            if "schema" not in f.attrs and len(f) == 0:
+                _init_root(f)
+            _check_schema(f, self.path)
+            f.require_group("runs")
+            if claim:
+                _mark_dead_runs(f)
+            yield f
+            ok = True
+        finally:
+            if ok:
+                f.close()
+                jf.commit()
+            else:
+                with contextlib.suppress(Exception):
+                    f.close()
+                jf.abandon()
 
     # ------------------------------------------------------------------ reading
     def writable(self) -> contextlib.AbstractContextManager[h5py.File]:
@@ -450,44 +464,45 @@ class Store:
         lock.acquire(run_uuid, timeout=self.lock_timeout)  # held until the run's final status is stored
         try:
             crash_point("begin_run.locked")
-            with self._session(lock, claim=True) as fw:
-                runs = fw["runs"]
-                number = 1 + max((int(k.split("-", 1)[0]) for k in runs if k.split("-", 1)[0].isdigit()), default=0)
-                run_id = f"{number:05d}-{protocol}"
-                grp = runs.create_group(run_id)
-                a = grp.attrs
-                a["protocol"] = protocol
-                for key, text in meta.items():
-                    a[key] = text
-                a["labpcu_version"] = __version__
-                a["started"] = now_iso()
-                a["finished"] = ""
-                a["status"] = "running"
-                a["error"] = ""
-                a["n_points"] = -1  # unknown until the run closes
-                a["pid"] = os.getpid()
-                a["host"] = _HOST
-                a["uuid"] = run_uuid
-                a["bench_time_start"] = float(bench_time_start)
-                a["bench_time_end"] = float("nan")
-                data = grp.create_group("data", track_order=True)
-                for col in cols:
-                    ds = data.create_dataset(col.name, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
-                                             dtype=_STR if col.dtype == "str" else col.dtype)
-                    ds.attrs["units"] = col.unit
-                    ds.attrs["description"] = col.description
-                grp.create_group("results")
-                crash_point("begin_run.created")
-            crash_point("begin_run.committed")
-            # a fresh handle, so SWMR's is the only one; creating objects is done
-            f = _h5open(self.path, "a", libver=LIBVER)
-            try:
-                crash_point("begin_run.opened")
-                f.swmr_mode = True
-            except BaseException:
-                f.close()
-                raise
-            crash_point("begin_run.swmr")
+            with session_gate(self.path):  # until SWMR is on: readers wait meanwhile
+                with self._session(lock, claim=True, gated=True) as fw:
+                    runs = fw["runs"]
+                    number = 1 + max((int(k.split("-", 1)[0]) for k in runs if k.split("-", 1)[0].isdigit()), default=0)
+                    run_id = f"{number:05d}-{protocol}"
+                    grp = runs.create_group(run_id)
+                    a = grp.attrs
+                    a["protocol"] = protocol
+                    for key, text in meta.items():
+                        a[key] = text
+                    a["labpcu_version"] = __version__
+                    a["started"] = now_iso()
+                    a["finished"] = ""
+                    a["status"] = "running"
+                    a["error"] = ""
+                    a["n_points"] = -1  # unknown until the run closes
+                    a["pid"] = os.getpid()
+                    a["host"] = _HOST
+                    a["uuid"] = run_uuid
+                    a["bench_time_start"] = float(bench_time_start)
+                    a["bench_time_end"] = float("nan")
+                    data = grp.create_group("data", track_order=True)
+                    for col in cols:
+                        ds = data.create_dataset(col.name, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
+                                                 dtype=_STR if col.dtype == "str" else col.dtype)
+                        ds.attrs["units"] = col.unit
+                        ds.attrs["description"] = col.description
+                    grp.create_group("results")
+                    crash_point("begin_run.created")
+                crash_point("begin_run.committed")
+                # a fresh handle, so SWMR's is the only one; creating objects is done
+                f = _h5open(self.path, "a", libver=LIBVER)
+                try:
+                    crash_point("begin_run.opened")
+                    f.swmr_mode = True
+                except BaseException:
+                    f.close()
+                    raise
+                crash_point("begin_run.swmr")
         except BaseException:
             lock.release()
             raise
@@ -731,4 +746,159 @@ def _create_store(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------- check and repair
+@dataclass(frozen=True)
+class StoreCheck:
+    """What ``labpcu store check`` finds in a store: whether plain HDF5 readers open it,
+    the superblock's consistency flags, an unfinished write session, runs left
+    ``running`` by a dead writer, columns of unequal length, n_points that disagree."""
+
+    path: Path
+    plain_open: bool
+    plain_error: str = ""
+    flags: int | None = None
+    journal: bool = False
+    writer: str = ""  # the live writer holding the lock, if any
+    dead_running: tuple[str, ...] = ()
+    truncated: dict[str, dict[str, int]] = field(default_factory=dict)
+    n_points_mismatch: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unreadable: str = ""
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per problem; empty when the store is clean. The flags a live
+        writer sets are not a problem."""
+        out = []
+        if self.journal:
+            out.append("a writer died in the middle of a write session: its undo journal must be rolled back")
+        if self.flags and not self.writer:
+            out.append(f"the superblock is marked open for write (flags 0x{self.flags:02x}) by a writer that is "
+                       "gone: plain HDF5 readers refuse the file")
+        elif not self.plain_open and not self.writer and not self.journal:
+            out.append(f"plain h5py cannot open it: {self.plain_error}")
+        if self.unreadable:
+            out.append(f"it cannot be read even in SWMR mode: {self.unreadable}")
+        out += [f"run {r} is marked running but its writer is gone" for r in self.dead_running]
+        out += [f"run {r}: columns of unequal length ({', '.join(f'{c}={n}' for c, n in lengths.items())})"
+                for r, lengths in self.truncated.items()]
+        out += [f"run {r}: n_points says {stored}, its columns hold {actual}"
+                for r, (stored, actual) in self.n_points_mismatch.items()]
+        return out
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> list[str]:
+        """The facts, one per line (the problems are listed separately)."""
+        return [
+            f"openable by plain h5py: {'yes' if self.plain_open else 'no'}",
+            "consistency flags: " + ("none (not a v2/v3 superblock)" if self.flags is None else
+                                     f"0x{self.flags:02x}" + (" (set)" if self.flags else " (clear)")),
+            f"unfinished write session (journal): {'yes' if self.journal else 'no'}",
+            f"live writer: {self.writer or 'none'}",
+        ]
+
+
+def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
+    """Diagnose a store without changing a byte (HDF5 locking off, no repair)."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no run store at {path}")
+    _check_hdf5_signature(path)
+    state = probe_lock(path)
+    live = state.held and not _holding_lock
+    sb = read_superblock(path)
+    plain_error = ""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            _check_schema(f, path)
+    except OSError as exc:
+        plain_error = _first_line(exc)
+    dead: list[str] = []
+    truncated: dict[str, dict[str, int]] = {}
+    mismatch: dict[str, tuple[int, int]] = {}
+    unreadable = ""
+    try:
+        with h5py.File(path, "r", swmr=True, locking=False) as f:
+            _check_schema(f, path)
+            for run_id, grp in f.get("runs", {}).items():
+                a = grp.attrs
+                running = _s(a.get("status")) == "running"
+                if running and live and _s(a.get("uuid")) == state.run_uuid:
+                    continue  # being written: nothing to judge
+                if running:
+                    dead.append(run_id)
+                lengths = {name: int(ds.shape[0]) for name, ds in _ordered(grp.get("data", {}))}
+                if len(set(lengths.values())) > 1:
+                    truncated[run_id] = lengths
+                stored = int(a.get("n_points", -1))
+                actual = min(lengths.values()) if lengths else 0
+                if not running and stored >= 0 and stored != actual:
+                    mismatch[run_id] = (stored, actual)
+    except OSError as exc:
+        unreadable = _first_line(exc)
+    return StoreCheck(path, plain_open=not plain_error, plain_error=plain_error, flags=None if sb is None else sb.flags,
+                      journal=journal_pending(path), writer=state.describe() if live else "",
+                      dead_running=tuple(dead), truncated=truncated, n_points_mismatch=mismatch, unreadable=unreadable)
+
+
+def repair_store(path: str | Path, *, timeout: float = 5.0) -> tuple[StoreCheck, list[str], StoreCheck]:
+    """Fix what :func:`check_store` finds, never dropping a flushed point: roll back a
+    dead writer's unfinished session, clear the superblock flags in place (copy into a
+    clean file only if that is impossible), mark dead runs ``interrupted``, trim columns
+    to the rows every column has (a row some columns lack was never flushed whole),
+    correct n_points. Holds the writer lock throughout, so it refuses (StoreBusyError,
+    after ``timeout`` s) while a writer is live. Returns (before, actions, after)."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no run store at {path}")
+    _check_hdf5_signature(path)
+    lock = StoreLock(path)
+    lock.acquire(timeout=timeout)
+    try:
+        before = check_store(path, _holding_lock=True)
+        try:
+            actions = _repair_file(path)
+        except StoreError as exc:
+            actions = [f"in-place repair impossible ({exc})"]
+        mid = check_store(path, _holding_lock=True)
+        if not mid.plain_open and not mid.unreadable:
+            crash_point("repair.copy")
+            _copy_clean(path)
+            actions.append("copied every object into a clean file (the flags could not be cleared in place)")
+            mid = check_store(path, _holding_lock=True)
+        if mid.dead_running or mid.truncated or mid.n_points_mismatch:
+            with Store(path)._session(lock) as f:
+                actions += [f"marked run {r} interrupted" for r in _mark_dead_runs(f)]
+                for run_id, lengths in mid.truncated.items():
+                    n = min(lengths.values())
+                    for name, ds in _ordered(f["runs"][run_id]["data"]):
+                        if ds.shape[0] != n:
+                            ds.resize((n,))
+                    actions.append(f"trimmed run {run_id}'s columns to the {n} rows all of them hold")
+                for run_id, (stored, actual) in mid.n_points_mismatch.items():
+                    f["runs"][run_id].attrs["n_points"] = actual
+                    actions.append(f"set run {run_id}'s n_points from {stored} to {actual}")
+        after = check_store(path, _holding_lock=True)
+    finally:
+        lock.release()
+    return before, actions, after
+
+
+def _copy_clean(path: Path) -> None:
+    """The fallback repair: every object copied (SWMR read) into a new file, renamed over
+    the old one."""
+    tmp = path.with_name(path.name + ".repairing")
+    with h5py.File(path, "r", swmr=True, locking=False) as src, h5py.File(tmp, "w", libver=LIBVER,
+                                                                            locking=False) as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name in src:
+            src.copy(src[name], dst, name=name)
+        dst.flush()
+        os.fsync(dst.id.get_vfd_handle())
     os.replace(tmp, path)
