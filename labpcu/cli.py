@@ -44,6 +44,7 @@ def _seed(text: str) -> int:
 def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     from labpcu.cli_codebook import add_parser as add_codebook_parser
     from labpcu.cli_runs import add_parsers
+    from labpcu.cli_store import add_parser as add_store_parser
 
     parser = _Parser(prog="labpcu", description="Bench software for perovskite computing units.")
     parser.add_argument("--version", action="version", version=f"labpcu {__version__}")
@@ -67,6 +68,7 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     sites.add_argument("--seed", type=_seed, default=0)
     add_parsers(sub, _seed, protocols=with_protocols)
     add_codebook_parser(sub)
+    add_store_parser(sub)
     return parser
 
 
@@ -223,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from labpcu.cli_codebook import cmd_codebook
 
             return cmd_codebook(args)
+        if args.command == "store":
+            from labpcu.cli_store import cmd_store
+
+            return cmd_store(args)
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "sim" and args.sim_command == "serve":

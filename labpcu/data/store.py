@@ -812,16 +812,21 @@ def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
     state = probe_lock(path)
     live = state.held and not _holding_lock
     sb = read_superblock(path)
+    journal = journal_pending(path)
     plain_error = ""
+    dead: list[str] = []
+    truncated: dict[str, dict[str, int]] = {}
+    mismatch: dict[str, tuple[int, int]] = {}
+    unreadable = ""
+    if journal:  # the file is half-way through a session: reading it would show torn metadata
+        plain_error = "a write session was cut; its journal must be rolled back first"
+        return StoreCheck(path, plain_open=False, plain_error=plain_error, flags=None if sb is None else sb.flags,
+                          journal=True, writer=state.describe() if live else "")
     try:
         with h5py.File(path, "r", locking=False) as f:
             _check_schema(f, path)
     except OSError as exc:
         plain_error = _first_line(exc)
-    dead: list[str] = []
-    truncated: dict[str, dict[str, int]] = {}
-    mismatch: dict[str, tuple[int, int]] = {}
-    unreadable = ""
     try:
         with h5py.File(path, "r", swmr=True, locking=False) as f:
             _check_schema(f, path)
@@ -839,10 +844,12 @@ def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
                 actual = min(lengths.values()) if lengths else 0
                 if not running and stored >= 0 and stored != actual:
                     mismatch[run_id] = (stored, actual)
-    except OSError as exc:
+    except SchemaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever HDF5 trips on is the finding
         unreadable = _first_line(exc)
     return StoreCheck(path, plain_open=not plain_error, plain_error=plain_error, flags=None if sb is None else sb.flags,
-                      journal=journal_pending(path), writer=state.describe() if live else "",
+                      journal=False, writer=state.describe() if live else "",
                       dead_running=tuple(dead), truncated=truncated, n_points_mismatch=mismatch, unreadable=unreadable)
 
 
