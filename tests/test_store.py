@@ -586,7 +586,7 @@ CRASHING_WRITER = """
 def test_a_killed_writer_leaves_its_flushed_rows_and_the_file_usable(store: Store) -> None:
     """A child process writes and flushes rows, then dies without closing. The parent
     reads the run as interrupted with exactly the flushed rows, then begins a new run
-    in the same file (recovering it into a clean copy) with every old run intact."""
+    in the same file (repaired in place: no copy) with every old run intact."""
     before = finished_run(store, "before", n=5)
     old = store.read(before)
     n_block, n_points = 10, 4
@@ -608,6 +608,7 @@ def test_a_killed_writer_leaves_its_flushed_rows_and_the_file_usable(store: Stor
     rec.append({"x": 1.0})
     rec.finish("completed")
     assert not store.path.with_name(store.path.name + ".recovering").exists()
+    assert not store.path.with_name(store.path.name + ".journal").exists()
     h5py.File(store.path, "a").close()  # clean again
 
     listing = store.runs()
@@ -643,7 +644,7 @@ def test_a_live_writer_in_another_process_is_not_disturbed(store: Store) -> None
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         assert store.runs()["status"].tolist() == ["running"]
         with pytest.raises(StoreBusyError, match=str(proc.pid)):
-            store.begin_run("iv", [Column("x")])
+            Store(store.path, lock_timeout=0.5).begin_run("iv", [Column("x")])
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0, proc.stderr.read()

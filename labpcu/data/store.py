@@ -814,26 +814,37 @@ def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
     sb = read_superblock(path)
     journal = journal_pending(path)
     plain_error = ""
-    dead: list[str] = []
-    truncated: dict[str, dict[str, int]] = {}
-    mismatch: dict[str, tuple[int, int]] = {}
-    unreadable = ""
     if journal:  # the file is half-way through a session: reading it would show torn metadata
         plain_error = "a write session was cut; its journal must be rolled back first"
         return StoreCheck(path, plain_open=False, plain_error=plain_error, flags=None if sb is None else sb.flags,
                           journal=True, writer=state.describe() if live else "")
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            _check_schema(f, path)
-    except OSError as exc:
-        plain_error = _first_line(exc)
+    with reading_gate(path):  # not while a writer's session rewrites metadata
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                _check_schema(f, path)
+        except OSError as exc:
+            plain_error = _first_line(exc)
+        dead, truncated, mismatch, unreadable = _inspect_runs(path, state.run_uuid if live else None)
+    return StoreCheck(path, plain_open=not plain_error, plain_error=plain_error, flags=None if sb is None else sb.flags,
+                      journal=False, writer=state.describe() if live else "",
+                      dead_running=tuple(dead), truncated=truncated, n_points_mismatch=mismatch, unreadable=unreadable)
+
+
+def _inspect_runs(path: Path, live_uuid: str | None) -> tuple[list[str], dict[str, dict[str, int]],
+                                                             dict[str, tuple[int, int]], str]:
+    """Runs marked running whose writer is gone, columns of unequal length, n_points
+    that disagree; and what HDF5 tripped on, if it did."""
+    dead: list[str] = []
+    truncated: dict[str, dict[str, int]] = {}
+    mismatch: dict[str, tuple[int, int]] = {}
+    unreadable = ""
     try:
         with h5py.File(path, "r", swmr=True, locking=False) as f:
             _check_schema(f, path)
             for run_id, grp in f.get("runs", {}).items():
                 a = grp.attrs
                 running = _s(a.get("status")) == "running"
-                if running and live and _s(a.get("uuid")) == state.run_uuid:
+                if running and live_uuid is not None and _s(a.get("uuid")) == live_uuid:
                     continue  # being written: nothing to judge
                 if running:
                     dead.append(run_id)
@@ -848,9 +859,7 @@ def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever HDF5 trips on is the finding
         unreadable = _first_line(exc)
-    return StoreCheck(path, plain_open=not plain_error, plain_error=plain_error, flags=None if sb is None else sb.flags,
-                      journal=False, writer=state.describe() if live else "",
-                      dead_running=tuple(dead), truncated=truncated, n_points_mismatch=mismatch, unreadable=unreadable)
+    return dead, truncated, mismatch, unreadable
 
 
 def repair_store(path: str | Path, *, timeout: float = 5.0) -> tuple[StoreCheck, list[str], StoreCheck]:
