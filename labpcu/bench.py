@@ -372,13 +372,13 @@ class Bench:
             try:
                 self._with_reconnect(name, lambda n=name: (self._safe_instrument(n), self._verify_off(n)))
             except Exception as exc:  # noqa: BLE001 - keep going with the others
-                failures.append(f"{name}: {_first_line(exc)}")
+                failures.append(_named(name, exc))
                 unproven.add(name)
         if self.matrix is not None and self.config.matrix.instrument in self.drivers:
             try:
                 self._with_reconnect(self.config.matrix.instrument, lambda: self._open_relays(unproven))
             except Exception as exc:  # noqa: BLE001
-                failures.append(f"{self.config.matrix.instrument}: {_first_line(exc)}")
+                failures.append(_named(self.config.matrix.instrument, exc))
             else:
                 if not unproven and self._to_verify:
                     try:
@@ -550,6 +550,12 @@ def _names(wanted: str | Sequence[str]) -> list[str]:
 
 def _cp_text(cps: Iterable[Crosspoint]) -> str:
     return ", ".join(f"{s}{r}{c:02d}" for s, r, c in sorted(cps))
+
+
+def _named(name: str, exc: BaseException) -> str:
+    """The error's first line, prefixed with the instrument's name unless it has it."""
+    text = _first_line(exc)
+    return text if text.startswith(f"{name}:") or text.startswith(f"{name} ") else f"{name}: {text}"
 
 
 def _first_line(exc: BaseException) -> str:

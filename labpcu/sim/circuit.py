@@ -27,6 +27,7 @@ MAX_DIODE_STEP = 0.25  # V per Newton iteration on any diode
 MAX_ITER = 400
 V_TOL = 1e-11  # V, Newton converged when every update is below this (plus relative part)
 I_TOL = 1e-17  # A, ... or when every node's KCL residual is below this (floating islands)
+RUNAWAY = 10.0  # a current source's node this many times past its voltage limit is running away
 
 
 class SolverError(RuntimeError):
@@ -126,8 +127,10 @@ def _newton(
     """Solve KCL at the free nodes (all but ground and ``fixed``) for node voltages.
 
     ``vlimits`` (node → voltage compliance of a current source there): once an
-    iterate passes a limit, stop early; the caller's active set then fixes that node at
-    its limit instead of walking a damped Newton towards a kilovolt solution.
+    iterate runs far past a limit (:data:`RUNAWAY` times it), stop early; the caller's
+    active set then fixes that node at its limit instead of walking a damped Newton
+    towards a kilovolt solution. Just past a limit the iteration goes on to converge:
+    one overshooting step must not decide a source's compliance.
     """
     n = net.n_nodes
     v = v0.copy()
@@ -165,7 +168,7 @@ def _newton(
             if biggest > MAX_DIODE_STEP:
                 step *= MAX_DIODE_STEP / biggest
         v += step
-        if vlimits and any(abs(v[node]) > lim for node, lim in vlimits.items()):
+        if vlimits and any(abs(v[node]) > RUNAWAY * lim for node, lim in vlimits.items()):
             return v, it
         if np.all(np.abs(step) <= V_TOL + 1e-9 * np.abs(v)):
             return v, it
@@ -175,7 +178,19 @@ def _newton(
 
 
 def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
-    """Solve the network, honouring every source's compliance limit."""
+    """Solve the network, honouring every source's compliance limit.
+
+    The active set (which sources sit at their limit) usually settles in a few passes.
+    When it does not (several sources and islands clamping against each other), it is
+    solved again from scratch changing one source per pass, which always settles.
+    """
+    try:
+        return _solve(net, v_start, one_change=False)
+    except SolverError:
+        return _solve(net, None, one_change=True)
+
+
+def _solve(net: Netlist, v_start: np.ndarray | None, one_change: bool) -> Solution:
     n = net.n_nodes
     G = _conductance_matrix(net)
     v = np.zeros(n) if v_start is None or len(v_start) != n else np.asarray(v_start, float).copy()
@@ -185,7 +200,7 @@ def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
     limited_value = np.zeros(ns)  # the limit value a source sits at when not primary
     _resolve_conflicts(net, primary, limited_value)
     total_it = 0
-    for _ in range(4 * ns + 4):
+    for _ in range((8 if one_change else 4) * ns + 4):
         fixed: dict[int, float] = {}
         vlimits: dict[int, float] = {}
         inject = np.zeros(n)
@@ -199,12 +214,19 @@ def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
                 fixed[node] = float(value)
             else:
                 inject[node] += float(value)
-                if not net.src_is_v[s]:  # a current source still forcing: watch its limit
-                    vlimits[node] = min(vlimits.get(node, np.inf), float(net.src_limit[s]))
+                # watch for a runaway: a current source past its voltage limit, or a
+                # voltage source in current limit past its own level
+                watch = float(net.src_limit[s]) if not net.src_is_v[s] else max(abs(float(net.src_level[s])), 1.0)
+                vlimits[node] = min(vlimits.get(node, np.inf), watch)
+        # every free node lies between the fixed voltages (maximum principle); an
+        # iterate left far outside by the last active set would take the damped
+        # Newton thousands of steps to walk back
+        bounds = [0.0, *fixed.values(), *vlimits.values(), *(-x for x in vlimits.values())]
+        v = np.clip(v, min(bounds), max(bounds))
         v, it = _newton(net, G, fixed, inject, v, vlimits)
         total_it += it
         cur = _source_currents(net, G, v, primary, limited_value)
-        if not _update_active_set(net, v, cur, primary, limited_value):
+        if not _update_active_set(net, v, cur, primary, limited_value, one_change):
             return Solution(v, cur, v[net.src_node], ~primary, total_it)
     raise SolverError("source compliance states did not settle")
 
@@ -253,18 +275,23 @@ def _source_currents(
 
 
 def _update_active_set(
-    net: Netlist, v: np.ndarray, cur: np.ndarray, primary: np.ndarray, limited: np.ndarray
+    net: Netlist, v: np.ndarray, cur: np.ndarray, primary: np.ndarray, limited: np.ndarray,
+    one_change: bool = False,
 ) -> bool:
     """Switch sources into or out of compliance; True if anything changed.
 
-    At most one voltage source enters its current limit per pass, the one furthest
-    past it: two sources in series with equal limits would otherwise both turn into
-    current sources at once, leaving the nodes between them undetermined (on the
-    instrument one of the two sits in compliance, never both).
+    At most one source enters its limit per pass, the one furthest past it: two
+    voltage sources in series with equal limits would otherwise both turn into current
+    sources at once, leaving the nodes between them undetermined, and two current
+    sources feeding one floating island would both be clamped on the side the island's
+    net current drove it, one of them wrongly (on the instrument one reaches its
+    limit first; the others are then solved against it). With ``one_change`` a pass
+    either clamps one source or releases one, never both: a runaway stops the Newton
+    iteration before other nodes converge, and releases judged there would be wrong.
     """
-    changed = False
     rel = 1e-9
     entering: list[tuple[float, int]] = []
+    leaving: list[int] = []
     for s in range(len(net.src_node)):
         lim = net.src_limit[s]
         node = int(net.src_node[s])
@@ -277,23 +304,29 @@ def _update_active_set(
                 # in current limit: give up the limit once the node would overshoot the level
                 overshoot = (v[node] - level) * np.sign(limited[s])
                 if overshoot > 1e-12 + rel * abs(level):
-                    primary[s] = True
-                    changed = True
+                    leaving.append(s)
         else:
             if primary[s]:
                 if abs(v[node]) > lim * (1 + rel) + 1e-12:
-                    primary[s] = False
-                    limited[s] = np.sign(v[node]) * lim
-                    changed = True
+                    entering.append((abs(v[node]) / lim, s))
             else:
-                # at its voltage limit: return to forcing current once it needs less
+                # clamped at +L it delivers f(L) <= level (forcing the level would
+                # take it past L); at -L, f(-L) >= level. The network's current rises
+                # with the node voltage, so once f(L) > level (or f(-L) < level) the
+                # level is reachable inside the limits: force it again
                 tol = 1e-15 + rel * abs(level)
-                if abs(cur[s]) > abs(level) + tol or cur[s] * np.sign(level) < -tol:
-                    primary[s] = True
-                    changed = True
+                if (cur[s] - level) * np.sign(limited[s]) > tol:
+                    leaving.append(s)
+    if one_change and entering:
+        leaving = []  # a runaway elsewhere left these nodes unconverged: decide them later
+    elif one_change:
+        leaving = leaving[:1]
+    for s in leaving:
+        primary[s] = True
     if entering:
         _, s = max(entering)
         primary[s] = False
-        limited[s] = np.sign(cur[s]) * net.src_limit[s]
-        changed = True
+        sign = np.sign(cur[s]) if net.src_is_v[s] else np.sign(v[int(net.src_node[s])])
+        limited[s] = sign * net.src_limit[s]
+    changed = bool(entering or leaving)
     return changed

@@ -1,0 +1,44 @@
+"""The circuit solver converges for every network the relays can make: any pads of a
+quad or an array site joined to any SMU rows, each source in voltage or current mode
+at any level and compliance. Found by fuzzing: a current source into a floating pad,
+two sources in series reaching equal limits at once, current sources clamping
+against each other on separate islands."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labpcu.sim.bench import SimBench
+from simhelpers import pin_of
+
+ROWS = {"k2612a.smua": 1, "k2612a.smub": 2, "b1500a.1": 3, "b1500a.2": 4}
+
+
+def _source(draw_mode: bool, level: float, limit: float) -> dict:
+    if draw_mode:
+        return dict(output=True, mode="v", level=level * 1.5, limit=limit * 1e-3)
+    return dict(output=True, mode="i", level=level * 1e-3, limit=0.05 + limit * 1.45)
+
+
+@settings(max_examples=300, deadline=None)
+@given(site=st.sampled_from(["Q1", "A3"]), data=st.data())
+def test_every_network_the_relays_can_make_solves(site, data):
+    bench = SimBench(seed=0, site=site)
+    pads = sorted(name for name, _net in bench.pins().values())
+    terminals = data.draw(st.lists(st.sampled_from(sorted(ROWS)), min_size=1, max_size=4, unique=True))
+    chosen = data.draw(st.lists(st.sampled_from(pads), min_size=len(terminals), max_size=len(terminals), unique=True))
+    for terminal, pad in zip(terminals, chosen):
+        pin = pin_of(bench, pad)
+        bench.close_relays([(1 if pin <= 16 else 2, ROWS[terminal], pin if pin <= 16 else pin - 16)])
+    for terminal in terminals:
+        kw = _source(data.draw(st.booleans()), data.draw(st.floats(-1, 1)), data.draw(st.floats(1e-3, 1)))
+        bench.set_source(terminal, **kw)  # settles: solves the circuit
+        reading = bench.measure(terminal)
+        state = bench.source(terminal)
+        assert np.isfinite(reading.i) and np.isfinite(reading.v)
+        if state.mode == "v":  # at its level, or at its current limit
+            assert abs(reading.v - state.level) < 1e-6 or abs(reading.i) >= state.limit * (1 - 1e-6)
+        else:  # at its current, or at its voltage limit
+            assert abs(reading.i - state.level) < 1e-9 + 1e-6 * abs(state.level) or abs(reading.v) >= state.limit * (1 - 1e-6)
