@@ -50,7 +50,7 @@ from labpcu.protocols.registry import register
 from labpcu.protocols.softmax import open_softmax_unit
 
 if TYPE_CHECKING:
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 FUNCTIONS = ("softplus", "sigmoid", "gelu")
 GELU_K = 1.702

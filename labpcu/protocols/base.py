@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from labpcu.bench import Bench
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 #: the column that names the device of each row; the runner fills it when a block
 #: leaves it out (multi-device runs measure one device at a time)

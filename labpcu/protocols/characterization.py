@@ -39,7 +39,7 @@ from labpcu.protocols.registry import register
 
 if TYPE_CHECKING:
     from labpcu.bench import Bench
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 #: most levels one sweep may hold (the 2600's list sweeps take 60,000)
 MAX_SWEEP_POINTS = 20_000

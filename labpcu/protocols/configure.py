@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from labpcu.bench import Bench
     from labpcu.clock import Clock
     from labpcu.instruments.roles import ProgramVerifyResult, SourceMeasureUnit
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 Block = dict[str, Any]
 

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from labpcu.bench import Bench
     from labpcu.clock import Clock
     from labpcu.instruments.roles import SourceMeasureUnit
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 THERMAL_VOLTAGE_300K = 0.025852  # V, kT/q at 300 K
 CALIBRATIONS = ("offset", "slope")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from labpcu.bench import Bench
     from labpcu.instruments.roles import IVReading, SourceMeasureUnit
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 UNIT_SIZE = 3
 UNIT_TERMINALS = 4  # three word lines and the bit-line ground

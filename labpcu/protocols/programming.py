@@ -46,7 +46,7 @@ from labpcu.units import format_quantity
 if TYPE_CHECKING:
     from labpcu.bench import Bench
     from labpcu.clock import Clock
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 LOOPS = ("auto", "instrument", "host")
 

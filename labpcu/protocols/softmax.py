@@ -55,7 +55,7 @@ from labpcu.protocols.registry import register
 if TYPE_CHECKING:
     from labpcu.bench import Bench
     from labpcu.instruments.roles import SourceMeasureUnit
-    from labpcu.runner import RunContext
+    from labpcu.protocols.context import RunContext
 
 TRANSFER_BINS = 19
 
