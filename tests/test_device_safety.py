@@ -336,3 +336,15 @@ class _FailingUnits(Multiplier):
 def test_an_operator_run_whose_every_unit_failed_is_failed(bench, tmp_path):
     out = Runner(bench, tmp_path / "r.h5", handle_sigint=False).run(_FailingUnits, {"grid_points": 3}, UNIT)
     assert out.status == "failed" and out.error.startswith("every unit failed: U01")
+
+
+@pytest.mark.parametrize("protocol", ["vmm", "multiplier", "softmax"])
+def test_an_operator_compliance_the_bench_would_refuse_is_refused_before_any_message(bench, tmp_path, protocol):
+    """Four terminals of 1 mA reach one M1 (1 mA): the Bench would refuse the first
+    level, after the weights were programmed; validation refuses it first."""
+    from labpcu.protocols.params import ParameterError
+
+    before = sent(bench)
+    with pytest.raises(ParameterError, match=rf"{protocol}: i_compliance = 0\.001 A on 4 terminals"):
+        Runner(bench, tmp_path / "r.h5", handle_sigint=False).run(protocol, {"i_compliance": 1e-3}, UNIT)
+    assert sent(bench) == before and not (tmp_path / "r.h5").exists()

@@ -177,8 +177,26 @@ def check_operator_levels(bench: Bench, protocol: str, terminals: Sequence[str],
     from labpcu.protocols.configure import check_configure_levels
 
     check_levels(bench, "path", protocol, terminals=terminals, **levels)
+    if "i_compliance" in levels:
+        check_shared_compliance(bench, protocol, len(terminals), levels["i_compliance"])
     if configure:
         check_configure_levels(bench, protocol)
+
+
+def check_shared_compliance(bench: Bench, protocol: str, n_terminals: int, i_compliance: float) -> None:
+    """Every terminal of a unit reaches the same M1s: the Bench bounds the current
+    through an element by half the sum of the terminals' compliances (the flow from
+    those that push to those that take; :mod:`labpcu.device_limits`). Refuse offline a
+    compliance the Bench would refuse at the first level, after the weights are
+    programmed."""
+    lims = bench.config.limits
+    if not lims:
+        return
+    cap = min(lim.current for lim in lims.values())
+    if n_terminals * i_compliance / 2 > cap * (1 + 1e-9):
+        raise ParameterError(
+            f"{protocol}: i_compliance = {i_compliance:g} A on {n_terminals} terminals lets {n_terminals * i_compliance / 2:g} A "
+            f"through one device element, above the bench limit of {cap:g} A: use at most {2 * cap / n_terminals:g} A")
 
 
 # --------------------------------------------------------------------- terminals
