@@ -268,7 +268,7 @@ class Store:
             _check_schema(f, self.path)
             f.require_group("runs")
             if claim:
-                _mark_dead_runs(f)
+                _mark_dead_runs(f, tail=CLAIM_TAIL)
             yield f
             ok = True
         finally:
@@ -650,12 +650,22 @@ def _n_points(grp: h5py.Group) -> int:
     return min(lengths) if lengths else 0
 
 
-def _mark_dead_runs(f: h5py.File) -> list[str]:
+#: runs a new run's claim looks at: only runs made since the previous claim can still be
+#: ``running`` (that claim marked the older ones), and one writer at a time makes them
+CLAIM_TAIL = 16
+
+
+def _mark_dead_runs(f: h5py.File, tail: int | None = None) -> list[str]:
     """Runs still ``running`` become ``interrupted``, for good. Called only by a writer
     holding the store's lock: the lock is held for a run's whole life, so no other
-    run can be alive. Returns the runs marked."""
+    run can be alive. ``tail``: look only at the newest runs (a new run's claim, so
+    starting a run does not cost a scan of the whole day's file); None: every run
+    (repair). Returns the runs marked."""
     marked = []
-    for run_id, grp in f.get("runs", {}).items():
+    runs = f.get("runs", {})
+    names = sorted(runs) if tail is None else sorted(runs)[-tail:]
+    for run_id in names:
+        grp = runs[run_id]
         if _s(grp.attrs.get("status")) == "running":
             grp.attrs["status"] = "interrupted"
             grp.attrs["error"] = ("the process writing this run ended without closing it (killed, crashed "
