@@ -159,7 +159,7 @@ class StoreLock:
         then :class:`StoreBusyError` naming it."""
         deadline = time.monotonic() + timeout
         delay = 0.005
-        while not self.try_acquire(run_uuid):
+        while not self._try(run_uuid):
             if time.monotonic() >= deadline:
                 state = probe_lock(self.store)
                 who = state.describe() if state.held else "another process"
@@ -167,6 +167,12 @@ class StoreLock:
                                      "wait for it or use another file")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _try(self, run_uuid: str) -> bool:
+        try:
+            return self.try_acquire(run_uuid)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

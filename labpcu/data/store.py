@@ -165,7 +165,7 @@ class Store:
                         return fn(f)
                     except StoreError:
                         raise
-                    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # a writer mid-update
+                    except (OSError, KeyError, RuntimeError, ValueError, AttributeError) as exc:  # mid-update
                         last = exc
                     finally:
                         f.close()
@@ -821,14 +821,13 @@ def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
     _check_hdf5_signature(path)
     state = probe_lock(path)
     live = state.held and not _holding_lock
-    sb = read_superblock(path)
-    journal = journal_pending(path)
-    plain_error = ""
-    if journal:  # the file is half-way through a session: reading it would show torn metadata
-        plain_error = "a write session was cut; its journal must be rolled back first"
-        return StoreCheck(path, plain_open=False, plain_error=plain_error, flags=None if sb is None else sb.flags,
-                          journal=True, writer=state.describe() if live else "")
-    with reading_gate(path):  # not while a writer's session rewrites metadata
+    with reading_gate(path):  # waits out a live writer's session: a journal seen here is a dead one's
+        sb = read_superblock(path)
+        if journal_pending(path):  # a cut session: reading the file would show torn metadata
+            return StoreCheck(path, plain_open=False, flags=None if sb is None else sb.flags, journal=True,
+                              plain_error="a write session was cut; its journal must be rolled back first",
+                              writer=state.describe() if live else "")
+        plain_error = ""
         try:
             with h5py.File(path, "r", locking=False) as f:
                 _check_schema(f, path)
