@@ -162,3 +162,41 @@ def test_bad_files_are_refused_with_one_line(tmp_path: Path, capsys: pytest.Capt
     assert text.read_text() == "not hdf5"
     code, out, err = run_cli(capsys, "store")
     assert code == 2 and "check or repair" in err
+
+
+USERBLOCK_WRITER = """
+    import os, signal, h5py, numpy as np
+    f = h5py.File({path!r}, "a", libver=("v110", "v110"), locking=False)
+    grp = f["runs"].create_group("00001-x")
+    grp.attrs["status"] = "running"
+    data = grp.create_group("data").create_dataset("x", shape=(0,), maxshape=(None,), dtype="f8", chunks=(100,))
+    f.swmr_mode = True
+    data.resize((5,))
+    data[:] = np.arange(5.0)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_repair_copies_when_the_flags_cannot_be_cleared_in_place(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A store with a user block has its superblock at 512, not 0, where the in-place
+    fix does not go: a killed SWMR writer's flags are then repaired by copying every
+    object into a clean file, and the flushed points survive."""
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", libver=("v110", "v110"), userblock_size=512) as f:
+        f.attrs["schema"] = "labpcu"
+        f.attrs["schema_version"] = 1
+        f.create_group("runs")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(USERBLOCK_WRITER.format(path=str(path)))])
+    assert proc.returncode == -9
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(path, "r").close()
+    code, out, _ = run_cli(capsys, "store", "check", str(path))
+    assert code == 1 and "openable by plain h5py: no" in out and "run 00001-x is marked running" in out
+    code, out, _ = run_cli(capsys, "store", "repair", str(path))
+    assert code == 0, out
+    assert "copied every object into a clean file" in out
+    with h5py.File(path, "r") as f:
+        assert f["runs/00001-x/data/x"][:].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert f["runs/00001-x"].attrs["status"] == "interrupted"

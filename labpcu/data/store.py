@@ -689,14 +689,21 @@ def _h5open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
 
 
 def _check_hdf5_signature(path: Path) -> None:
-    """Refuse at once a file that is not HDF5 at all (rather than retrying to read it)."""
+    """Refuse at once a file that is not HDF5 at all (rather than retrying to read it).
+    The signature is at 0, or after a user block at 512, 1024, 2048, ... bytes."""
+    signature = b"\x89HDF\r\n\x1a\n"
     try:
+        size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            offset = 0
+            while offset + 8 <= size:
+                fh.seek(offset)
+                if fh.read(8) == signature:
+                    return
+                offset = 512 if offset == 0 else 2 * offset
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if head != b"\x89HDF\r\n\x1a\n":
-        raise StoreError(f"{path} is not an HDF5 file")
+    raise StoreError(f"{path} is not an HDF5 file")
 
 
 def _hdf5_locked(path: Path) -> bool:
