@@ -15,6 +15,28 @@ call is switched.
 Timing (*model*, the 3730 actuation time is not in the sources): each close or open
 call takes :data:`RELAY_SETTLE_S` of virtual time, plus, for ``close``, the largest user
 delay of the channels it closes.
+
+What drivers read at connect, beyond the switching functions (README, "Emulator
+conformance"):
+
+* the IEEE-488.2 status model: ``*STB?`` (EAV, MAV, ESB, MSS), ``*ESR?`` (read clears),
+  ``*ESE``/``*ESE?``, ``*SRE``/``*SRE?``, ``*CLS``, ``*OPC``/``*OPC?``, and the TSP
+  ``status`` table over the same registers (``status.condition``,
+  ``status.standard.*``, ``status.request_enable``, ``status.reset()``, and the
+  operation/questionable/measurement/system registers, which never set a bit here).
+  Every queued error latches its class bit in the standard event register (command
+  error -1xx, execution error -2xx, device-dependent -3xx and positive codes, query
+  error -4xx); power-on sets PON;
+* ``comm`` (GPIB and LAN enable states, booleans), ``gpib.address``, ``lan`` (config,
+  status, ports, ``lan.applysettings()``/``reset()``/``restoredefaults()``, nagle);
+* ``setup.save()``/``setup.recall(id)``/``setup.poweron``: one user setup in
+  nonvolatile memory (id 1; 0 recalls the factory defaults). A saved setup holds the
+  closed relays, connect rule, delays, backplane assignments, forbidden list and
+  number format; recalling resets the instrument first, then switches the saved
+  relays closed (through the connect rule, so the bench sees them). A string id names
+  a file on a USB flash drive, which this emulator has not: the call fails;
+* ``localnode`` (model, serial number, revision, a writable description, line
+  frequency, prompts), ``slot[N]`` identity and matrix size, ``channel.getstate``.
 """
 
 from __future__ import annotations
@@ -22,7 +44,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from labpcu.sim.tsp.runtime import TspEmulator, TspError, TspObject, TspTable, as_number, as_text
+from labpcu.sim.emulator import ErrorQueue, InstrumentError
+from labpcu.sim.tsp.runtime import (
+    TspEmulator,
+    TspError,
+    TspObject,
+    TspParameterError,
+    TspTable,
+    as_flag,
+    as_number,
+    as_text,
+)
 from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS
 
 if TYPE_CHECKING:
@@ -79,7 +111,7 @@ class _ChannelApi(TspObject):
     lua_call = frozenset({
         "close", "open", "exclusiveclose", "exclusiveslotclose", "getclose", "getcount",
         "setdelay", "getdelay", "setbackplane", "getbackplane", "setforbidden",
-        "getforbidden", "clearforbidden", "reset",
+        "getforbidden", "clearforbidden", "reset", "getstate",
     })
     lua_static = frozenset({"BREAK_BEFORE_MAKE", "MAKE_BEFORE_BREAK", "OFF"})
     lua_get = frozenset({"connectrule"})
@@ -136,6 +168,14 @@ class _ChannelApi(TspObject):
         chans = self.emu.parse(chlist, "channel.getcount", allow_slots=True)
         return ",".join(str(self.emu.counts.get(c, 0)) for c in chans)
 
+    def getstate(self, chlist: Any = None, index: Any = None) -> str:
+        """Per channel, comma-separated: 1 when the card has it closed, else 0
+        (*model*: the manual's other state bits are not in the sources)."""
+        chans = self.emu.parse(chlist, "channel.getstate", allow_slots=True)
+        if index is not None:
+            as_number(index, "channel.getstate index")
+        return ",".join("1" if c in self.emu.closed else "0" for c in chans)
+
     def setdelay(self, chlist: Any = None, seconds: Any = None) -> None:
         chans = self.emu.parse(chlist, "channel.setdelay", allow_slots=True)
         if any(c[1] == BACKPLANE_ROW for c in chans):
@@ -181,6 +221,369 @@ class _ChannelApi(TspObject):
             self.emu.backplane.pop(c, None)
 
 
+# ------------------------------------------------------------------ status model
+#: status byte bits (IEEE-488.2 and the TSP names for them)
+STB_BITS = {"MEASUREMENT_SUMMARY_BIT": 1, "MSB": 1, "SYSTEM_SUMMARY_BIT": 2, "SSB": 2,
+            "ERROR_AVAILABLE": 4, "EAV": 4, "QUESTIONABLE_SUMMARY_BIT": 8, "QSB": 8,
+            "MESSAGE_AVAILABLE": 16, "MAV": 16, "EVENT_SUMMARY_BIT": 32, "ESB": 32,
+            "MASTER_SUMMARY_STATUS": 64, "MSS": 64, "OPERATION_SUMMARY_BIT": 128, "OSB": 128}
+#: standard event register bits
+ESR_BITS = {"OPERATION_COMPLETE": 1, "OPC": 1, "QUERY_ERROR": 4, "QYE": 4,
+            "DEVICE_DEPENDENT_ERROR": 8, "DDE": 8, "EXECUTION_ERROR": 16, "EXE": 16,
+            "COMMAND_ERROR": 32, "CME": 32, "USER_REQUEST": 64, "URQ": 64, "POWER_ON": 128, "PON": 128}
+OPC_BIT, QYE_BIT, DDE_BIT, EXE_BIT, CME_BIT, PON_BIT = 1, 4, 8, 16, 32, 128
+ESB_BIT, EAV_BIT, MAV_BIT, MSS_BIT = 32, 4, 16, 64
+
+
+def error_class_bit(code: int) -> int:
+    """The standard-event bit an error of ``code`` latches."""
+    if -199 <= code <= -100:
+        return CME_BIT
+    if -299 <= code <= -200:
+        return EXE_BIT
+    if -499 <= code <= -400:
+        return QYE_BIT
+    return DDE_BIT  # -3xx, and the instrument's own positive codes
+
+
+def _register_value(value: Any, what: str) -> int:
+    v = as_number(value, what)
+    if v != int(v) or not 0 <= v <= 65535:
+        raise TspParameterError(f"Parameter data out of range; {what} {v:g}")
+    return int(v)
+
+
+class _Register(TspObject):
+    """One TSP status register: condition (read only), event (read clears), enable,
+    ntr, ptr. Nothing in this emulator sets its condition bits except the standard
+    event register's events."""
+
+    lua_get = frozenset({"condition", "event", "enable", "ntr", "ptr"})
+    lua_set = frozenset({"enable", "ntr", "ptr"})
+
+    def __init__(self, path: str, constants: dict[str, int] | None = None) -> None:
+        super().__init__(path)
+        self.consts = dict(constants or {})
+        self.events = 0
+        self._enable = 0
+        self._ntr = 0
+        self._ptr = 0
+
+    def lua_getattr(self, key: Any) -> Any:
+        if isinstance(key, str) and key in self.consts:
+            return self.consts[key]
+        return super().lua_getattr(key)
+
+    @property
+    def condition(self) -> int:
+        return 0
+
+    @property
+    def event(self) -> int:
+        value, self.events = self.events, 0
+        return value
+
+    @property
+    def enable(self) -> int:
+        return self._enable
+
+    @enable.setter
+    def enable(self, value: Any) -> None:
+        self._enable = _register_value(value, f"{self.lua_path}.enable")
+
+    @property
+    def ntr(self) -> int:
+        return self._ntr
+
+    @ntr.setter
+    def ntr(self, value: Any) -> None:
+        self._ntr = _register_value(value, f"{self.lua_path}.ntr")
+
+    @property
+    def ptr(self) -> int:
+        return self._ptr
+
+    @ptr.setter
+    def ptr(self, value: Any) -> None:
+        self._ptr = _register_value(value, f"{self.lua_path}.ptr")
+
+    def clear_events(self) -> None:
+        self.events = 0
+
+    def clear_all(self) -> None:
+        self.events = self._enable = self._ntr = self._ptr = 0
+
+
+class _OperationRegister(_Register):
+    """``status.operation``, with its ``user`` register."""
+
+    lua_static = frozenset({"user"})
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.user = _Register(f"{path}.user")
+
+
+class StatusModel(TspObject):
+    """The ``status`` table and the registers ``*STB?``/``*ESR?``/``*SRE``/``*ESE``
+    read and write (one set of registers behind both)."""
+
+    lua_static = frozenset({"standard", "operation", "questionable", "measurement", "system",
+                            "system2", "system3", "system4", "system5"})
+    lua_call = frozenset({"reset"})
+    lua_get = frozenset({"condition", "request_enable", "request_event", "node_enable", "node_event"})
+    lua_set = frozenset({"request_enable", "node_enable"})
+
+    def __init__(self, emu: K3706AEmulator) -> None:
+        super().__init__("status")
+        self.emu = emu
+        self.standard = _Register("status.standard", ESR_BITS)
+        self.standard.events = PON_BIT  # the instrument was just switched on
+        self.operation = _OperationRegister("status.operation")
+        self.questionable = _Register("status.questionable")
+        self.measurement = _Register("status.measurement")
+        self.system = _Register("status.system")
+        self.system2 = _Register("status.system2")
+        self.system3 = _Register("status.system3")
+        self.system4 = _Register("status.system4")
+        self.system5 = _Register("status.system5")
+        self._sre = 0
+        self._node_enable = 0
+
+    def lua_getattr(self, key: Any) -> Any:
+        if isinstance(key, str) and key in STB_BITS:
+            return STB_BITS[key]
+        return super().lua_getattr(key)
+
+    def registers(self) -> list[_Register]:
+        return [self.standard, self.operation, self.operation.user, self.questionable,
+                self.measurement, self.system, self.system2, self.system3, self.system4, self.system5]
+
+    # -- the status byte
+    def status_byte(self) -> int:
+        stb = 0
+        if len(self.emu.errors):
+            stb |= EAV_BIT
+        if self.emu.pending_output():
+            stb |= MAV_BIT
+        if self.standard.events & self.standard.enable:
+            stb |= ESB_BIT
+        if stb & self._sre & ~MSS_BIT:
+            stb |= MSS_BIT
+        return stb
+
+    @property
+    def condition(self) -> int:
+        return self.status_byte()
+
+    @property
+    def request_event(self) -> int:
+        return self.status_byte()
+
+    @property
+    def request_enable(self) -> int:
+        return self._sre
+
+    @request_enable.setter
+    def request_enable(self, value: Any) -> None:
+        self._sre = _register_value(value, "status.request_enable") & 0xFF & ~MSS_BIT
+
+    @property
+    def node_enable(self) -> int:
+        return self._node_enable
+
+    @node_enable.setter
+    def node_enable(self, value: Any) -> None:
+        self._node_enable = _register_value(value, "status.node_enable") & 0xFF & ~MSS_BIT
+
+    @property
+    def node_event(self) -> int:
+        return self.status_byte()
+
+    def reset(self) -> None:
+        """``status.reset()``: every event and enable register cleared."""
+        for reg in self.registers():
+            reg.clear_all()
+        self._sre = self._node_enable = 0
+
+    # -- what the common commands and the error queue do
+    def latch(self, bits: int) -> None:
+        self.standard.events |= bits
+
+    def clear(self) -> None:
+        """``*CLS``: event registers cleared (enables kept); the queue is cleared too."""
+        for reg in self.registers():
+            reg.clear_events()
+
+
+class _LatchingErrorQueue(ErrorQueue):
+    """The error queue; each error also latches its class bit in the standard event
+    register."""
+
+    def __init__(self, capacity: int, overflow: InstrumentError, latch: Any) -> None:
+        super().__init__(capacity, overflow)
+        self._latch = latch
+
+    def push(self, code: int, message: str, severity: int = 30) -> None:
+        super().push(code, message, severity)
+        self._latch(error_class_bit(int(code)))
+
+
+# ----------------------------------------------------------- comm, gpib and lan
+_DOTTED = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+
+
+def _dotted(value: Any, what: str) -> str:
+    text = as_text(value, what)
+    m = _DOTTED.match(text.strip())
+    if not m or any(int(g) > 255 for g in m.groups()):
+        raise TspParameterError(f"Parameter data out of range; {what} {text!r} is not a dotted-decimal address")
+    return text.strip()
+
+
+def _flag(what: str) -> Any:
+    return lambda value: as_flag(value, what)
+
+
+def _make_comm() -> TspTable:
+    """``comm``: which interfaces accept commands (booleans, all enabled). *Model*:
+    the emulator keeps the settings but never closes an interface because of them."""
+    lan = TspTable("comm.lan", fields={"enable": True}, validators={"enable": _flag("comm.lan.enable")})
+    for sub in ("rawsockets", "telnet", "vxi11", "web"):
+        lan.constants[sub] = TspTable(f"comm.lan.{sub}", fields={"enable": True},
+                                      validators={"enable": _flag(f"comm.lan.{sub}.enable")})
+    gpib = TspTable("comm.gpib", fields={"enable": True}, validators={"enable": _flag("comm.gpib.enable")})
+    return TspTable("comm", constants={"gpib": gpib, "lan": lan, "ENABLE": 1, "DISABLE": 0})
+
+
+def _gpib_address(value: Any) -> int:
+    v = as_number(value, "gpib.address")
+    if v != int(v) or not 0 <= v <= 30:
+        raise TspParameterError(f"Parameter data out of range; gpib.address {v:g}")
+    return int(v)
+
+
+LAN_DEFAULTS = {"method": 0, "ipaddress": "192.168.0.2", "subnetmask": "255.255.255.0",
+                "gateway": "192.168.0.1"}
+
+
+class _Lan:
+    """``lan``: configuration (applied by ``lan.applysettings()``), status, ports."""
+
+    AUTO, MANUAL = 0, 1
+
+    def __init__(self, serial: str) -> None:
+        n = int(serial) if serial.isdigit() else 0
+        self.mac = "08:00:11:{:02X}:{:02X}:{:02X}".format((n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)
+        self.hostname = f"K-3706A-{serial}"
+        self.dns = TspTable("lan.config.dns", fields={"domain": "", "dynamic": 1, "hostname": self.hostname,
+                                                      "verify": 1},
+                            validators={"domain": lambda v: as_text(v, "lan.config.dns.domain"),
+                                        "hostname": lambda v: as_text(v, "lan.config.dns.hostname"),
+                                        "dynamic": lambda v: 1 if as_flag(v, "lan.config.dns.dynamic") else 0,
+                                        "verify": lambda v: 1 if as_flag(v, "lan.config.dns.verify") else 0},
+                            constants={"address": TspTable("lan.config.dns.address")})
+        self.config = TspTable(
+            "lan.config", fields=dict(LAN_DEFAULTS),
+            validators={"method": self._method, "ipaddress": lambda v: _dotted(v, "lan.config.ipaddress"),
+                        "subnetmask": lambda v: _dotted(v, "lan.config.subnetmask"),
+                        "gateway": lambda v: _dotted(v, "lan.config.gateway")},
+            constants={"dns": self.dns})
+        self.applied = dict(LAN_DEFAULTS)
+        ports = TspTable("lan.status.port", constants={"rawsocket": 5025, "telnet": 23, "vxi11": 1024, "dst": 5030})
+        status_dns = TspTable("lan.status.dns", readonly={"name": lambda: self.dns.fields["hostname"]},
+                              constants={"address": TspTable("lan.status.dns.address")})
+        self.status = TspTable(
+            "lan.status",
+            readonly={"ipaddress": lambda: self.applied["ipaddress"] if self.applied["method"] == 1 else "127.0.0.1",
+                      "subnetmask": lambda: self.applied["subnetmask"] if self.applied["method"] == 1 else "255.0.0.0",
+                      "gateway": lambda: self.applied["gateway"] if self.applied["method"] == 1 else "0.0.0.0",
+                      "macaddress": lambda: self.mac, "duplex": lambda: 1, "speed": lambda: 100},
+            constants={"port": ports, "dns": status_dns})
+        self.table = TspTable(
+            "lan",
+            constants={"config": self.config, "status": self.status, "AUTO": 0, "MANUAL": 1, "ENABLE": 1,
+                       "DISABLE": 0, "FULL": 1, "HALF": 0},
+            fields={"nagle": False, "lxidomain": 0},
+            validators={"nagle": _flag("lan.nagle"), "lxidomain": self._lxidomain},
+            functions={"applysettings": self.applysettings, "reset": self.applysettings,
+                       "restoredefaults": self.restoredefaults})
+
+    @staticmethod
+    def _method(value: Any) -> int:
+        v = as_number(value, "lan.config.method")
+        if v not in (0, 1):
+            raise TspParameterError(f"Parameter data out of range; lan.config.method {v:g}")
+        return int(v)
+
+    @staticmethod
+    def _lxidomain(value: Any) -> int:
+        v = as_number(value, "lan.lxidomain")
+        if v != int(v) or not 0 <= v <= 255:
+            raise TspParameterError(f"Parameter data out of range; lan.lxidomain {v:g}")
+        return int(v)
+
+    def applysettings(self) -> None:
+        """``lan.applysettings()``/``lan.reset()``: the configuration takes effect."""
+        self.applied = {k: self.config.fields[k] for k in LAN_DEFAULTS}
+
+    def restoredefaults(self) -> None:
+        self.config.reset_fields()
+        self.dns.reset_fields()
+        self.table.reset_fields()
+        self.applysettings()
+
+
+# ---------------------------------------------------------------------- setups
+class _Setup(TspObject):
+    """``setup``: one user setup in nonvolatile memory (id 1), factory defaults (0)."""
+
+    lua_call = frozenset({"save", "recall"})
+    lua_get = frozenset({"poweron"})
+    lua_set = frozenset({"poweron"})
+
+    def __init__(self, emu: K3706AEmulator) -> None:
+        super().__init__("setup")
+        self.emu = emu
+        self.saved: dict[str, Any] | None = None
+        self._poweron = 0
+
+    @property
+    def poweron(self) -> int:
+        return self._poweron
+
+    @poweron.setter
+    def poweron(self, value: Any) -> None:
+        v = as_number(value, "setup.poweron")
+        if v not in (0, 1):
+            raise TspParameterError(f"Parameter data out of range; setup.poweron {v:g}")
+        self._poweron = int(v)
+
+    def _location(self, ident: Any, where: str, allow_default: bool) -> int:
+        if isinstance(ident, str):
+            raise TspError(f"{where}: no USB flash drive is inserted (cannot use file {ident!r})")
+        if ident is None and allow_default:
+            return 1
+        n = as_number(ident, f"{where} id")
+        if n not in ((1,) if where == "setup.save" else (0, 1)):
+            raise TspError(f"{where}: setup id {n:g} is not available "
+                           f"({'1' if where == 'setup.save' else '0 (factory) or 1'})")
+        return int(n)
+
+    def save(self, ident: Any = None) -> None:
+        self._location(ident, "setup.save", allow_default=True)
+        self.saved = self.emu.capture_setup()
+
+    def recall(self, ident: Any = None) -> None:
+        n = self._location(ident, "setup.recall", allow_default=False)
+        if n == 1 and self.saved is None:
+            raise TspError("setup.recall: no setup has been saved at id 1")
+        self.emu.reset()
+        if n == 1:
+            assert self.saved is not None
+            self.emu.apply_setup(self.saved)
+
+
 class K3706AEmulator(TspEmulator):
     """Keithley 3706A with 3730 cards in the bench's matrix slots (default 1 and 2)."""
 
@@ -189,8 +592,23 @@ class K3706AEmulator(TspEmulator):
     firmware = "01.56a"
     description = "Keithley 3706A System Switch (emulated)"
 
+    #: GPIB address after a factory reset of the communication settings
+    DEFAULT_GPIB_ADDRESS = 16
+
     def __init__(self, bench: SimBench | None = None, name: str | None = "k3706a", **kwargs: Any) -> None:
         super().__init__(bench, name, **kwargs)
+        # the description is the instrument's own LXI name: writable, kept over a reset
+        self.localnode.readonly.pop("description", None)
+        self.localnode.fields["description"] = self.localnode.defaults["description"] = (
+            f"Keithley Instruments Inc. Model {self.model} - {self.serial}")
+        self.localnode.validators["description"] = lambda v: as_text(v, "localnode.description")[:63]
+        self.comm = _make_comm()
+        self.gpib = TspTable("gpib", fields={"address": self.DEFAULT_GPIB_ADDRESS},
+                             validators={"address": _gpib_address})
+        self.lan = _Lan(self.serial)
+        self.setup = _Setup(self)
+        self.dmm = TspTable("dmm", fields={"func": "dcvolts", "nplc": 1.0},
+                            constants={"DC_VOLTS": "dcvolts"}, functions={"reset": self._dmm_reset})
         card_slots = set(bench.wiring.slots) if bench is not None else {1, 2}
         self.card_slots = card_slots
         self.slots = {n: _Slot(n, n in card_slots, f"{4447330 + n}") for n in range(1, N_SLOTS + 1)}
@@ -210,7 +628,88 @@ class K3706AEmulator(TspEmulator):
             "channel": self.channel,
             "slot": _Slots(self.slots),
             "memory": TspTable("memory", functions={"available": lambda: "69.12,68.28,70.00,95.31"}),
+            "status": self.status,
+            "comm": self.comm,
+            "gpib": self.gpib,
+            "lan": self.lan.table,
+            "setup": self.setup,
+            "dmm": self.dmm,
         }
+
+    # ------------------------------------------------------------ status model
+    def _make_error_queue(self) -> ErrorQueue:
+        # called by Emulator.__init__, before anything of this class exists
+        self.status = StatusModel(self)
+        return _LatchingErrorQueue(30, InstrumentError(-350, "Queue overflow"), self.status.latch)
+
+    def _common_command(self, text: str) -> None:
+        head, _, arg = text.partition(" ")
+        cmd = head.upper()
+        status = self.status
+        if cmd == "*STB?":
+            self.reply(str(status.status_byte()))
+        elif cmd == "*ESR?":
+            self.reply(str(status.standard.event))
+        elif cmd == "*ESE?":
+            self.reply(str(status.standard.enable))
+        elif cmd == "*SRE?":
+            self.reply(str(status.request_enable))
+        elif cmd in ("*ESE", "*SRE"):
+            try:
+                value = float(arg)
+                if value != int(value) or not 0 <= value <= 255:
+                    raise ValueError
+            except ValueError:
+                self.push_error(-222, f"Parameter data out of range; {head} {arg.strip()!r}")
+                return
+            if cmd == "*ESE":
+                status.standard.enable = value
+            else:
+                status.request_enable = value
+        elif cmd == "*CLS":
+            self.errors.clear()
+            status.clear()
+        elif cmd == "*OPC":
+            status.latch(OPC_BIT)  # every operation here completes before the next message
+        else:
+            super()._common_command(text)
+
+    def power_cycle(self) -> None:
+        """Power off and on: Lua state and settings lost, PON latched, the power-on
+        setup (``setup.poweron``) applied; saved setups, GPIB address and LAN
+        settings are nonvolatile and kept."""
+        super().power_cycle()
+        with self._lock:
+            self.status.clear()
+            self.status.reset()
+            self.status.latch(PON_BIT)
+            if self.setup.poweron == 1 and self.setup.saved is not None:
+                self.apply_setup(self.setup.saved)
+
+    # ----------------------------------------------------------------- setups
+    def capture_setup(self) -> dict[str, Any]:
+        """What ``setup.save()`` keeps."""
+        return {
+            "closed": sorted(self.closed),
+            "rule": self.channel._rule,
+            "delays": dict(self.delays),
+            "backplane": {c: list(v) for c, v in self.backplane.items()},
+            "forbidden": set(self.forbidden),
+            "format": (self.format.data, self.format.byteorder, self.format.asciiprecision),
+        }
+
+    def apply_setup(self, saved: dict[str, Any]) -> None:
+        """Restore a saved setup over a reset instrument: settings first, then the
+        relays (switched as any close is, so the bench follows)."""
+        self.channel._rule = saved["rule"]
+        self.delays = dict(saved["delays"])
+        self.backplane = {c: list(v) for c, v in saved["backplane"].items()}
+        self.forbidden = set(saved["forbidden"])
+        self.format.data, self.format.byteorder, self.format.asciiprecision = saved["format"]
+        self.switch(close=[c for c in saved["closed"] if c not in self.forbidden])
+
+    def _dmm_reset(self, *_args: Any) -> None:
+        self.dmm.reset_fields()
 
     def reset(self) -> None:
         super().reset()
@@ -221,6 +720,7 @@ class K3706AEmulator(TspEmulator):
         self.delays.clear()
         self.backplane.clear()
         self.forbidden.clear()
+        self.dmm.reset_fields()
 
     # ---------------------------------------------------------------- parsing
     def parse(self, chlist: Any, where: str, allow_slots: bool) -> list[Channel]:
