@@ -582,8 +582,9 @@ class _Lease:
 
     def finish(self, run_id: str, status: str, *, error: str, results: Mapping[str, Any] | None,
                n_points: int, bench_time_end: float) -> tuple[str, str]:
+        held = self.lock if self.lock.held else None  # finished before: take the lock anew
         try:
-            return self.store._finish(self.lock, run_id, status, error=error, results=results,
+            return self.store._finish(held, run_id, status, error=error, results=results,
                                       n_points=n_points, bench_time_end=bench_time_end)
         finally:
             self.lock.release()
