@@ -61,10 +61,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import lupa.lua54 as lupa
+import lupa.lua51 as lupa
 
 from labpcu.clock import VirtualClock
 from labpcu.sim.emulator import Emulator
+from labpcu.sim.tsp.dialect import FORIN_NAME, DialectError, transform
 
 if TYPE_CHECKING:
     from labpcu.sim.bench import SimBench
@@ -90,6 +91,10 @@ DEFAULT_MAX_MEMORY = 32 * 1024 * 1024
 CHUNK_CACHE_SIZE = 512
 #: instruction-equivalents charged for each call from Lua into Python
 CALLBACK_COST = 20
+#: instruction-equivalents charged for a full collection (plus 1 per KB of heap)
+GC_COST = 10_000
+#: what the instrument sends after a command message when ``localnode.prompts`` is 1
+PROMPT_READY, PROMPT_ERRORS, PROMPT_CONTINUE = "TSP>", "TSP?", ">>>>"
 
 OVERFLOW_READING = 9.91e37
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -325,14 +330,15 @@ class TspPrintable(Protocol):
 # ------------------------------------------------------------------ trusted Lua side
 # Runs once per runtime with full Lua; everything user code can reach is built here.
 _BOOTSTRAP = r"""
-local emit, BUDGET, seed = ...
+local emit, BUDGET, seed, transform, FORIN = ...
 local G = _G
 local type, select, error, pcall, xpcall = type, select, error, pcall, xpcall
-local setmetatable, getmetatable, rawget, rawset, pairs, ipairs, tostring =
-      setmetatable, getmetatable, rawget, rawset, pairs, ipairs, tostring
-local load = load
+local setmetatable, getmetatable, rawget, rawset, pairs, ipairs, tostring, next =
+      setmetatable, getmetatable, rawget, rawset, pairs, ipairs, tostring, next
+local loadstring, setfenv, newproxy, tonumber = loadstring, setfenv, newproxy, tonumber
 local sethook, getinfo = debug.sethook, debug.getinfo
-local ssub, sformat, smatch, sgsub, sfind = string.sub, string.format, string.match, string.gsub, string.find
+local ssub, sformat, smatch, sgsub, sfind, sbyte =
+      string.sub, string.format, string.match, string.gsub, string.find, string.byte
 local tconcat = table.concat
 local mlog, mfloor = math.log, math.floor
 
@@ -344,15 +350,67 @@ end
 
 local env = {}
 for _, name in ipairs({"assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget",
-                       "rawlen", "rawset", "select", "tonumber", "type"}) do
+                       "rawset", "select", "tonumber", "type", "unpack"}) do
   env[name] = G[name]
 end
-env.math = copy(math)
-env.table = copy(table)
-env.utf8 = copy(utf8)
-env.unpack = table.unpack
+env.math = copy(math)      -- Lua 5.1 keeps 5.0's math.mod and math.pow
 env._G = env
 math.randomseed(seed)
+
+-- Lua 5.0's table library: getn/setn with the n field and setn's size, insert and
+-- remove that honour them (5.1 dropped setn and made getn the # operator).
+local sizes = setmetatable({}, {__mode = "k"})
+local function checktable(t, fname)
+  if type(t) ~= "table" then
+    error(sformat("bad argument #1 to '%s' (table expected, got %s)", fname, type(t)), 3)
+  end
+end
+local function getn(t)
+  checktable(t, "getn")
+  local n = rawget(t, "n")
+  if type(n) == "number" then return n end
+  n = sizes[t]
+  if n then return n end
+  n = 0
+  while rawget(t, n + 1) ~= nil do n = n + 1 end
+  return n
+end
+local function setn(t, n)
+  checktable(t, "setn")
+  n = tonumber(n)
+  if not n then error("bad argument #2 to 'setn' (number expected)", 2) end
+  if type(rawget(t, "n")) == "number" then rawset(t, "n", n) else sizes[t] = n end
+end
+local stable = copy(table)
+stable.getn, stable.setn = getn, setn
+stable.insert = function(t, ...)
+  checktable(t, "insert")
+  local n = getn(t) + 1
+  local pos, v = n, ...
+  if select("#", ...) >= 2 then pos, v = ... end
+  setn(t, n)
+  for i = n, pos + 1, -1 do t[i] = t[i - 1] end
+  t[pos] = v
+end
+stable.remove = function(t, pos)
+  checktable(t, "remove")
+  local n = getn(t)
+  if n <= 0 then return nil end
+  pos = pos or n
+  local v = t[pos]
+  for i = pos, n - 1 do t[i] = t[i + 1] end
+  t[n] = nil
+  setn(t, n - 1)
+  return v
+end
+env.table = stable
+
+-- for k, v in t do (Lua 5.0): the dialect pass wraps every generic for's expression
+-- list in this (labpcu.sim.tsp.dialect)
+env[FORIN] = function(f, s, c)
+  if type(f) == "table" then return next, f, nil end
+  return f, s, c
+end
 
 -- string library without dump; strings' own metatable points at the sandbox copy and
 -- is locked, so ("").dump and getmetatable("").__index lead nowhere.
@@ -369,7 +427,7 @@ for _, fname in ipairs({"find", "match"}) do
   local f = string[fname]
   sstring[fname] = function(s, pat, ...) pattern_guard(fname, s, pat, 0) return f(s, pat, ...) end
 end
-for _, fname in ipairs({"gmatch", "gsub"}) do
+for _, fname in ipairs({"gmatch", "gfind", "gsub"}) do
   local f = string[fname]
   sstring[fname] = function(s, pat, ...) pattern_guard(fname, s, pat, 1) return f(s, pat, ...) end
 end
@@ -423,12 +481,12 @@ end
 env.pcall = function(f, ...) return passthrough(pcall(f, ...)) end
 -- A message handler runs before the stack unwinds, and when the error came from the
 -- hook it runs with hooks disabled: never call user code from it once exhausted.
-env.xpcall = function(f, h, ...)
+env.xpcall = function(f, h)
   local function guarded(m)
     if exhausted then return m end
     return h(m)
   end
-  return passthrough(xpcall(f, guarded, ...))
+  return passthrough(xpcall(f, guarded))
 end
 
 local function user_position(first)
@@ -494,21 +552,34 @@ end
 local function make_function(call, fn)
   return function(...) return finish(call(fn, ...)) end
 end
+-- A proxy is a userdata (Lua 5.1 honours __len only there, and rawset/rawget/pairs
+-- cannot touch it); type(proxy) is "userdata".
 local function make_proxy(obj, statics, get, set, len)
   setmetatable(statics, {__index = function(_, k) return finish(get(obj, k)) end})
-  local mt = {__metatable = false, __index = statics}
+  local proxy = newproxy(true)
+  local mt = getmetatable(proxy)
+  mt.__index = statics
   mt.__newindex = function(_, k, v) return finish(set(obj, k, v)) end
   if len then mt.__len = function() return finish(len(obj)) end end
-  local proxy = setmetatable({}, mt)
+  mt.__metatable = false
   registry[proxy] = obj
   return proxy
 end
 local function lookup(t) return registry[t] end
 
 -- scripts -------------------------------------------------------------------------
+-- Text only (a precompiled chunk starts with ESC); the dialect pass first.
 local function compile(source, chunkname)
-  local fn, err = load(source, "=" .. chunkname, "t", env)
-  return fn, err
+  if type(source) ~= "string" then return nil, chunkname .. ": source must be a string" end
+  if sbyte(source, 1) == 27 then
+    return nil, chunkname .. ":1: precompiled (binary) chunks are not accepted"
+  end
+  local text, err = transform(source, chunkname)
+  if not text then return nil, err end
+  local fn, err2 = loadstring(text, "=" .. chunkname)
+  if not fn then return nil, err2 end
+  setfenv(fn, env)
+  return fn, nil
 end
 local user_scripts = {}
 local function new_script(name, source, fn)
@@ -563,13 +634,17 @@ return {
 _BASE_PRELUDE = r"""
 function makegetter(t, name) return function() return t[name] end end
 function makesetter(t, name) return function(v) t[name] = v end end
-bit = {}
-local function int(x) return math.tointeger(math.floor(x)) end
-function bit.bitand(a, b) return int(a) & int(b) end
-function bit.bitor(a, b) return int(a) | int(b) end
-function bit.bitxor(a, b) return int(a) ~ int(b) end
-function bit.test(v, n) return (int(v) >> (int(n) - 1)) & 1 == 1 end
 """
+
+
+def _transform(source: str, chunkname: str) -> tuple[str | None, str | None]:
+    """The dialect pass (see :mod:`labpcu.sim.tsp.dialect`), as Lua's compile sees it."""
+    try:
+        return transform(source), None
+    except DialectError as exc:
+        return None, f"{chunkname}:{exc.line}: {exc.message}"
+    except Exception as exc:  # noqa: BLE001 - never let a Python error escape into Lua
+        return None, f"{chunkname}:1: emulator dialect pass failed: {type(exc).__name__}"
 
 
 def _deny_attribute(obj: Any, name: Any, value: Any = None) -> Any:
@@ -590,9 +665,9 @@ class _Runtime:
             encoding="latin-1",
             attribute_handlers=(_deny_attribute, _deny_attribute),
         )
-        loader = self.lua.eval("load")
-        boot = loader(_BOOTSTRAP, "@tsp-runtime", "t")
-        api = boot(emit, BUDGET_MESSAGE, seed)
+        loader = self.lua.eval("loadstring")
+        boot = loader(_BOOTSTRAP, "@tsp-runtime")
+        api = boot(emit, BUDGET_MESSAGE, seed, _transform, FORIN_NAME)
         self.env = api["env"]
         self.run = api["run"]
         self.compile = api["compile"]
@@ -637,7 +712,8 @@ class _Format(TspObject):
         self.reset()
 
     def reset(self) -> None:
-        self._data, self._byteorder, self._precision = 1, 1, 6
+        self._data, self._byteorder = 1, 1
+        self._precision = int(getattr(self._emu, "default_asciiprecision", 6))
         self._emu._precision_changed()
 
     @property
@@ -745,6 +821,8 @@ class TspEmulator(Emulator):
     firmware = "1.0.0"
     description = "Keithley TSP instrument (emulated)"
     line_frequency = 60.0
+    #: ``format.asciiprecision`` at power-on and reset (6 on the 2600A/B)
+    default_asciiprecision: ClassVar[int] = 6
     #: Lua source run in the sandbox once, after the globals are installed
     lua_prelude: ClassVar[str] = ""
 
@@ -770,6 +848,12 @@ class TspEmulator(Emulator):
         self._units = 0
         self._running = False
         self.format = _Format(self)
+        from labpcu.sim.tsp import stdlib  # noqa: PLC0415 - stdlib imports this module
+
+        #: instrument-generic tables (``bit``, ``display``, ``digio``, ``userstring``)
+        self.stdlib: dict[str, Any] = stdlib.make_tables(self)
+        self._display_wrappers: dict[int, Any] = {}
+        self._gc_threshold_kb: float | None = None
         self.errorqueue = _ErrorQueue(self)
         self.timer = _Timer(self)
         self.localnode = TspTable(
@@ -803,11 +887,20 @@ class TspEmulator(Emulator):
             "waitcomplete": self._noop,
             "printnumber": self._printnumber,
             "printbuffer": self._printbuffer,
+            "gcinfo": self._gcinfo,
+            "collectgarbage": self._collectgarbage,
+            **self.stdlib,
         }
 
     def reset(self) -> None:
         """``*RST`` / ``reset()``: power-on settings (user globals and scripts stay)."""
         self.format.reset()
+        tables = getattr(self, "stdlib", None)
+        if tables is not None:
+            tables["display"].reset()
+            tables["digio"].reset()
+            for wrapper in self._display_wrappers.values():
+                wrapper.reset()
 
     # ------------------------------------------------------- subclass helpers
     @property
@@ -860,6 +953,8 @@ class TspEmulator(Emulator):
         rt = _Runtime(self.max_memory, self._emit, seed)
         self._rt = rt
         for name, value in self.lua_globals().items():
+            if name == "display" and isinstance(value, TspTable):
+                value = self._stateful_display(value)
             rt.rawset(rt.env, name, self._to_lua(value))
         self._precision_changed()
         for source, chunk in ((_BASE_PRELUDE, "prelude"), (self.lua_prelude, "factory")):
@@ -872,6 +967,17 @@ class TspEmulator(Emulator):
                     raise RuntimeError(f"{type(self).__name__}: prelude failed: {msg}")
         rt.base_names = set(rt.env.keys())
         return rt
+
+    def _stateful_display(self, table: TspTable) -> Any:
+        """An instrument's own ``display`` table, made stateful (stdlib.Display.adopt);
+        one wrapper per table, so its text survives a power cycle of the Lua state."""
+        wrapper = self._display_wrappers.get(id(table))
+        if wrapper is None or wrapper.base is not table:
+            from labpcu.sim.tsp.stdlib import Display  # noqa: PLC0415
+
+            wrapper = Display.adopt(table)
+            self._display_wrappers[id(table)] = wrapper
+        return wrapper
 
     def _precision_changed(self) -> None:
         if self._rt is not None:
@@ -904,7 +1010,7 @@ class TspEmulator(Emulator):
         return proxy
 
     def _unwrap(self, value: Any) -> Any:
-        if lupa.lua_type(value) == "table":
+        if lupa.lua_type(value) in ("table", "userdata"):
             obj = self.runtime.lookup(value)
             if obj is not None:
                 return obj
@@ -989,6 +1095,35 @@ class TspEmulator(Emulator):
 
         return check
 
+    def _gcinfo(self) -> tuple[int, int]:
+        """Lua 5.0's ``gcinfo()``: KB in use and the collection threshold (KB)."""
+        kb = self.runtime.lua.get_memory_used() / 1024.0
+        threshold = self._gc_threshold_kb if self._gc_threshold_kb is not None else 2 * kb
+        return int(kb), int(threshold)
+
+    def _collectgarbage(self, limit: Any = None) -> None:
+        """Lua 5.0's ``collectgarbage([limit])``: set the threshold to ``limit`` KB
+        (default 0) and collect at once if the heap is above it. A collection is
+        charged against the message's budget in proportion to the heap, so a loop of
+        collections ends like any runaway loop."""
+        if limit is None:
+            lim = 0.0
+        elif isinstance(limit, str):
+            try:
+                lim = float(limit)
+            except ValueError:
+                raise TspError("bad argument #1 to 'collectgarbage' (number expected, got string)") from None
+        else:
+            lim = as_number(limit, "collectgarbage")
+        rt = self.runtime
+        kb = rt.lua.get_memory_used() / 1024.0
+        if lim < kb:
+            self.charge(GC_COST + int(kb))
+            rt.lua.gccollect()
+            self._gc_threshold_kb = 2 * rt.lua.get_memory_used() / 1024.0
+        else:
+            self._gc_threshold_kb = lim
+
     def _delay(self, seconds: Any = None) -> None:
         s = as_number(seconds, "delay")
         check_range(s, 0.0, 100_000.0, "delay")
@@ -1034,29 +1169,61 @@ class TspEmulator(Emulator):
             self._handle_line(message)
 
     def _handle_line(self, line: str) -> None:
+        kind = self._dispatch(line)
+        if kind is not None:
+            self._after_command(kind)
+
+    def _dispatch(self, line: str) -> str | None:
+        """Act on one command message; what kind it was, for the prompt: ``"tsp"``,
+        ``"488"`` (a common command), ``"more"`` (script loading goes on) or None
+        (an empty line: nothing was processed)."""
         if self._collecting is not None:
             if line.strip() == "endscript":
                 self._end_script()
-            else:
-                self._collecting.lines.append(line)
-            return
+                return "tsp"
+            self._collecting.lines.append(line)
+            return "more"
         text = line.strip()
         if not text:
-            return
+            return None
         if text[0] == "*":
             self._common_command(text)
-            return
+            return "488"
         if text[0] == "l" and text.startswith("load"):
             m = _SCRIPT_START.match(text)
             if m:
                 self._collecting = _Collecting(m.group(2), m.group(1) == "loadandrunscript")
-                return
+                return "more"
         if text == "abort":  # aborts a running script; nothing runs between messages here
-            return
+            return "tsp"
         if text == "endscript":
             self.push_error(-286, "TSP Runtime error: endscript without loadscript")
-            return
+            return "tsp"
         self.execute(text)
+        return "tsp"
+
+    def _after_command(self, kind: str) -> None:
+        """What the instrument sends once a command message is processed (2600B
+        manual, ``localnode.showerrors`` / ``localnode.prompts``): with showerrors on,
+        the queued errors (and the queue is cleared); with prompts on, ``TSP>`` (or
+        ``TSP?`` if errors are still queued), ``>>>>`` while a script is being loaded;
+        a common command prompts only if ``prompts4882`` is on too."""
+        fields = self.localnode.fields
+        if fields.get("showerrors") and len(self.errors):
+            while True:
+                e = self.errors.pop()
+                if e is None:
+                    break
+                fmt = self.format_number
+                self.reply(f"{fmt(e.code)}\t{e.message}\t{fmt(e.severity)}\t{fmt(1)}")
+        if not fields.get("prompts"):
+            return
+        if kind == "488" and not fields.get("prompts4882"):
+            return
+        if kind == "more":
+            self.reply(PROMPT_CONTINUE)
+        else:
+            self.reply(PROMPT_ERRORS if len(self.errors) else PROMPT_READY)
 
     def _common_command(self, text: str) -> None:
         head, _, _arg = text.partition(" ")

@@ -1,0 +1,180 @@
+"""TSP's Lua 5.0 dialect on a Lua 5.1 runtime: the source-level part.
+
+The 2600A/B and 3706A run Lua 5.0 (the 2600A manual: "TSL is an implementation of
+the Lua programming language, Copyright 1994-2004"). The emulator runs lupa's Lua 5.1,
+whose compatibility switches already give 5.0's ``arg`` table in vararg functions,
+``math.mod``, ``string.gfind`` and ``table.getn``; the runtime adds ``table.setn``
+and 5.0's ``gcinfo``/``collectgarbage``. Two differences are lexical and are handled
+here, before Lua compiles a chunk:
+
+* ``for k, v in t do`` with ``t`` a table: Lua 5.0 iterates it as with ``pairs``;
+  Lua 5.1 tries to call the table. Every generic ``for`` has its expression list
+  wrapped, ``for k, v in EXPLIST do`` → ``for k, v in _tsp_forin(EXPLIST) do``
+  (same line, so error lines stay right); ``_tsp_forin(f, s, c)`` returns ``next, f,
+  nil`` when ``f`` is a table and ``f, s, c`` otherwise. Found by a tokenizer that
+  skips strings and comments and tracks brackets and ``function … end`` bodies, so a
+  ``do`` inside a function literal in the list does not end it. (A metatable
+  ``__call`` on tables cannot work: tables that scripts build have no metatable.)
+* Number literals: Lua 5.0 reads only decimal digits, so ``0x10`` and ``0x1p4`` are
+  syntax errors there; Lua 5.1 accepts both. They are refused here with
+  ``malformed number near '0x10'`` (queued as -285 by the runtime).
+
+Everything Lua 5.1 itself rejects that 5.0 rejects too (``//``, ``&``, ``|``, ``~``,
+``<<``, ``>>``, ``goto``/labels, ``<const>``/``<close>``, integer division) needs no
+work: 5.1's parser refuses it. Lua 5.1 additions that 5.0 lacks (``#``, ``%``, ``...``
+in expressions, ``select``, ``string.gmatch``) are *accepted*: drivers and the 2600
+emulator's own tests use ``#buf``, and refusing them would break working code for
+no benefit to a simulation (a script written for the instrument never uses them).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["FORIN_NAME", "DialectError", "transform"]
+
+#: the sandbox global that implements 5.0's ``for k in table do``
+FORIN_NAME = "_tsp_forin"
+
+_NEEDS_WORK = re.compile(r"\bfor\b|0[xX]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[A-Za-z0-9_.]*")
+_LONG_OPEN = re.compile(r"\[(=*)\[")
+_SPACE = re.compile(r"[ \t\r\n\f\v]+")
+
+
+class DialectError(Exception):
+    """A chunk TSP's Lua 5.0 would not compile (message in Lua's own form)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"{line}: {message}")
+        self.line = line
+        self.message = message
+
+
+def _tokens(src: str) -> list[tuple[str, str, int]]:
+    """(kind, text, offset) for names, keywords and punctuation; strings, numbers and
+    comments are skipped (numbers are checked). Unterminated strings end the scan:
+    Lua's own parser reports them."""
+    out: list[tuple[str, str, int]] = []
+    i, n = 0, len(src)
+    while i < n:
+        c = src[i]
+        m = _SPACE.match(src, i)
+        if m:
+            i = m.end()
+            continue
+        if src.startswith("--", i):
+            m = _LONG_OPEN.match(src, i + 2)
+            if m:
+                end = src.find("]" + m.group(1) + "]", m.end())
+                i = n if end < 0 else end + len(m.group(1)) + 2
+            else:
+                end = src.find("\n", i)
+                i = n if end < 0 else end + 1
+            continue
+        if c == "[":
+            m = _LONG_OPEN.match(src, i)
+            if m:
+                end = src.find("]" + m.group(1) + "]", m.end())
+                if end < 0:
+                    return out
+                out.append(("string", "", i))
+                i = end + len(m.group(1)) + 2
+                continue
+        if c in "\"'":
+            j = i + 1
+            while j < n and src[j] != c:
+                if src[j] == "\\":
+                    j += 1
+                elif src[j] == "\n":
+                    return out
+                j += 1
+            if j >= n:
+                return out
+            out.append(("string", "", i))
+            i = j + 1
+            continue
+        if c.isdigit() or (c == "." and i + 1 < n and src[i + 1].isdigit()):
+            m = _NUMBER.match(src, i)
+            assert m is not None
+            text = m.group(0)
+            if text[:2] in ("0x", "0X"):
+                raise DialectError(src.count("\n", 0, i) + 1, f"malformed number near '{text}'")
+            out.append(("number", text, i))
+            i = m.end()
+            continue
+        if c.isalpha() or c == "_":
+            m = _NAME.match(src, i)
+            assert m is not None
+            out.append(("name", m.group(0), i))
+            i = m.end()
+            continue
+        if src.startswith("...", i):
+            out.append(("op", "...", i))
+            i += 3
+            continue
+        out.append(("op", c, i))
+        i += 1
+    return out
+
+
+_OPENERS = {"function", "if", "do"}
+_BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+
+
+def transform(source: str) -> str:
+    """``source`` with every generic ``for`` made 5.0-compatible; raises
+    :class:`DialectError` for what 5.0 cannot lex. Unchanged text when nothing applies."""
+    if not _NEEDS_WORK.search(source):
+        return source
+    toks = _tokens(source)
+    inserts: list[tuple[int, int, str]] = []  # (offset, order, text)
+    for k, (kind, text, _pos) in enumerate(toks):
+        if kind != "name" or text != "for":
+            continue
+        j = k + 1
+        # namelist: Name {',' Name} 'in'
+        if j >= len(toks) or toks[j][0] != "name":
+            continue
+        j += 1
+        while j + 1 < len(toks) and toks[j][1] == "," and toks[j + 1][0] == "name":
+            j += 2
+        if j >= len(toks) or toks[j][:2] != ("name", "in"):
+            continue  # a numeric for, or a syntax error Lua will report
+        start = j + 1
+        if start >= len(toks):
+            continue
+        brackets = blocks = 0
+        end = None
+        for m in range(start, len(toks)):
+            kind2, t2, _ = toks[m]
+            if kind2 == "op":
+                brackets += _BRACKETS.get(t2, 0)
+                if brackets < 0:
+                    break
+            elif kind2 == "name":
+                if t2 == "do" and brackets == 0 and blocks == 0:
+                    end = m
+                    break
+                if t2 in _OPENERS or t2 == "repeat":
+                    blocks += 1
+                elif t2 in ("end", "until"):
+                    blocks -= 1
+                    if blocks < 0:
+                        break
+        if end is None or end == start:
+            continue
+        inserts.append((toks[start][2], 1, FORIN_NAME + "("))
+        inserts.append((toks[end][2], 0, ") "))
+    if not inserts:
+        return source
+    inserts.sort(key=lambda t: (t[0], t[1]))
+    parts: list[str] = []
+    last = 0
+    for pos, _order, text in inserts:
+        parts.append(source[last:pos])
+        parts.append(text)
+        last = pos
+    parts.append(source[last:])
+    return "".join(parts)
