@@ -4,6 +4,7 @@ with one line, repair refuses while a writer is live."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,3 +201,11 @@ def test_repair_copies_when_the_flags_cannot_be_cleared_in_place(tmp_path: Path,
     with h5py.File(path, "r") as f:
         assert f["runs/00001-x/data/x"][:].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
         assert f["runs/00001-x"].attrs["status"] == "interrupted"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: check refuses it first."""
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    code, out, err = run_cli(capsys, "store", "check", str(fifo))
+    assert code == 2 and "is not a regular file" in err

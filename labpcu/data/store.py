@@ -41,6 +41,7 @@ import dataclasses
 import fcntl
 import os
 import socket
+import stat
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -694,7 +695,10 @@ def _check_hdf5_signature(path: Path) -> None:
     The signature is at 0, or after a user block at 512, 1024, 2048, ... bytes."""
     signature = b"\x89HDF\r\n\x1a\n"
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open for ever
+            raise StoreError(f"{path} is not a regular file")
+        size = st.st_size
         with open(path, "rb") as fh:
             offset = 0
             while offset + 8 <= size:
