@@ -452,7 +452,7 @@ def test_rst_keeps_error_queue_and_restores_defaults() -> None:
 # -------------------------------------------------------------- error paths
 ERROR_CASES = [
     ("FOO 1", 100),
-    ("*CLS", 100),
+    ("*XYZ", 100),
     ("DV 1", 103),
     ("DV 1,0,1,1e-3,0,11,7", 103),
     ("TIV 1,0", 103),

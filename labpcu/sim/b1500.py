@@ -114,6 +114,7 @@ I_RANGES: dict[int, float] = {
 }
 OVERRANGE = 1.15  # a reading up to 115 % of the range is still valid [unverified]
 OVERFLOW_TEXT = "+199.999E+99"
+OVERFLOW_TEXT13 = "+199.9990E+99"  # [unverified] the 13-digit form of the same value
 DEFAULT_ICOMP = 1e-4  # A, when DV/PV/WV omit it
 DEFAULT_VCOMP = 2.0  # V, when DI/PI/WI omit it
 LINE_FREQUENCY = 50.0  # Hz, for PLC-based integration times
@@ -189,6 +190,20 @@ E_RANGE = (124, "Incorrect range value for this channel.")
 E_NOT_INSTALLED = (126, "Specified channel is not installed.")  # [unverified] pick
 E_OUTPUT_OFF = (200, "Channel output switch must be ON.")
 
+# Status byte (*STB?, serial poll). Bits 4-7 as the B1500A Programming Guide (Edition 11,
+# "Status Byte") describes them; bits 0-3 [unverified] from the FLEX family.
+STB_DATA_READY = 1  # the output buffer holds something to read
+STB_WAIT = 2  # waiting for a trigger (never here: no trigger ports)
+STB_INTERLOCK_OPEN = 8  # never here: the simulated interlock is closed
+STB_SET_READY = 16  # the last command has completed (always, when *STB? is answered)
+STB_ERROR = 32  # an error occurred; cleared by *RST, ERR?, ERRX?, CA, *TST?, *CAL?, DIAG?, *CLS
+STB_RQS = 64  # an unmasked bit is set (*SRE mask)
+# Standard event status register (*ESR?), IEEE 488.2 bit meanings [unverified for FLEX]
+ESR_OPC = 1
+ESR_EXECUTION_ERROR = 16  # errors 120 and above
+ESR_COMMAND_ERROR = 32  # errors below 120 (undefined command, syntax, parameter count)
+ESR_POWER_ON = 128
+
 
 def _fail(err: tuple[int, str], slot: int | None = None) -> FlexError:
     return FlexError(err[0], err[1], slot)
@@ -217,8 +232,56 @@ def format_number(value: float | None, exponent: int) -> str:
     return f"{mantissa:+08.3f}E{e:+03d}"
 
 
+def format_number13(value: float | None, exponent: int) -> str:
+    """The 13-character number of FMT 11/12/21/22 ``sddd.ddddEsdd``: FMT 1's layout with
+    one more decimal; None or non-finite = overflow ``+199.9990E+99``."""
+    if value is None or not math.isfinite(value):
+        return OVERFLOW_TEXT13
+    e = exponent
+    while True:
+        mantissa = round(value / 10.0**e, 4)
+        if abs(mantissa) < 1000.0:
+            break
+        e += 3
+    if e > 99:
+        return OVERFLOW_TEXT13
+    if mantissa == 0.0:
+        mantissa = 0.0
+    return f"{mantissa:+09.4f}E{e:+03d}"
+
+
+def lrn_number(value: float, kind: str) -> str:
+    """A value in a ``*LRN?`` reply, as in the one public instrument transcript
+    (``DV1,200,+00.0000E+00,+100.000E-06,0,16``): voltages ``sdd.ddddE+00`` (``sddd.dddE+00``
+    from 100 V), currents and powers ``sddd.dddEsdd`` with an engineering exponent."""
+    if kind == "V":
+        return f"{value:+08.4f}E+00" if abs(value) < 99.99995 else f"{value:+08.3f}E+00"
+    if value == 0.0:
+        return "+000.000E+00"
+    return format_number(value, 3 * math.floor(math.log10(abs(value)) / 3))
+
+
+def plain(value: float) -> str:
+    """A time or count in a ``*LRN?`` reply: up to 6 significant digits, upper-case E."""
+    return f"{float(value):.6G}"
+
+
+#: FMT number -> how elements are written: (header style, digits). Header "letter" is
+#: status letter + channel letter + type letter, "numeric" the 4155-compatible 3-digit
+#: status + channel + type (lower case for source data), None no header.
+FORMATS: dict[int, tuple[str | None, int]] = {
+    1: ("letter", 12), 2: (None, 12), 5: ("letter", 12),
+    11: ("letter", 13), 12: (None, 13), 15: ("letter", 13),
+    21: ("numeric", 13), 22: (None, 13), 25: ("numeric", 13),
+}
+#: FMT 21 status codes of the status letters (sums of bits: 1 overflow, 2 oscillation,
+#: 4 other channel in compliance, 8 this channel in compliance, 128 last sweep step)
+NUMERIC_STATUS = {"N": 0, "V": 1, "X": 2, "T": 4, "C": 8, "W": 0, "E": 128}
+
+
 class Element(NamedTuple):
-    """One datum of a reply: status letter, slot, type letter (I, V, T), value, exponent."""
+    """One datum of a reply: status letter, slot (0 = no channel, letter ``Z``), type
+    letter (I, V, T), value, exponent."""
 
     status: str
     slot: int
@@ -226,11 +289,16 @@ class Element(NamedTuple):
     value: float | None
     exponent: int
 
-    def text(self, header: bool) -> str:
-        number = format_number(self.value, self.exponent)
-        if not header:
+    def text(self, fmt: int = 1) -> str:
+        style, digits = FORMATS[int(fmt)]
+        number = (format_number if digits == 12 else format_number13)(self.value, self.exponent)
+        if style is None:
             return number
-        return f"{self.status}{SLOT_LETTERS[self.slot - 1]}{self.kind}{number}"
+        letter = "Z" if self.slot == 0 else SLOT_LETTERS[self.slot - 1]
+        if style == "letter":
+            return f"{self.status}{letter}{self.kind}{number}"
+        kind = self.kind.lower() if self.status in "WE" else self.kind
+        return f"{NUMERIC_STATUS[self.status]:03d}{letter}{kind}{number}"
 
 
 class _Reading(NamedTuple):
@@ -256,12 +324,24 @@ class _Channel:
     cmm: int = 0
     adc: int = 0
     filt: int = 0
+    ssr: int = 0  # 1 MOhm series resistor (SSR): kept and reported, not put in the circuit
+    rm: tuple[int, int] = (1, 50)  # auto ranging mode and rate (RM)
+    out_code: int = 0  # output range code of the last DV/DI (0 auto)
+    pol: int = 0  # compliance polarity mode of the last DV/DI
+    comp_code: int = 0  # compliance-side range code of the last DV/DI (0 auto)
     saved: tuple[str, float, float] | None = None  # settings kept by DZ
 
     def reset(self) -> None:
         self.enabled, self.mode, self.level, self.comp = False, "v", 0.0, DEFAULT_ICOMP
-        self.ri = self.rv = self.cmm = self.adc = self.filt = 0
+        self.ri = self.rv = self.cmm = self.adc = self.filt = self.ssr = 0
+        self.out_code = self.pol = self.comp_code = 0
+        self.rm = (1, 50)
         self.saved = None
+
+    def default_force(self) -> None:
+        """What CN and CL leave: 0 V, 100 uA compliance, automatic ranges."""
+        self.mode, self.level, self.comp, self.saved = "v", 0.0, DEFAULT_ICOMP, None
+        self.out_code = self.pol = self.comp_code = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,15 +357,32 @@ class _Sweep:
     pcomp: float | None
 
     def points(self) -> list[float]:
-        n = self.steps
-        if n == 1:
-            fwd = [self.start]
-        elif self.mode in (1, 3):
-            fwd = [self.start + k * (self.stop - self.start) / (n - 1) for k in range(n)]
-        else:
-            ratio = self.stop / self.start
-            fwd = [self.start * ratio ** (k / (n - 1)) for k in range(n)]
-        return fwd + fwd[::-1] if self.mode in (3, 4) else fwd
+        return staircase(self.mode, self.start, self.stop, self.steps)
+
+
+def staircase(mode: int, start: float, stop: float, n: int) -> list[float]:
+    """Output values of a staircase: linear (1, 3) or log (2, 4), two-way for 3 and 4."""
+    if n == 1:
+        fwd = [start]
+    elif mode in (1, 3):
+        fwd = [start + k * (stop - start) / (n - 1) for k in range(n)]
+    else:
+        ratio = stop / start
+        fwd = [start * ratio ** (k / (n - 1)) for k in range(n)]
+    return fwd + fwd[::-1] if mode in (3, 4) else fwd
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """The synchronous sweep source (WSV/WSI): steps with the primary sweep."""
+
+    slot: int
+    kind: str
+    range_code: int
+    start: float
+    stop: float
+    comp: float
+    pcomp: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +412,17 @@ class _Settings:
     ait: dict[int, tuple[int, float]] = field(
         default_factory=lambda: {0: (0, 1.0), 1: (0, 6.0), 2: (3, 1e-3)}
     )
+    av: tuple[int, int] = (1, 0)  # AV number, mode (the high-speed ADC seen the AV way)
+    sync: _Sync | None = None
+    tm: int = 1  # trigger mode (TM), kept and reported only
+    cm: int = 1  # auto calibration (CM), kept and reported only
+    pad: int = 0  # parallel measurement (PAD), kept and reported only
+    #: wait time type (1 source, 2 measurement, 3 CMU) -> (N, offset) (WAT), kept and reported
+    wat: dict[int, tuple[float, float]] = field(
+        default_factory=lambda: {1: (1.0, 0.0), 2: (1.0, 0.0), 3: (1.0, 0.0)}
+    )
+    #: channel mapping program channel -> actual channel (ACH)
+    ach: dict[int, int] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------- parsing
@@ -381,10 +489,42 @@ class B1500AEmulator(Emulator):
         self._timer_origin = self.now()
         self._consumed = 0  # reply bytes read or cleared since power-on
         self._data_ends: deque[int] = deque()  # stream offsets where unread data elements end
+        # status reporting (not changed by *RST)
+        self._error_bit = False  # status byte bit 5: an error occurred since it was cleared
+        self._esr = ESR_POWER_ON  # standard event status register
+        self._ese = 0  # its enable mask (*ESE)
+        self._sre = 0  # service request enable mask (*SRE)
         self._commands: dict[str, tuple[Handler, int, int]] = {
             "*IDN?": (lambda a: self.reply(self.idn), 0, 0),
             "*OPC?": (lambda a: self.reply("1"), 0, 0),
+            "*OPC": (self._opc, 0, 0),
+            "*WAI": (lambda a: None, 0, 0),
             "*RST": (lambda a: self.reset(), 0, 0),
+            "*CLS": (self._cls, 0, 0),
+            "*STB?": (lambda a: self.reply(str(self.status_byte())), 0, 0),
+            "*SRE": (lambda a: self._mask(a, "_sre"), 1, 1),
+            "*SRE?": (lambda a: self.reply(str(self._sre)), 0, 0),
+            "*ESE": (lambda a: self._mask(a, "_ese"), 1, 1),
+            "*ESE?": (lambda a: self.reply(str(self._ese)), 0, 0),
+            "*ESR?": (self._esr_query, 0, 0),
+            "*TST?": (self._self_test, 0, 2),
+            "*CAL?": (self._self_test, 0, 1),
+            "CA": (self._calibrate, 0, 1),
+            "CM": (lambda a: self._flag(a, "cm"), 1, 1),
+            "DIAG?": (self._diag, 1, 1),
+            "RCV": (self._rcv, 0, 1),
+            "LOP?": (self._lop, 0, 0),
+            "TM": (self._tm, 1, 1),
+            "PA": (self._pa, 1, 1),
+            "PAD": (lambda a: self._flag(a, "pad"), 1, 1),
+            "SSR": (self._ssr, 2, 2),
+            "RM": (self._rm, 2, 3),
+            "WAT": (self._wat, 2, 3),
+            "ACH": (self._ach, 0, 2),
+            "TSQ": (self._tsq, 0, 0),
+            "RMD?": (self._rmd, 0, 1),
+            "WSV": (lambda a: self._sync_cmd(a, "v"), 4, 6),
+            "WSI": (lambda a: self._sync_cmd(a, "i"), 4, 6),
             "UNT?": (self._unt, 0, 1),
             "*LRN?": (self._lrn, 1, 1),
             "ERRX?": (self._errx, 0, 1),
@@ -436,8 +576,17 @@ class B1500AEmulator(Emulator):
             try:
                 self._run(part)
             except FlexError as err:
-                self.errors.push(err.code, err.text)
+                self._record_error(err.code, err.text)
                 return
+
+    def _record_error(self, code: int, text: str) -> None:
+        self.errors.push(code, text)
+        self._error_bit = True
+        self._esr |= ESR_COMMAND_ERROR if code < 120 else ESR_EXECUTION_ERROR
+
+    def inject_error(self, code: int, message: str) -> None:
+        with self._lock:
+            self._record_error(code, message)
 
     def _run(self, command: str) -> None:
         m = _COMMAND.fullmatch(command)
@@ -472,8 +621,9 @@ class B1500AEmulator(Emulator):
 
     def _emit(self, elements: Sequence[Element]) -> None:
         """Put one data line in the output buffer and account its elements for NUB?."""
-        header = self.settings.fmt != 2
-        texts = [e.text(header) for e in elements]
+        self._emit_texts([e.text(self.settings.fmt) for e in elements])
+
+    def _emit_texts(self, texts: Sequence[str]) -> None:
         pos = self._consumed + self.pending_output()
         for t in texts:
             self._data_ends.append(pos + len(t))
@@ -509,6 +659,7 @@ class B1500AEmulator(Emulator):
     def _channel(self, text: str) -> _Channel:
         """Parse a channel number and return the installed channel."""
         n = parse_int(text)
+        n = self.settings.ach.get(n, n)
         if 1 <= n <= 10:
             slot, sub = n, 1
         elif 101 <= n <= 1002 and n % 100 == 2 and 1 <= n // 100 <= 10:
@@ -653,6 +804,7 @@ class B1500AEmulator(Emulator):
             self._push(ch)
         self.settings = _Settings()
         self._timer_origin = self.now()
+        self._error_bit = False
         self.clear_output()
 
     def _unt(self, args: list[str]) -> None:
@@ -663,6 +815,7 @@ class B1500AEmulator(Emulator):
     def _errx(self, args: list[str]) -> None:
         mode = parse_int(args[0]) if args else 0
         _check(mode in (0, 1))
+        self._error_bit = False
         err = self.errors.pop()
         code, text = (0, "No Error.") if err is None else (err.code, err.message)
         self.reply(f"{code:+d}" if mode == 1 else f'{code:+d},"{text}"')
@@ -670,6 +823,7 @@ class B1500AEmulator(Emulator):
     def _err(self, args: list[str]) -> None:
         mode = parse_int(args[0]) if args else 0
         _check(mode in (0, 1))
+        self._error_bit = False
         if mode == 1:
             err = self.errors.pop()
             self.reply(str(err.code if err else 0))
@@ -680,24 +834,284 @@ class B1500AEmulator(Emulator):
 
     # ================================================================= outputs
     def _lrn(self, args: list[str]) -> None:
-        """``*LRN? 0``: the output switches, ``CN1,2,...`` for the closed ones or ``CL``
-        when every switch is open (the other types are not emulated)."""
-        if args[0] != "0":
-            raise _fail(E_PARAM)
+        """``*LRN? type``: the settings of one group as the commands that would set them,
+        ``;``-joined (formats in the module docstring)."""
+        kind = parse_int(args[0])
+        if 1 <= kind <= 10:
+            self.reply(self._lrn_slot(self._channel(str(kind))))
+            return
+        builder = self._LRN.get(kind)
+        _check(builder is not None)
+        assert builder is not None
+        self.reply(builder(self))
+
+    def _lrn_switches(self) -> str:
         on = [str(slot) for slot, ch in self.channels.items() if ch.enabled]
-        self.reply("CN" + ",".join(on) if on else "CL")
+        return "CN" + ",".join(on) if on else "CL"
+
+    def _active_code(self, ch: _Channel, kind: str, code: int, value: float) -> int:
+        """Code of the range in use for ``value`` under range code ``code`` (0 auto)."""
+        full = self._range_for(ch, kind, code, value)
+        table = V_RANGES if kind == "V" else I_RANGES
+        return next(c for c in (ch.spec.v_codes if kind == "V" else ch.spec.i_codes) if table[c] == full)
+
+    def _lrn_slot(self, ch: _Channel) -> str:
+        """``DVn,vrange,V,Icomp,pol,irange`` / ``DIn,irange,I,Vcomp,pol,vrange`` with the
+        ranges in use, or ``CLn`` for an open output switch."""
+        if not ch.enabled:
+            return f"CL{ch.slot}"
+        out, comp = ("V", "I") if ch.mode == "v" else ("I", "V")
+        out_code = self._active_code(ch, out, ch.out_code, ch.level)
+        comp_code = self._active_code(ch, comp, ch.comp_code, ch.comp)
+        return (f"D{out}{ch.slot},{out_code},{lrn_number(ch.level, out)},{lrn_number(ch.comp, comp)},"
+                f"{ch.pol},{comp_code}")
+
+    def _lrn_filter(self) -> str:
+        off = [str(s) for s, ch in self.channels.items() if not ch.filt]
+        on = [str(s) for s, ch in self.channels.items() if ch.filt]
+        if not on:
+            return "FL0"
+        if not off:
+            return "FL1"
+        return "FL0," + ",".join(off) + ";FL1," + ",".join(on)
+
+    def _lrn_31(self) -> str:
+        st = self.settings
+        text = f"TM{st.tm};AV{st.av[0]},{st.av[1]};CM{st.cm};FMT{st.fmt},{st.fmt_mode}"
+        if st.mm is not None:
+            text += f";MM{st.mm[0]}," + ",".join(map(str, st.mm[1]))
+        return text
+
+    def _lrn_32(self) -> str:
+        return ";".join(f"RI{s},{ch.ri};RV{s},{ch.rv}" for s, ch in self.channels.items())
+
+    def _lrn_33(self) -> str:
+        st = self.settings
+        text = f"WM{st.wm[0]},{st.wm[1]};WT" + ",".join(plain(x) for x in st.wt)
+        sw = st.sweep
+        if sw is not None:
+            ch = self.channels[sw.slot]
+            q = "V" if sw.kind == "v" else "I"
+            c = "I" if q == "V" else "V"
+            code = self._active_code(ch, q, sw.range_code, max(abs(sw.start), abs(sw.stop)))
+            text += (f";W{q}{sw.slot},{sw.mode},{code},{lrn_number(sw.start, q)},{lrn_number(sw.stop, q)},"
+                     f"{sw.steps},{lrn_number(sw.comp, c)}")
+            if sw.pcomp is not None:
+                text += f",{lrn_number(sw.pcomp, 'P')}"
+        sy = st.sync
+        if sy is not None:
+            ch = self.channels[sy.slot]
+            q = "V" if sy.kind == "v" else "I"
+            c = "I" if q == "V" else "V"
+            code = self._active_code(ch, q, sy.range_code, max(abs(sy.start), abs(sy.stop)))
+            text += f";WS{q}{sy.slot},{code},{lrn_number(sy.start, q)},{lrn_number(sy.stop, q)},{lrn_number(sy.comp, c)}"
+            if sy.pcomp is not None:
+                text += f",{lrn_number(sy.pcomp, 'P')}"
+        return text
+
+    def _lrn_34(self) -> str:
+        st = self.settings
+        text = "PT" + ",".join(plain(x) for x in st.pt)
+        p = st.pulse
+        if p is not None:
+            ch = self.channels[p.slot]
+            q = "V" if p.kind == "v" else "I"
+            c = "I" if q == "V" else "V"
+            code = self._active_code(ch, q, 0, max(abs(p.base), abs(p.pulse)))
+            text += (f";P{q}{p.slot},{code},{lrn_number(p.base, q)},{lrn_number(p.pulse, q)},"
+                     f"{lrn_number(p.comp, c)}")
+        return text
+
+    def _lrn_55(self) -> str:
+        # as a B1500A answers (seen by a public driver): each channel's ADC, then the
+        # pulsed ADC (always 2), each pair ended by ";" and the pairs joined by ";"
+        return ";".join(f"AAD{s},{ch.adc};AAD{s},2;" for s, ch in self.channels.items())
+
+    def _lrn_56(self) -> str:
+        ait = self.settings.ait
+        return ";".join(f"AIT{a},{ait[a][0]},{plain(ait[a][1])}" for a in (0, 1, 2)) + f";AZ{self.settings.az}"
+
+    def _lrn_57(self) -> str:
+        wat = self.settings.wat
+        return ";".join(f"WAT{t},{wat[t][0]:.1f},{wat[t][1]:.4f}" for t in (1, 2))
+
+    _LRN: dict[int, Callable[[B1500AEmulator], str]] = {
+        0: _lrn_switches,
+        30: _lrn_filter,
+        31: _lrn_31,
+        32: _lrn_32,
+        33: _lrn_33,
+        34: _lrn_34,
+        46: lambda self: ";".join(f"CMM{s},{ch.cmm}" for s, ch in self.channels.items()),
+        53: lambda self: ";".join(f"SSR{s},{ch.ssr}" for s, ch in self.channels.items()),
+        54: lambda self: ";".join(f"RM{s},{ch.rm[0]},{ch.rm[1]}" for s, ch in self.channels.items()),
+        55: _lrn_55,
+        56: _lrn_56,
+        57: _lrn_57,
+        60: lambda self: f"TSC{self.settings.tsc}",
+        110: lambda self: f"PAD{self.settings.pad}",
+    }
+
+    # ======================================================= status and service
+    def status_byte(self) -> int:
+        """The status byte as ``*STB?`` reads it (before its own reply is queued)."""
+        stb = STB_SET_READY
+        if self.pending_output():
+            stb |= STB_DATA_READY
+        if self._error_bit:
+            stb |= STB_ERROR
+        if stb & self._sre & ~STB_RQS:
+            stb |= STB_RQS
+        return stb
+
+    def _mask(self, args: list[str], attr: str) -> None:
+        value = parse_int(args[0])
+        _check(0 <= value <= 255)
+        setattr(self, attr, value & ~STB_RQS if attr == "_sre" else value)
+
+    def _opc(self, args: list[str]) -> None:
+        self._esr |= ESR_OPC  # every command has completed by the time *OPC is read
+
+    def _cls(self, args: list[str]) -> None:
+        """``*CLS``: clear the status byte, the event register and the error queue."""
+        self._error_bit = False
+        self._esr = 0
+        self.errors.clear()
+
+    def _esr_query(self, args: list[str]) -> None:
+        value, self._esr = self._esr, 0
+        self.reply(str(value))
+
+    def _self_test(self, args: list[str]) -> None:
+        """``*TST? [slot[,option]]`` / ``*CAL? [slot]``: pass (0). As on the instrument the
+        outputs must be open for it, so every output switch opens."""
+        if args:
+            self._slot_arg(args[0])
+        if len(args) > 1:
+            _check(parse_int(args[1]) in (0, 1))
+        self._cl([])
+        self._error_bit = False
+        self.reply("0")
+
+    def _calibrate(self, args: list[str]) -> None:
+        if args:
+            self._slot_arg(args[0])
+        self._cl([])
+        self._error_bit = False
+
+    def _slot_arg(self, text: str) -> int:
+        slot = parse_int(text)
+        _check(0 <= slot <= 10, E_CHANNEL)
+        return slot
+
+    def _diag(self, args: list[str]) -> None:
+        """``DIAG? item``: every diagnosis passes (0)."""
+        _check(parse_int(args[0]) in (1, 3, 4, 5, 7, 8))
+        self._error_bit = False
+        self.reply("0")
+
+    def _rcv(self, args: list[str]) -> None:
+        """``RCV [slot]``: re-enable modules that failed self-test; none ever fails here."""
+        if args:
+            self._slot_arg(args[0])
+
+    def _lop(self, args: list[str]) -> None:
+        """``LOP?``: one 2-digit state per slot: 00 off, 01 forcing V, 02/03 forcing +I/-I,
+        11 in voltage compliance, 12/13 in +/- current compliance; empty slots 00."""
+        codes = []
+        for slot in range(1, 11):
+            ch = self.channels.get(slot)
+            if ch is None or not ch.enabled:
+                codes.append("00")
+                continue
+            rd = self._bench_read(ch, 0.0)
+            if ch.mode == "v":
+                state = (12 if rd.i >= 0 else 13) if rd.compliance else 1
+            else:
+                state = 11 if rd.compliance else (2 if ch.level >= 0 else 3)
+            codes.append(f"{state:02d}")
+        self.reply("LOP" + ",".join(codes))
+
+    def _flag(self, args: list[str], attr: str) -> None:
+        value = parse_int(args[0])
+        _check(value in (0, 1))
+        setattr(self.settings, attr, value)
+
+    def _tm(self, args: list[str]) -> None:
+        value = parse_int(args[0])
+        _check(value in (1, 2, 3, 4))
+        self.settings.tm = value
+
+    def _pa(self, args: list[str]) -> None:
+        """``PA seconds``: wait (the simulated clock moves)."""
+        t = parse_float(args[0])
+        _check(0.0 <= t <= 655.35)
+        self._advance(t)
+
+    def _ssr(self, args: list[str]) -> None:
+        ch = self._channel(args[0])
+        value = parse_int(args[1])
+        _check(value in (0, 1))
+        ch.ssr = value
+
+    def _rm(self, args: list[str]) -> None:
+        ch = self._channel(args[0])
+        mode = parse_int(args[1])
+        rate = parse_int(args[2]) if len(args) > 2 else 50
+        _check(mode in (1, 2, 3) and 11 <= rate <= 100)
+        ch.rm = (mode, rate)
+
+    def _wat(self, args: list[str]) -> None:
+        kind = parse_int(args[0])
+        n = parse_float(args[1])
+        offset = parse_float(args[2]) if len(args) > 2 else 0.0
+        _check(kind in (1, 2, 3) and 0.0 <= n <= 10.0 and 0.0 <= offset <= 1.0)
+        self.settings.wat[kind] = (n, offset)
+
+    def _ach(self, args: list[str]) -> None:
+        """``ACH [actual[,program]]``: program channel -> actual channel; no argument
+        clears every mapping, one argument maps that channel to itself."""
+        if not args:
+            self.settings.ach.clear()
+            return
+        actual = parse_int(args[0])
+        program = parse_int(args[1]) if len(args) > 1 else actual
+        _check(1 <= actual <= 10 and 1 <= program <= 10, E_CHANNEL)
+        _check(actual in self.channels, E_NOT_INSTALLED, actual)
+        if program == actual:
+            self.settings.ach.pop(program, None)
+        else:
+            self.settings.ach[program] = actual
+
+    def _tsq(self, args: list[str]) -> None:
+        """``TSQ``: the time since ``TSR``/power-on as one time element (channel ``Z``)."""
+        self.reply(Element("N", 0, "T", self._timer(), 0).text(self.settings.fmt))
+
+    def _rmd(self, args: list[str]) -> None:
+        """``RMD? [count]``: the first ``count`` unread data elements (all: 0 or none) as
+        one reply; the rest stay unread behind it. Assumes the unread output is data."""
+        count = parse_int(args[0]) if args else 0
+        _check(count >= 0)
+        text = self.take_output().decode("latin-1")
+        elements = [e for line in text.split("\r\n") if line for e in line.split(",")]
+        n = len(elements) if count == 0 else min(count, len(elements))
+        self._emit_texts(elements[:n])
+        if elements[n:]:
+            self._emit_texts(elements[n:])
 
     def _cn(self, args: list[str]) -> None:
         """Close the output switch: 0 V, 100 µA compliance."""
         for ch in self._channels(args):
             if not ch.enabled:
-                ch.enabled, ch.mode, ch.level, ch.comp, ch.saved = True, "v", 0.0, DEFAULT_ICOMP, None
+                ch.enabled = True
+                ch.default_force()
                 self._push(ch)
 
     def _cl(self, args: list[str]) -> None:
         """Open the output switch; the bench terminal goes high-impedance."""
         for ch in self._channels(args):
-            ch.enabled, ch.mode, ch.level, ch.comp, ch.saved = False, "v", 0.0, DEFAULT_ICOMP, None
+            ch.enabled = False
+            ch.default_force()
             self._push(ch)
 
     def _dz(self, args: list[str]) -> None:
@@ -722,16 +1136,16 @@ class B1500AEmulator(Emulator):
         """``DV ch,vrange,V[,Icomp[,pol[,irange]]]`` / ``DI ch,irange,I[,Vcomp[,pol[,vrange]]]``."""
         ch = self._channel(args[0])
         out_kind, comp_kind = ("V", "I") if kind == "v" else ("I", "V")
-        self._range_code(ch, args[1], out_kind, signed=False)
+        out_code = self._range_code(ch, args[1], out_kind, signed=False)
         level = parse_float(args[2])
         comp = parse_float(args[3]) if len(args) > 3 else (DEFAULT_ICOMP if kind == "v" else DEFAULT_VCOMP)
-        if len(args) > 4:
-            _check(parse_int(args[4]) in (0, 1))
-        if len(args) > 5:
-            self._range_code(ch, args[5], comp_kind, signed=False)
+        pol = parse_int(args[4]) if len(args) > 4 else 0
+        _check(pol in (0, 1))
+        comp_code = self._range_code(ch, args[5], comp_kind, signed=False) if len(args) > 5 else 0
         self._check_level(ch, kind, [level], comp)
         self._require_on(ch)
         ch.mode, ch.level, ch.comp, ch.saved = kind, level, abs(comp), None
+        ch.out_code, ch.pol, ch.comp_code = out_code, pol, comp_code
         self._push(ch)
 
     # ==================================================================== spot
@@ -794,6 +1208,10 @@ class B1500AEmulator(Emulator):
             _check(n == int(n))
         _check(limits[0] <= n <= limits[1])
         self.settings.ait[adc] = (mode, n)
+        if adc == 0 and mode in (0, 1):
+            self.settings.av = (int(n), mode)
+        elif adc == 0 and mode == 2:
+            self.settings.av = (-int(n), 0)
 
     def _av(self, args: list[str]) -> None:
         """``AV number[,mode]``: the older way to set the high-speed ADC (→ ``AIT 0``)."""
@@ -801,6 +1219,7 @@ class B1500AEmulator(Emulator):
         mode = parse_int(args[1]) if len(args) > 1 else 0
         _check(mode in (0, 1) and (1 <= n <= 1023 or -100 <= n <= -1))
         self.settings.ait[0] = (2, float(-n)) if n < 0 else (0 if mode == 0 else 1, float(n))
+        self.settings.av = (n, mode)
 
     def _az(self, args: list[str]) -> None:
         value = parse_int(args[0])
@@ -816,7 +1235,7 @@ class B1500AEmulator(Emulator):
     def _fmt(self, args: list[str]) -> None:
         f = parse_int(args[0])
         mode = parse_int(args[1]) if len(args) > 1 else 0
-        _check(f in (1, 2, 5) and mode in (0, 1, 2))
+        _check(f in FORMATS and mode in (0, 1, 2))
         self.settings.fmt, self.settings.fmt_mode = f, mode
 
     def _tsc(self, args: list[str]) -> None:
@@ -847,6 +1266,19 @@ class B1500AEmulator(Emulator):
             _check(1e-3 <= pcomp <= 2.0, E_COMPLIANCE, ch.slot)
         self._check_level(ch, kind, [start, stop], comp)
         self.settings.sweep = _Sweep(ch.slot, kind, mode, code, start, stop, steps, abs(comp), pcomp)
+
+    def _sync_cmd(self, args: list[str], kind: str) -> None:
+        """``WSV ch,range,start,stop[,comp[,Pcomp]]`` and the ``WSI`` form: a source that
+        steps with the primary sweep (same mode and step count, checked at ``XE``)."""
+        ch = self._channel(args[0])
+        code = self._range_code(ch, args[1], "V" if kind == "v" else "I", signed=False)
+        start, stop = parse_float(args[2]), parse_float(args[3])
+        comp = parse_float(args[4]) if len(args) > 4 else (DEFAULT_ICOMP if kind == "v" else DEFAULT_VCOMP)
+        pcomp = parse_float(args[5]) if len(args) > 5 else None
+        if pcomp is not None:
+            _check(1e-3 <= pcomp <= 2.0, E_COMPLIANCE, ch.slot)
+        self._check_level(ch, kind, [start, stop], comp)
+        self.settings.sync = _Sync(ch.slot, kind, code, start, stop, abs(comp), pcomp)
 
     def _wt(self, args: list[str]) -> None:
         values = [parse_float(a) for a in args] + [0.0] * (5 - len(args))
@@ -916,16 +1348,36 @@ class B1500AEmulator(Emulator):
         src = self.channels[sw.slot]
         self._require_on(src, *chans)
         points = sw.points()
+        sy = self.settings.sync
+        sync_ch: _Channel | None = None
+        sync_points: list[float] = []
+        if sy is not None:
+            sync_ch = self.channels[sy.slot]
+            _check(sy.slot != sw.slot)
+            if sw.mode in (2, 4):
+                _check(sy.start != 0.0 and sy.stop != 0.0 and (sy.start > 0) == (sy.stop > 0))
+            self._require_on(sync_ch)
+            sync_points = staircase(sw.mode, sy.start, sy.stop, sw.steps)
+            sync_type = "V" if sy.kind == "v" else "I"
+            sync_exp = eng_exponent(self._range_for(sync_ch, sync_type, sy.range_code, max(abs(sy.start), abs(sy.stop))))
         src_type = "V" if sw.kind == "v" else "I"
         # output ranges are limited auto: one range holding both start and stop
         out_range = self._range_for(src, src_type, sw.range_code, max(abs(sw.start), abs(sw.stop)))
         src_exp = eng_exponent(out_range)
         hold, delay, sdelay, _, _ = self.settings.wt
         abort_enabled, post = self.settings.wm
-        with_source = self.settings.fmt_mode >= 1
+        fmt_mode = self.settings.fmt_mode
         timestamps = bool(self.settings.tsc)
         elements: list[Element] = []
         aborted = False
+
+        def source_data(k: int, end: str) -> list[Element]:
+            if fmt_mode == 1:
+                return [Element(end, src.slot, src_type, points[k], src_exp)]
+            if fmt_mode == 2 and sy is not None:
+                return [Element(end, sy.slot, sync_type, sync_points[k], sync_exp)]
+            return []
+
         for k, level in enumerate(points):
             end = "E" if k == len(points) - 1 else "W"
             if aborted:  # dummy data keeps the element count fixed
@@ -933,24 +1385,29 @@ class B1500AEmulator(Emulator):
                     if timestamps:
                         elements.append(Element("N", ch.slot, "T", self._timer(), 0))
                     elements += [Element("V", ch.slot, q, None, 0) for q in self._quantities(ch)]
-                if with_source:
-                    elements.append(Element(end, src.slot, src_type, level, src_exp))
+                elements += source_data(k, end)
                 continue
             comp = sw.comp
             if sw.pcomp is not None and level != 0.0:
                 comp = min(comp, sw.pcomp / abs(level))
             self._set_force(src, sw.kind, level, comp)
+            if sy is not None and sync_ch is not None:
+                sync_comp = sy.comp
+                if sy.pcomp is not None and sync_points[k] != 0.0:
+                    sync_comp = min(sync_comp, sy.pcomp / abs(sync_points[k]))
+                self._set_force(sync_ch, sy.kind, sync_points[k], sync_comp)
             self._advance(delay + (hold if k == 0 else 0.0))
             t0 = self.now()
             step = self._read_channels(chans, self._quantities, self._channel_code, timestamps)
             self._advance(sdelay - (self.now() - t0))
             elements += step
-            if with_source:
-                elements.append(Element(end, src.slot, src_type, level, src_exp))
+            elements += source_data(k, end)
             if abort_enabled == 2 and any(e.status in "CTV" for e in step if e.kind != "T"):
                 aborted = True
-        final = sw.start if aborted or post == 1 else sw.stop
-        self._set_force(src, sw.kind, final, sw.comp)
+        back = aborted or post == 1
+        self._set_force(src, sw.kind, sw.start if back else sw.stop, sw.comp)
+        if sy is not None and sync_ch is not None:
+            self._set_force(sync_ch, sy.kind, sy.start if back else sy.stop, sy.comp)
         self._emit(elements)
 
     def _run_pulsed(self, ch: _Channel) -> None:
