@@ -9,12 +9,14 @@ out over GPIB or a B1500A's socket was reset, with the action that failed in the
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pyvisa.errors
 from pymeasure.instruments import Instrument
+from pyvisa import constants as visa_constants
 from pyvisa.constants import StatusCode
 
 from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, InstrumentError
@@ -31,9 +33,49 @@ def is_timeout(exc: BaseException | None) -> bool:
     return isinstance(exc, TimeoutError)
 
 
+def enable_tcp_nodelay(adapter: Any) -> bool:
+    """Switch Nagle's algorithm off on a raw-socket VISA resource
+    (``TCPIP::host::port::SOCKET``); True if the socket now sends at once.
+
+    A TSP or FLEX exchange is a short write and, often at once, a short query: with
+    Nagle on, the second small segment waits for the peer's delayed ACK (~40 ms on
+    Linux), which turned a 6.6 ms host-loop ISPP step into 312 ms over TCP
+    (``benchmarks/bench_ispp.py``). VISA's own attribute ``VI_ATTR_TCPIP_NODELAY`` is
+    tried first (NI-VISA and others honour it); pyvisa-py lists it but refuses to set
+    it, so its session's socket is set directly. Other resources (GPIB, USB, VXI-11,
+    the simulator's in-process adapter) are left alone.
+    """
+    conn = getattr(adapter, "connection", None)
+    name = str(getattr(conn, "resource_name", "") or "")
+    if conn is None or not name.upper().startswith("TCPIP") or not name.upper().endswith("::SOCKET"):
+        return False
+    try:
+        conn.set_visa_attribute(visa_constants.VI_ATTR_TCPIP_NODELAY, visa_constants.VI_TRUE)
+        if conn.get_visa_attribute(visa_constants.VI_ATTR_TCPIP_NODELAY) == visa_constants.VI_TRUE:
+            return True
+    except Exception:  # noqa: BLE001 - pyvisa-py raises its own UnknownAttribute
+        pass
+    session = getattr(getattr(conn, "visalib", None), "sessions", {}).get(getattr(conn, "session", None))
+    sock = getattr(session, "interface", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return True
+        except OSError as exc:
+            log.warning("%s: could not set TCP_NODELAY: %s", name, exc)
+            return False
+    log.warning("%s: TCP_NODELAY not set (the VISA library refuses it and exposes no socket); "
+                "each query may wait ~40 ms for a delayed ACK", name)
+    return False
+
+
 class GuardedInstrument(Instrument):
     """A pymeasure Instrument whose I/O raises only InstrumentCommunicationError on a
     transport failure, naming what it was doing (the instrument's state is unknown)."""
+
+    def __init__(self, adapter: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(adapter, name, **kwargs)
+        enable_tcp_nodelay(self.adapter)  # before the subclass's first query
 
     @staticmethod
     @contextmanager
