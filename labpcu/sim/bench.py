@@ -36,19 +36,46 @@ MAX_STATE_STEP = 0.03
 MAX_SUBSTEPS = 64
 
 
+#: what an SMU output that is off does to its terminal
+OFF_HIGH_Z = "z"  # the output relay is open: the terminal is disconnected
+OFF_ZERO_V = "v0"  # a voltage source at 0 V, current limited to ``off_limit`` A
+OFF_ZERO_I = "i0"  # a current source at 0 A, voltage limited to ``off_limit`` V
+OFF_MODES = (OFF_HIGH_Z, OFF_ZERO_V, OFF_ZERO_I)
+
+
 @dataclass(slots=True)
 class SourceState:
     """What one SMU channel applies. ``limit`` is the compliance: A in voltage mode,
-    V in current mode. ``output=False`` means high impedance (disconnected)."""
+    V in current mode.
+
+    With ``output=False`` the terminal is in its off state ``off_mode``: open
+    (:data:`OFF_HIGH_Z`, the default, and what a B1500A channel that is off does), or
+    held at 0 V up to ``off_limit`` A (:data:`OFF_ZERO_V`: a Keithley 2600 in its
+    normal or zero off-mode), or fed 0 A up to ``off_limit`` V (:data:`OFF_ZERO_I`).
+    Such a terminal is part of the circuit but it is not *live*: :meth:`live` (and
+    :meth:`SimBench.live_outputs`) mean the output is on."""
 
     output: bool = False
     mode: str = "v"
     level: float = 0.0
     limit: float = 1e-4
+    off_mode: str = OFF_HIGH_Z
+    off_limit: float = 1e-3
 
     @property
     def live(self) -> bool:
         return self.output
+
+    @property
+    def in_circuit(self) -> bool:
+        """True if the terminal drives its node now (on, or off but held at 0)."""
+        return self.output or self.off_mode != OFF_HIGH_Z
+
+    def applied(self) -> tuple[bool, float, float]:
+        """(voltage mode?, level, limit) as the circuit sees the terminal now."""
+        if self.output:
+            return self.mode == "v", self.level, self.limit
+        return self.off_mode == OFF_ZERO_V, 0.0, self.off_limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +204,22 @@ class SimBench:
         mode: str | None = None,
         level: float | None = None,
         limit: float | None = None,
+        off_mode: str | None = None,
+        off_limit: float | None = None,
     ) -> None:
-        """Change what a terminal applies; unspecified fields keep their value."""
+        """Change what a terminal applies; unspecified fields keep their value.
+        ``off_mode``/``off_limit``: what the terminal does while the output is off
+        (see :class:`SourceState`)."""
         with self.lock:
             s = self.source(name)
+            if off_mode is not None:
+                if off_mode not in OFF_MODES:
+                    raise ValueError(f"off mode must be one of {OFF_MODES}, not {off_mode!r}")
+                s.off_mode = off_mode
+            if off_limit is not None:
+                if not off_limit > 0:
+                    raise ValueError(f"off-state limit must be > 0, not {off_limit!r}")
+                s.off_limit = float(off_limit)
             if mode is not None:
                 if mode not in ("v", "i"):
                     raise ValueError(f"source mode must be 'v' or 'i', not {mode!r}")
@@ -194,7 +233,7 @@ class SimBench:
             if output is not None:
                 s.output = bool(output)
             self._settled = None
-            if s.output and self.reaches_devices(name):
+            if s.in_circuit and self.reaches_devices(name):
                 # the new bias reaches the devices at once: filament switching takes
                 # nanoseconds, far less than any source's settling time
                 self.settle()
@@ -205,6 +244,7 @@ class SimBench:
         return topo.terminal_node.get(name) in topo.device_nodes
 
     def live_outputs(self) -> list[str]:
+        """Terminals whose output is on (an off terminal held at 0 V is not live)."""
         return [n for n, s in self._sources.items() if s.output]
 
     # ----------------------------------------------------------------- matrix
@@ -348,17 +388,18 @@ class SimBench:
             sig = np.array([dev.m1.p.read_noise for dev, _, _ in topo.m1] + [dev.m2.p.read_noise for dev, _, _ in topo.m2])
             g = g * np.maximum(1.0 + sig * self.rng.standard_normal(n1 + n2), 0.0)
         net.res_a, net.res_b, net.res_g = a, b, g
-        names = [n for n, s in self._sources.items() if s.output]
+        names = [n for n, s in self._sources.items() if s.in_circuit]
         if names:
-            states = [self._sources[n] for n in names]
+            applied = [self._sources[n].applied() for n in names]
             net.src_node = np.array([topo.terminal_node[n] for n in names], int)
-            net.src_is_v = np.array([s.mode == "v" for s in states], bool)
-            net.src_level = np.array([s.level for s in states], float)
-            net.src_limit = np.array([s.limit for s in states], float)
+            net.src_is_v = np.array([a[0] for a in applied], bool)
+            net.src_level = np.array([a[1] for a in applied], float)
+            net.src_limit = np.array([a[2] for a in applied], float)
         return net, names
 
     def solve(self, noisy: bool = False) -> tuple[Solution, list[str]]:
-        """Solve the circuit as it is now; returns the solution and the live source names
+        """Solve the circuit as it is now; returns the solution and the names of the
+        terminals in the circuit (on, or off and held at 0: :attr:`SourceState.in_circuit`)
         in the order of ``Solution.src_current``."""
         with self.lock:
             self.topology  # build first, so _netlist node numbers are stable
@@ -428,7 +469,7 @@ class SimBench:
             settled = self.settle()
             src = self.source(name)
             topo = self.topology
-            if src.output:
+            if src.in_circuit:  # on, or off but holding its terminal at 0
                 sol, names = self.solve(noisy=True)
                 k = names.index(name)
                 reading = Reading(float(sol.src_current[k]), float(sol.src_voltage[k]), bool(sol.src_in_limit[k]))

@@ -62,9 +62,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -81,6 +81,8 @@ from labpcu.sim.tsp.runtime import (
     check_range,
     lua_sequence,
 )
+
+from labpcu.sim.bench import OFF_HIGH_Z, OFF_ZERO_I, OFF_ZERO_V
 
 if TYPE_CHECKING:
     from labpcu.sim.bench import SimBench
@@ -394,12 +396,31 @@ class ReadingBuffer(TspObject):
             raise TspError(f"printbuffer: index {stop} out of range ({self.lua_path} holds {self.n} readings)")
 
 
-# ------------------------------------------------------------ trigger timers
+# ------------------------------------------------------------ trigger objects
+class _Detector:
+    """An event detector: latched by an event, cleared when used or cleared."""
+
+    __slots__ = ("detected", "overrun")
+
+    def __init__(self) -> None:
+        self.detected = False
+        self.overrun = False
+
+    def latch(self) -> None:
+        if self.detected:
+            self.overrun = True
+        self.detected = True
+
+    def clear(self) -> None:
+        self.detected = False
+        self.overrun = False
+
+
 class TriggerTimer(TspObject):
     """``trigger.timer[N]``: when its stimulus event occurs it emits its own event
     immediately if ``passthrough``, then ``count`` more times, ``delay`` (or the
-    ``delaylist`` in turn) apart. A stimulus while it is still running is an overrun
-    and is ignored."""
+    ``delaylist`` in turn) apart, in bench time. A stimulus while it is still running
+    is an overrun and is ignored. ``count = 0`` runs while any channel sweeps."""
 
     lua_static = frozenset({"EVENT_ID"})
     lua_get = frozenset({"count", "delay", "delaylist", "passthrough", "stimulus", "overrun"})
@@ -410,6 +431,7 @@ class TriggerTimer(TspObject):
         super().__init__(f"trigger.timer[{index}]")
         self._emu = emu
         self.EVENT_ID = event_id
+        self.detector = _Detector()  # what wait() sees: this timer's own events
         self.reset()
 
     def reset(self) -> None:
@@ -418,13 +440,16 @@ class TriggerTimer(TspObject):
         self._passthrough = False
         self._stimulus = 0
         self.overrun = False
+        self.remaining = 0  # events still to come from the present start
+        self.detector.clear()
 
     def clear(self) -> None:
         self.overrun = False
+        self.detector.clear()
 
     def wait(self, timeout: Any = None) -> bool:
-        """Nothing is pending between messages in a synchronous emulator."""
-        return False
+        """Wait (bench time) up to ``timeout`` s for this timer's event; True if it came."""
+        return self._emu.bus.wait_for(self.detector, as_number(timeout, f"{self.lua_path}.wait"))
 
     @property
     def count(self) -> int:
@@ -472,101 +497,295 @@ class TriggerTimer(TspObject):
         self._stimulus = as_int(value, f"{self.lua_path}.stimulus")
 
 
-class _TimerArray(TspObject):
-    def __init__(self, timers: list[TriggerTimer]) -> None:
-        super().__init__("trigger.timer")
-        self._timers = timers
+class _Stimuli(TspObject):
+    """``trigger.blender[N].stimulus[M]`` (M = 1..4)."""
+
+    def __init__(self, blender: TriggerBlender) -> None:
+        super().__init__(f"{blender.lua_path}.stimulus")
+        self._blender = blender
+
+    def _index(self, index: Any) -> int:
+        if isinstance(index, (int, float)) and not isinstance(index, bool) and index == int(index) and 1 <= index <= 4:
+            return int(index)
+        raise TspError(f"{self.lua_path}[{index!r}]: index must be 1 to 4")
+
+    def lua_item(self, index: Any) -> Any:
+        return self._blender.stimuli[self._index(index) - 1]
+
+    def lua_setattr(self, key: Any, value: Any) -> None:
+        if isinstance(key, str):
+            super().lua_setattr(key, value)
+        self._blender.stimuli[self._index(key) - 1] = as_int(value, f"{self.lua_path}[{key}]")
+
+    def lua_length(self) -> int:
+        return 4
+
+
+class TriggerBlender(TspObject):
+    """``trigger.blender[N]``: emits its event when any (``orenable``) or all of its
+    four stimuli (0 = unused) have occurred; an AND blender starts over after firing."""
+
+    lua_static = frozenset({"EVENT_ID", "stimulus"})
+    lua_get = frozenset({"orenable", "overrun"})
+    lua_set = frozenset({"orenable"})
+    lua_call = frozenset({"clear", "reset", "wait"})
+
+    def __init__(self, emu: K2612AEmulator, index: int, event_id: int) -> None:
+        super().__init__(f"trigger.blender[{index}]")
+        self._emu = emu
+        self.EVENT_ID = event_id
+        self.detector = _Detector()
+        self.stimulus = _Stimuli(self)
+        self.reset()
+
+    def reset(self) -> None:
+        self.stimuli = [0, 0, 0, 0]
+        self._orenable = False
+        self.overrun = False
+        self.seen: set[int] = set()
+        self.detector.clear()
+
+    def clear(self) -> None:
+        self.overrun = False
+        self.seen.clear()
+        self.detector.clear()
+
+    def wait(self, timeout: Any = None) -> bool:
+        return self._emu.bus.wait_for(self.detector, as_number(timeout, f"{self.lua_path}.wait"))
+
+    @property
+    def orenable(self) -> bool:
+        return self._orenable
+
+    @orenable.setter
+    def orenable(self, value: Any) -> None:
+        self._orenable = as_flag(value, f"{self.lua_path}.orenable")
+
+    def offer(self, event_id: int) -> bool:
+        """An event occurred: True if the blender fires now."""
+        used = [s for s in self.stimuli if s != 0]
+        if event_id not in used:
+            return False
+        if self._orenable:
+            return True
+        self.seen.add(event_id)
+        if all(s in self.seen for s in used):
+            self.seen.clear()
+            return True
+        return False
+
+
+class TriggerGenerator(TspObject):
+    """``trigger.generator[N]``: ``assert()`` emits its event (2600B)."""
+
+    lua_static = frozenset({"EVENT_ID"})
+    lua_call = frozenset({"assert"})
+
+    def __init__(self, emu: K2612AEmulator, index: int, event_id: int) -> None:
+        super().__init__(f"trigger.generator[{index}]")
+        self._emu = emu
+        self.EVENT_ID = event_id
+
+    def lua_statics(self) -> dict[Any, Any]:
+        return {"EVENT_ID": self.EVENT_ID, "assert": self._assert}
+
+    def _assert(self) -> None:
+        self._emu.bus.emit(self.EVENT_ID)
+
+
+class _ObjectArray(TspObject):
+    def __init__(self, path: str, items: list[Any]) -> None:
+        super().__init__(path)
+        self._items = items
 
     def lua_item(self, index: Any) -> Any:
         if isinstance(index, (int, float)) and not isinstance(index, bool) and index == int(index):
-            if 1 <= int(index) <= len(self._timers):
-                return self._timers[int(index) - 1]
+            if 1 <= int(index) <= len(self._items):
+                return self._items[int(index) - 1]
         return None
 
     def lua_length(self) -> int:
-        return len(self._timers)
+        return len(self._items)
 
 
-class _TriggerRun:
-    """The discrete-event simulation behind one ``initiate()``.
+#: how many events one instant may dispatch before the bus gives up (a loop of
+#: blenders/timers feeding each other at zero delay)
+_MAX_CASCADE = 10_000
 
-    Events are (time, id) in a heap. Dispatching an event latches every detector of
-    the sweeping channel whose stimulus is that id and starts every timer whose
-    stimulus it is. The channel's stages wait on their detectors; waiting advances the
-    virtual clock to the next event. Only SMU actions change the bench, so handling
-    events after a measurement (at their own timestamps) is exact.
+
+class _TriggerBus:
+    """The instrument's trigger events, in bench time (a :class:`~labpcu.clock.TimedAgent`).
+
+    ``emit(id)`` dispatches an event now: it latches the event detectors of every SMU
+    stage whose stimulus it is (and the blenders', timers' own ``wait`` detectors),
+    starts the timers it stimulates and feeds the blenders; then every sweeping
+    channel runs on as far as it can at this instant. Timer events and the end of each
+    sweep step are due at later times; the bench clock stops there (``next_due`` /
+    ``fire``), whoever advances it.
     """
 
-    def __init__(self, emu: K2612AEmulator, detectors: dict[str, int]) -> None:
+    def __init__(self, emu: K2612AEmulator) -> None:
         self.emu = emu
-        self.clock = emu.clock
-        self.heap: list[tuple[float, int, int, TriggerTimer | None, int]] = []
+        self.heap: list[tuple[float, int, TriggerTimer, int]] = []
         self.seq = 0
-        self.stimulus = detectors  # stage → event id (0 = immediate)
-        self.latched: dict[str, bool] = dict.fromkeys(detectors, False)
-        self.active: dict[int, int] = {}  # id(timer) → events still to come
+        self._pumping = False
+        self._depth = 0
+        self.command_trigger = _Detector()  # *TRG / trigger.wait()
 
-    def _push(self, t: float, event_id: int, timer: TriggerTimer | None = None, k: int = 0) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (t, self.seq, event_id, timer, k))
+    # -- agent protocol ------------------------------------------------------------
+    def next_due(self) -> float | None:
+        times = [self.heap[0][0]] if self.heap else []
+        for ch in self.emu.channels.values():
+            t = ch.sweep.wake_at if ch.sweep is not None else None
+            if t is not None:
+                times.append(t)
+        return min(times) if times else None
 
+    def fire(self, now: float) -> None:
+        with self.emu._lock:
+            while self.heap and self.heap[0][0] <= now + _TIME_TOLERANCE:
+                t, _, timer, k = heapq.heappop(self.heap)
+                self._timer_tick(timer, k, t)
+            self.pump()
+
+    # -- events --------------------------------------------------------------------
     def emit(self, event_id: int) -> None:
-        """The channel emits an event now (handled before the next stage)."""
-        self._push(self.clock.now(), event_id)
-        self.process_due()
+        """An event occurs now (from a command, a sweep, a timer or a blender)."""
+        with self.emu._lock:
+            self._dispatch(event_id)
+            self.pump()
 
-    def _dispatch(self, t: float, event_id: int) -> None:
-        self.emu.charge(EVENT_COST)
-        for stage, stim in self.stimulus.items():
-            if stim == event_id and stim != 0:
-                self.latched[stage] = True
-        for timer in self.emu.timers:
-            if timer.stimulus == event_id and timer.stimulus != 0:
-                self._start_timer(timer, t)
+    def _dispatch(self, event_id: int) -> None:
+        if event_id == 0:
+            return
+        self._depth += 1
+        try:
+            if self._depth > _MAX_CASCADE:
+                raise TspError(f"trigger events feed each other endlessly (event {event_id})")
+            self.emu.charge(EVENT_COST)
+            for ch in self.emu.channels.values():
+                ch.trigger.on_event(event_id)
+            for timer in self.emu.timers:
+                if timer.EVENT_ID == event_id:
+                    timer.detector.latch()
+                if timer.stimulus == event_id:
+                    self._start_timer(timer)
+            for blender in self.emu.blenders:
+                if blender.EVENT_ID == event_id:
+                    blender.detector.latch()
+                elif blender.offer(event_id):
+                    self._dispatch(blender.EVENT_ID)
+            if event_id == self.emu.trigger_event_id:
+                self.command_trigger.latch()
+        finally:
+            self._depth -= 1
 
-    def _start_timer(self, timer: TriggerTimer, t: float) -> None:
-        if self.active.get(id(timer), 0):
+    def _start_timer(self, timer: TriggerTimer) -> None:
+        if timer.remaining:
             timer.overrun = True
             return
-        remaining = timer.count if timer.count > 0 else -1  # 0: runs until the sweep ends
-        self.active[id(timer)] = remaining
+        timer.remaining = timer.count if timer.count > 0 else -1  # -1: while sweeping
         if timer.passthrough:
-            self._dispatch(t, timer.EVENT_ID)
-        if remaining:
-            self._push(t + timer._delays[0], timer.EVENT_ID, timer, 0)
-        else:
-            self.active[id(timer)] = 0
+            self._dispatch(timer.EVENT_ID)
+        self._push(self.emu.clock.now() + timer._delays[0], timer, 0)
 
-    def process_due(self) -> None:
-        now = self.clock.now()
-        while self.heap and self.heap[0][0] <= now + _TIME_TOLERANCE:
-            t, _, event_id, timer, k = heapq.heappop(self.heap)
-            if timer is not None:
-                left = self.active.get(id(timer), 0)
-                left = left - 1 if left > 0 else left
-                self.active[id(timer)] = left
-                if left != 0:
-                    delays = timer._delays
-                    self._push(t + delays[(k + 1) % len(delays)], event_id, timer, k + 1)
-            self._dispatch(t, event_id)
+    def _push(self, t: float, timer: TriggerTimer, k: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, timer, k))
 
-    def wait(self, stage: str) -> bool:
-        """Block (in simulated time) until the stage's detector is set; False if no
-        event can ever set it."""
-        if self.stimulus[stage] == 0:
-            return True
-        while True:
-            self.process_due()
-            if self.latched[stage]:
-                self.latched[stage] = False
+    def _timer_tick(self, timer: TriggerTimer, k: int, t: float) -> None:
+        if timer.remaining == 0:
+            return  # reset or cleared meanwhile
+        if timer.remaining < 0 and not self.emu.sweeping():
+            timer.remaining = 0  # an endless timer stops with the last sweep
+            return
+        if timer.remaining > 0:
+            timer.remaining -= 1
+        if timer.remaining != 0:
+            delays = timer._delays
+            self._push(t + delays[(k + 1) % len(delays)], timer, k + 1)
+        self._dispatch(timer.EVENT_ID)
+
+    def pump(self) -> None:
+        """Let every sweeping channel run on as far as it can at this instant."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            progress = True
+            while progress:
+                progress = False
+                for ch in self.emu.channels.values():
+                    if ch.sweep is not None and ch.sweep.resume():
+                        progress = True
+        finally:
+            self._pumping = False
+
+    def reset(self) -> None:
+        self.heap.clear()
+        self.command_trigger.clear()
+
+    # -- waiting -------------------------------------------------------------------
+    def wait_for(self, detector: _Detector, timeout: float) -> bool:
+        """``trigger.wait``/``timer.wait``: advance the bench clock until the detector
+        latches or ``timeout`` s pass; True (and cleared) if it latched."""
+        clock = self.emu.clock
+        deadline = clock.now() + max(timeout, 0.0)
+        while not detector.detected:
+            due = clock.next_due()
+            if due is None or due > deadline:
+                clock.advance(max(deadline - clock.now(), 0.0))
+                break
+            clock.advance(max(due - clock.now(), 0.0))
+        hit = detector.detected
+        detector.clear()
+        return hit
+
+
+class _Sweep:
+    """One ``initiate()`` of one channel: a generator of steps driven by the bus.
+
+    The steps yield ``("wait", stage)`` (an event detector), ``("sleep", dt)`` (bench
+    time passes: a delay, an integration) or ``("emit", id)``; :meth:`resume` runs them
+    until the sweep must wait for an event or for the clock.
+    """
+
+    def __init__(self, ch: SmuChannel) -> None:
+        self.ch = ch
+        self.gen = ch._sweep_steps()
+        self.wake_at: float | None = None
+        self.waiting: str | None = None
+        self.done = False
+
+    def resume(self) -> bool:
+        ch, bus, clock = self.ch, self.ch.emu.bus, self.ch.emu.clock
+        progressed = False
+        while not self.done:
+            if self.wake_at is not None:
+                if self.wake_at > clock.now() + _TIME_TOLERANCE:
+                    return progressed
+                self.wake_at = None
+            if self.waiting is not None:
+                det = ch.trigger.detector(self.waiting)
+                if not det.detected:
+                    return progressed
+                det.detected = False
+                self.waiting = None
+            progressed = True
+            try:
+                kind, arg = next(self.gen)
+            except StopIteration:
+                ch._sweep_finished(self)
                 return True
-            if not self.heap:
-                return False
-            # process_due left only events later than now + tolerance: dt > 0
-            self.clock.advance(self.heap[0][0] - self.clock.now())
-
-    def set(self, stage: str) -> None:
-        self.latched[stage] = True
+            if kind == "sleep":
+                if arg > 0:
+                    self.wake_at = clock.now() + arg
+            elif kind == "wait":
+                if ch.trigger.stage(arg).stimulus != 0:
+                    self.waiting = arg
+            else:  # emit
+                bus._dispatch(arg)
+        return progressed
 
 
 # ------------------------------------------------------------- SMU sub-objects
@@ -583,12 +802,13 @@ class _Stage(TspObject):
         self._stage = name
         self._action_default = action_default
         self._actions = actions
+        self.det = _Detector()
         self.reset()
 
     def reset(self) -> None:
         self._action = self._action_default
         self._stimulus = 0
-        self.pending = False
+        self.det.clear()
 
     @property
     def action(self) -> int:
@@ -607,11 +827,13 @@ class _Stage(TspObject):
         self._stimulus = as_int(value, f"{self.lua_path}.stimulus")
 
     def set(self) -> None:
-        """Sets the event detector (it stays latched until the next initiate uses it)."""
-        self.pending = True
+        """Sets the event detector (``initiate()`` clears it: call after initiating)."""
+        self.det.latch()
+        self._ch.emu.bus.pump()
 
     def release(self) -> None:
-        self.pending = True
+        """Releases a stage held by the trigger model (here: the same as ``set``)."""
+        self.set()
 
 
 class _ArmStage(_Stage):
@@ -793,11 +1015,32 @@ class SmuTrigger(TspObject):
     def autoclear(self, value: Any) -> None:
         self._autoclear = _flag(self, value, f"{self.lua_path}.autoclear")
 
+    STAGES = ("arm", "source", "measure", "endpulse")
+
+    def stage(self, name: str) -> _Stage:
+        return getattr(self, name)
+
+    def detector(self, name: str) -> _Detector:
+        return self.stage(name).det
+
+    def on_event(self, event_id: int) -> None:
+        """An event occurred: latch the detectors it stimulates."""
+        for name in self.STAGES:
+            st = self.stage(name)
+            if st.stimulus == event_id:
+                st.det.latch()
+
+    def clear_detectors(self, names: tuple[str, ...] = STAGES) -> None:
+        for name in names:
+            self.stage(name).det.clear()
+
     def initiate(self) -> None:
-        self._ch.run_trigger_model()
+        """Starts the sweep and returns at once; it runs on in bench time."""
+        self._ch.initiate()
 
     def abort(self) -> None:
-        """Sweeps complete inside ``initiate()``; nothing is left to abort."""
+        """Stops a running sweep (the output goes to its idle level)."""
+        self._ch.abort()
 
 
 class SmuSource(TspObject):
@@ -805,7 +1048,8 @@ class SmuSource(TspObject):
 
     lua_get = frozenset({"func", "levelv", "leveli", "limitv", "limiti", "limitp", "rangev", "rangei",
                          "autorangev", "autorangei", "lowrangev", "lowrangei", "output", "offmode",
-                         "offlimiti", "compliance", "delay", "settling", "highc", "sink", "offfunc"})
+                         "offlimiti", "offlimitv", "compliance", "delay", "settling", "highc", "sink",
+                         "offfunc"})
     lua_set = lua_get - {"compliance"}
 
     func = _Setting(VOLTS, _choice(AMPS, VOLTS))
@@ -824,6 +1068,7 @@ class SmuSource(TspObject):
     offmode = _Setting(0, _choice(0, 1, 2))
     offfunc = _Setting(VOLTS, _choice(AMPS, VOLTS))
     offlimiti = _Setting(1e-3, _limit_check("i"))
+    offlimitv = _Setting(40.0, _limit_check("v"))
     delay = _Setting(0.0, _delay_value)
     settling = _Setting(0, _choice(0, 1, 2, 3, 4, 128))
     highc = _Setting(0, _flag)
@@ -1019,6 +1264,8 @@ class SmuChannel(TspObject):
         self._applied_func = VOLTS
         self._status = 0
         self._nbuffers = 0
+        #: the running sweep (None when the channel is idle)
+        self.sweep: _Sweep | None = None
 
     def _changed(self, name: str) -> None:
         pass
@@ -1026,6 +1273,7 @@ class SmuChannel(TspObject):
     # -- state ----------------------------------------------------------------
     def reset(self) -> None:
         """``smua.reset()``: defaults, output off, buffers cleared, trigger model reset."""
+        self.abort()
         _reset_settings(self.source)
         _reset_settings(self)
         self.measure.reset()
@@ -1034,9 +1282,6 @@ class SmuChannel(TspObject):
         self.nvbuffer2.reset()
         self._status = 0
         self.apply_source()
-
-    def abort(self) -> None:
-        """Sweeps complete inside ``initiate()``; nothing is left to abort."""
 
     def makebuffer(self, n: Any = None) -> ReadingBuffer:
         size = as_int(n, f"{self.lua_path}.makebuffer")
@@ -1049,7 +1294,8 @@ class SmuChannel(TspObject):
         return self.emu.bench
 
     def apply_source(self, func: int | None = None, level: float | None = None, limit: float | None = None) -> None:
-        """Tell the bench what the output does now (``level`` overrides during a sweep)."""
+        """Tell the bench what the output does now (``level`` overrides during a sweep),
+        and what it does while off (``source.offmode``, see :meth:`off_state`)."""
         src = self.source
         f = src.func if func is None else func
         if level is None:
@@ -1061,12 +1307,41 @@ class SmuChannel(TspObject):
         if self.bench is None:
             return
         on = src.output == 1
-        self.bench.set_source(self.terminal, output=on, mode="v" if f == VOLTS else "i", level=level, limit=limit)
+        off_mode, off_limit = self.off_state()
+        self.bench.set_source(self.terminal, output=on, mode="v" if f == VOLTS else "i", level=level, limit=limit,
+                              off_mode=off_mode, off_limit=off_limit)
+
+    def off_state(self) -> tuple[str, float]:
+        """What the output does while off, as (bench off mode, limit), per the 2600B
+        manual's output-off modes:
+
+        * ``OUTPUT_NORMAL`` (the default): ``offfunc`` VOLTS sources 0 V with the
+          current limit ``offlimiti`` (1 mA at reset); ``offfunc`` AMPS sources 0 A
+          with the voltage limit ``offlimitv`` (40 V);
+        * ``OUTPUT_ZERO``: a 0 V voltage source; sourcing voltage it keeps the
+          present current limit, sourcing current the limit is the programmed current
+          or 10 % of the present current range, whichever is greater;
+        * ``OUTPUT_HIGH_Z`` (or ``source.output = OUTPUT_HIGH_Z``): the output relay
+          opens.
+        """
+        src = self.source
+        if src.output == 2 or src.offmode == 2:
+            return OFF_HIGH_Z, 1e-3
+        if src.offmode == 1:
+            if src.func == VOLTS:
+                return OFF_ZERO_V, src.limiti
+            return OFF_ZERO_V, max(abs(src.leveli), 0.1 * src.rangei)
+        if src.offfunc == AMPS:
+            return OFF_ZERO_I, src.offlimitv
+        return OFF_ZERO_V, src.offlimiti
 
     def in_compliance(self) -> bool:
         if self.bench is None or self.source.output != 1:
-            return False
+            return False  # an output that is off reports no compliance
         return bool(self.bench.measure(self.terminal, 0.0).compliance)
+
+    def buffer_available(self) -> bool:
+        return self.nvbuffer1.n > 0 or self.nvbuffer2.n > 0
 
     @property
     def status_condition(self) -> int:
@@ -1083,19 +1358,21 @@ class SmuChannel(TspObject):
             t *= m.filter.fields["count"]
         return t
 
-    def _convert(self) -> _Conversion:
-        """One A/D conversion at the bench: measure.delay, then the integration."""
+    def _convert_steps(self, out: list[_Conversion]) -> Iterator[tuple[str, Any]]:
+        """One A/D conversion at the bench: measure.delay, then the integration (the
+        reading is the bench at its start). Appends to ``out``; yields the waits."""
         self.emu.charge(MEASURE_COST)
         m = self.measure
         if m.delay > 0:
-            self.emu.clock.advance(m.delay * m.delayfactor)
+            yield ("sleep", m.delay * m.delayfactor)
         t = self.emu.clock.now()
         dur = self._conversion_time()
         if self.bench is None:
-            self.emu.clock.advance(dur)
-            return _Conversion(t, 0.0, 0.0, False)
-        r = self.bench.measure(self.terminal, duration=dur)
-        return _Conversion(t, r.i, r.v, r.compliance)
+            out.append(_Conversion(t, 0.0, 0.0, False))
+        else:
+            r = self.bench.measure(self.terminal, duration=0.0)
+            out.append(_Conversion(t, r.i, r.v, r.compliance))
+        yield ("sleep", dur)
 
     def _noise_factor(self) -> float:
         m = self.measure
@@ -1129,49 +1406,81 @@ class SmuChannel(TspObject):
         return value, rng
 
     def take_readings(self, kinds: tuple[str, ...], buffers: tuple[ReadingBuffer | None, ...]) -> list[float]:
-        """``measure.count`` conversions, ``measure.interval`` apart; each stores into
-        its buffers. Returns the last reading of each kind."""
-        m = self.measure
+        """``measure.count`` conversions, ``measure.interval`` apart, now (the bench
+        clock advances through them); each stores into its buffers. Returns the last
+        reading of each kind."""
         out: list[float] = []
+        self._run_now(self._reading_steps(kinds, buffers, out))
+        return out
+
+    def _run_now(self, steps: Iterator[tuple[str, Any]]) -> None:
+        """Drive a step generator synchronously: its sleeps advance the bench clock."""
+        for kind, arg in steps:
+            if kind == "sleep" and arg > 0:
+                self.emu.clock.advance(arg)
+            elif kind == "emit":
+                self.emu.bus.emit(arg)
+
+    def _reading_steps(self, kinds: tuple[str, ...], buffers: tuple[ReadingBuffer | None, ...],
+                       out: list[float]) -> Iterator[tuple[str, Any]]:
+        m = self.measure
         t_prev: float | None = None
         for _ in range(m.count):
             if t_prev is not None and m.interval > 0:
                 wait = t_prev + m.interval - self.emu.clock.now()
                 if wait > 0:
-                    self.emu.clock.advance(wait)
-            c = self._convert()
+                    yield ("sleep", wait)
+            conv: list[_Conversion] = []
+            # the reading is computed before the integration time passes
+            steps = self._convert_steps(conv)
+            for step in steps:
+                if conv:
+                    self._store(conv[0], kinds, buffers, out)
+                    yield step
+                    yield from steps
+                    break
+                yield step
+            c = conv[0]
             t_prev = c.t
-            i, irng = self._instrument("i", c.i)
-            v, vrng = self._instrument("v", c.v)
-            status = 0
-            if c.compliance:
-                status = 2 if self._applied_func == VOLTS else 1
-            self._status = status
-            out = []
-            for kind, buf in zip(kinds, buffers, strict=True):
-                if kind == "i":
-                    value, rng = i, irng
-                elif kind == "v":
-                    value, rng = v, vrng
-                elif kind == "r":
-                    value, rng = (v / i if i != 0 and abs(i) < OVERFLOW_READING and abs(v) < OVERFLOW_READING
-                                  else OVERFLOW_READING), vrng / irng
-                else:
-                    value, rng = (v * i if abs(i) < OVERFLOW_READING and abs(v) < OVERFLOW_READING
-                                  else OVERFLOW_READING), vrng * irng
-                out.append(value)
-                if buf is not None:
-                    buf_status = (64 if c.compliance else 0) | (128 if m.filter.fields["enable"] else 0)
-                    if getattr(m, f"autorange{kind}", 0) if kind in "iv" else 0:
-                        buf_status |= 4
-                    if self.sense == 1:
-                        buf_status |= 16
-                    buf.append(value, c.t, self._applied_level, buf_status, rng)
-        return out
+
+    def _store(self, c: _Conversion, kinds: tuple[str, ...], buffers: tuple[ReadingBuffer | None, ...],
+               out: list[float]) -> None:
+        m = self.measure
+        i, irng = self._instrument("i", c.i)
+        v, vrng = self._instrument("v", c.v)
+        status = 0
+        if c.compliance:
+            status = 2 if self._applied_func == VOLTS else 1
+        self._status = status
+        self.emu.status_model.measured(self, status, max(abs(i), abs(v)) >= OVERFLOW_READING)
+        out.clear()
+        for kind, buf in zip(kinds, buffers, strict=True):
+            if kind == "i":
+                value, rng = i, irng
+            elif kind == "v":
+                value, rng = v, vrng
+            elif kind == "r":
+                value, rng = (v / i if i != 0 and abs(i) < OVERFLOW_READING and abs(v) < OVERFLOW_READING
+                              else OVERFLOW_READING), vrng / irng
+            else:
+                value, rng = (v * i if abs(i) < OVERFLOW_READING and abs(v) < OVERFLOW_READING
+                              else OVERFLOW_READING), vrng * irng
+            out.append(value)
+            if buf is not None:
+                buf_status = (64 if c.compliance else 0) | (128 if m.filter.fields["enable"] else 0)
+                if getattr(m, f"autorange{kind}", 0) if kind in "iv" else 0:
+                    buf_status |= 4
+                if self.sense == 1:
+                    buf_status |= 16
+                buf.append(value, c.t, self._applied_level, buf_status, rng)
 
     # -- trigger model -----------------------------------------------------------
-    def run_trigger_model(self) -> None:
-        """``smua.trigger.initiate()``: the whole sweep, synchronously in simulated time.
+    @property
+    def sweeping(self) -> bool:
+        return self.sweep is not None
+
+    def initiate(self) -> None:
+        """``smua.trigger.initiate()``: start the sweep and return at once.
 
         Arm layer (``arm.count`` passes, each waiting for ``arm.stimulus``), trigger
         layer (``trigger.count`` points): source stage (next sweep value if
@@ -1180,65 +1489,343 @@ class SmuChannel(TspObject):
         ``measure.action``), end-pulse stage (``SOURCE_IDLE`` returns to the idle
         level, i.e. ``source.levelv``/``leveli``). After the trigger layer,
         ``endsweep.action`` decides between idle level and hold. Each stage first waits
-        for its stimulus event (0 = go on at once).
+        for its stimulus event (0 = go on at once). Everything runs in bench time.
         """
         trig = self.trigger
+        if self.sweep is not None:
+            raise TspError(f"{trig.lua_path}.initiate: a sweep is already running on {self.lua_path}")
         if trig.measure.action and not trig.measure.kinds:
             raise TspError(f"{trig.lua_path}.measure: no measurement configured (use trigger.measure.i(buf) first)")
         if trig.source.action and not trig.source.points:
             raise TspError(f"{trig.lua_path}.source: no sweep list configured (use trigger.source.listv first)")
-        stages = {"arm": trig.arm, "source": trig.source, "measure": trig.measure, "endpulse": trig.endpulse}
-        run = _TriggerRun(self.emu, {k: s.stimulus for k, s in stages.items()})
-        for name, stage in stages.items():
-            if stage.pending:
-                run.set(name)
-                stage.pending = False
+        trig.clear_detectors()
         for b in dict.fromkeys(b for b in trig.measure.buffers if b is not None):
             b.begin()
+        self.sweep = _Sweep(self)
+        self.emu.status_model.update()
+        self.emu.bus.pump()
+
+    def abort(self) -> None:
+        """``smua.abort()`` / ``smua.trigger.abort()``: stop a sweep where it is."""
+        sweep = self.sweep
+        if sweep is None:
+            return
+        sweep.done = True
+        sweep.gen.close()
+        self.apply_source()
+        self._sweep_finished(sweep, emit_idle=True)
+
+    def _sweep_finished(self, sweep: _Sweep, emit_idle: bool = False) -> None:
+        sweep.done = True
+        if self.sweep is sweep:
+            self.sweep = None
+        if emit_idle:
+            self.emu.bus._dispatch(self.trigger.IDLE_EVENT_ID)
+        self.emu.sweep_ended()
+
+    def _sweep_steps(self) -> Iterator[tuple[str, Any]]:
+        trig = self.trigger
         src = trig.source
         sweep_limit = (src._limiti if src.func == VOLTS else src._limitv)
         step = 0
         arm_passes = trig.arm.count if trig.arm.count > 0 else -1
-        try:
-            run.emit(trig.SWEEPING_EVENT_ID)
-            while arm_passes != 0:
-                arm_passes -= 1
-                self._wait(run, "arm")
-                run.emit(trig.ARMED_EVENT_ID)
-                points = trig.count if trig.count > 0 else -1
-                while points != 0:
-                    points -= 1
-                    self._wait(run, "source")
-                    if src.action:
-                        level = src.points[step % len(src.points)]
-                        step += 1
-                        self.apply_source(func=src.func, level=level, limit=sweep_limit)
-                    if self.source.delay > 0:
-                        self.emu.clock.advance(self.source.delay)
-                    run.emit(trig.SOURCE_COMPLETE_EVENT_ID)
-                    self._wait(run, "measure")
-                    if trig.measure.action:
-                        self.take_readings(trig.measure.kinds, trig.measure.buffers)
-                    run.emit(trig.MEASURE_COMPLETE_EVENT_ID)
-                    self._wait(run, "endpulse")
-                    if trig.endpulse.action == 0:
-                        self.apply_source()
-                    run.emit(trig.PULSE_COMPLETE_EVENT_ID)
-                run.emit(trig.SWEEP_COMPLETE_EVENT_ID)
-                if trig.endsweep.action == 0:
+        yield ("emit", trig.SWEEPING_EVENT_ID)
+        while arm_passes != 0:
+            arm_passes -= 1
+            yield ("wait", "arm")
+            if trig.autoclear:
+                trig.clear_detectors(("source", "measure", "endpulse"))
+            yield ("emit", trig.ARMED_EVENT_ID)
+            points = trig.count if trig.count > 0 else -1
+            while points != 0:
+                points -= 1
+                yield ("wait", "source")
+                if src.action:
+                    level = src.points[step % len(src.points)]
+                    step += 1
+                    self.apply_source(func=src.func, level=level, limit=sweep_limit)
+                if self.source.delay > 0:
+                    yield ("sleep", self.source.delay)
+                yield ("emit", trig.SOURCE_COMPLETE_EVENT_ID)
+                yield ("wait", "measure")
+                if trig.measure.action:
+                    yield from self._reading_steps(trig.measure.kinds, trig.measure.buffers, [])
+                yield ("emit", trig.MEASURE_COMPLETE_EVENT_ID)
+                yield ("wait", "endpulse")
+                if trig.endpulse.action == 0:
                     self.apply_source()
-            run.emit(trig.IDLE_EVENT_ID)
-        except _Stalled as stall:
-            self.apply_source()
-            self.emu.push_error(-200, f"Execution error; {trig.lua_path} stalled: {stall} never occurs")
+                yield ("emit", trig.PULSE_COMPLETE_EVENT_ID)
+            yield ("emit", trig.SWEEP_COMPLETE_EVENT_ID)
+            if trig.endsweep.action == 0:
+                self.apply_source()
+        # the channel is idle before its idle event goes out
+        if self.sweep is not None:
+            self.sweep.done = True
+            self.sweep = None
+        self.emu.bus._dispatch(trig.IDLE_EVENT_ID)
 
-    def _wait(self, run: _TriggerRun, stage: str) -> None:
-        if not run.wait(stage):
-            raise _Stalled(f"{stage} stimulus event {run.stimulus[stage]}")
+
+# --------------------------------------------------------------- status model
+class StatusRegister(TspObject):
+    """One register set of the status model (``status.operation.sweeping`` …):
+    ``condition`` (live), ``event`` (latched by transitions through ``ptr``/``ntr``,
+    cleared when read), ``enable``; its summary (``event & enable`` non-zero) sets a bit
+    of its parent's condition. Bit names are static members (``SMUA``, ``SWE`` …)."""
+
+    lua_get = frozenset({"condition", "event", "enable", "ntr", "ptr"})
+
+    def __init__(self, model: StatusModel, path: str, bits: dict[str, int], *,
+                 source: Callable[[], int] | None = None, writable_condition: bool = False,
+                 ptr: int | None = None) -> None:
+        super().__init__(path)
+        self._model = model
+        self.bits = dict(bits)
+        self.children: dict[str, tuple[int, StatusRegister]] = {}
+        self.source = source
+        self.writable_condition = writable_condition
+        self.used = 0
+        for v in self.bits.values():
+            self.used |= v
+        self._ptr_default = self.used if ptr is None else ptr
+        self.user_condition = 0
+        self.clear_all()
+
+    def child(self, name: str, bit: int, reg: StatusRegister) -> StatusRegister:
+        self.children[name] = (bit, reg)
+        self.used |= bit
+        self._ptr_default |= bit
+        self.ptr = self._ptr_default
+        return reg
+
+    def clear_all(self) -> None:
+        self.cond = 0
+        self.ev = 0
+        self.enable = 0
+        self.ntr = 0
+        self.ptr = self._ptr_default
+
+    def lua_statics(self) -> dict[Any, Any]:
+        return {**self.bits, **{n: reg for n, (_, reg) in self.children.items()}}
+
+    def lua_getattr(self, key: Any) -> Any:
+        self._model.update()
+        if key == "condition":
+            return self.cond
+        if key == "event":
+            value, self.ev = self.ev, 0
+            self._model.update()
+            return value
+        if key in ("enable", "ntr", "ptr"):
+            return getattr(self, key)
+        return None
+
+    def lua_setattr(self, key: Any, value: Any) -> None:
+        if key in ("enable", "ntr", "ptr") or (key == "condition" and self.writable_condition):
+            x = as_int(value, f"{self.lua_path}.{key}")
+            if not 0 <= x <= 65535:
+                raise TspParameterError(f"Parameter data out of range; {self.lua_path}.{key} {x}")
+            if key == "condition":
+                self.user_condition = x
+            else:
+                setattr(self, key, x)
+            self._model.update()
+            return
+        super().lua_setattr(key, value)
+
+    def refresh(self) -> bool:
+        """Recompute the condition (children first), latch transitions; the summary."""
+        new = self.user_condition
+        if self.source is not None:
+            new |= self.source()
+        for bit, reg in self.children.values():
+            if reg.refresh():
+                new |= bit
+        rising, falling = new & ~self.cond, self.cond & ~new
+        self.ev |= (rising & self.ptr) | (falling & self.ntr)
+        self.cond = new
+        return bool(self.ev & self.enable)
+
+    def walk(self) -> Iterator[StatusRegister]:
+        yield self
+        for _, reg in self.children.values():
+            yield from reg.walk()
 
 
-class _Stalled(Exception):
-    pass
+#: status byte bits (``status.condition``, ``*STB?``)
+MSB, SSB, EAV, QSB, MAV, ESB, MSS, OSB = 1, 2, 4, 8, 16, 32, 64, 128
+#: standard event register bits (``*ESR?``)
+OPC_BIT, QYE, DDE, EXE, CME, URQ, PON = 1, 4, 8, 16, 32, 64, 128
+
+
+class StatusModel(TspObject):
+    """``status``: the 2600 status model (status byte, service request enable, the
+    standard event, operation, measurement and questionable register sets)."""
+
+    lua_get = frozenset({"condition", "request_enable", "request_event", "node_enable", "node_event"})
+    lua_set = frozenset({"request_enable", "node_enable"})
+    lua_call = frozenset({"reset"})
+
+    def __init__(self, emu: K2612AEmulator) -> None:
+        super().__init__("status")
+        self._emu = emu
+        chans = list(emu.channels)
+        ch_bits = {n.upper(): 2 << k for k, n in enumerate(chans)}
+        R = StatusRegister
+
+        self.standard = R(self, "status.standard", {"OPERATION_COMPLETE": OPC_BIT, "OPC": OPC_BIT,
+                                                    "QUERY_ERROR": QYE, "QYE": QYE,
+                                                    "DEVICE_DEPENDENT_ERROR": DDE, "DDE": DDE,
+                                                    "EXECUTION_ERROR": EXE, "EXE": EXE,
+                                                    "COMMAND_ERROR": CME, "CME": CME,
+                                                    "USER_REQUEST": URQ, "URQ": URQ,
+                                                    "POWER_ON": PON, "PON": PON}, ptr=0)
+        op_bits = {"CALIBRATING": 1, "CAL": 1, "SWEEPING": 8, "SWE": 8, "MEASURING": 16, "MEAS": 16,
+                   "TRIGGER_OVERRUN": 1024, "TRGOVR": 1024, "REMOTE_SUMMARY": 2048, "REM": 2048,
+                   "USER": 4096, "INSTRUMENT_SUMMARY": 8192, "INST": 8192,
+                   "PROGRAM_RUNNING": 16384, "PROG": 16384}
+        self.operation = R(self, "status.operation", op_bits)
+        sweeping = lambda: sum(2 << k for k, ch in enumerate(emu.channels.values()) if ch.sweeping)  # noqa: E731
+        self.operation.child("calibrating", 1, R(self, "status.operation.calibrating", ch_bits))
+        self.operation.child("sweeping", 8, R(self, "status.operation.sweeping", ch_bits, source=sweeping))
+        self.operation.child("measuring", 16, R(self, "status.operation.measuring", ch_bits))
+        self.operation.child("trigger_overrun", 1024, R(self, "status.operation.trigger_overrun",
+                                                        {**ch_bits, "TRGBLND": 1024, "TRGTMR": 2048}))
+        self.operation.child("remote", 2048, R(self, "status.operation.remote", {"CAV": 2, "LSE": 4}))
+        self.operation.child("user", 4096, R(self, "status.operation.user",
+                                             {f"BIT{k}": 1 << k for k in range(15)}, writable_condition=True))
+        inst = R(self, "status.operation.instrument", {**ch_bits, "TRIGGER_BLENDER": 1024, "TRGBLND": 1024,
+                                                       "TRIGGER_TIMER": 2048, "TRGTMR": 2048, "DIGITAL_IO": 4096,
+                                                       "DIGIO": 4096, "TSPLINK": 8192, "LAN": 16384})
+        self.operation.child("instrument", 8192, inst)
+        for k, (n, ch) in enumerate(emu.channels.items()):
+            inst.child(n, 2 << k, R(self, f"status.operation.instrument.{n}",
+                                    {"CALIBRATING": 1, "CAL": 1, "SWEEPING": 8, "SWE": 8, "MEASURING": 16,
+                                     "MEAS": 16, "TRIGGER_OVERRUN": 1024, "TRGOVR": 1024},
+                                    source=lambda ch=ch: 8 if ch.sweeping else 0))
+
+        meas_bits = {"VOLTAGE_LIMIT": 1, "VLMT": 1, "CURRENT_LIMIT": 2, "ILMT": 2, "READING_OVERFLOW": 128,
+                     "ROF": 128, "BUFFER_AVAILABLE": 256, "BAV": 256, "INSTRUMENT_SUMMARY": 8192, "INST": 8192}
+        self.measurement = R(self, "status.measurement", meas_bits)
+        self._overflow = dict.fromkeys(chans, False)
+        chan_list = list(emu.channels.values())
+
+        def per_channel(test: Callable[[SmuChannel], bool]) -> Callable[[], int]:
+            return lambda: sum(2 << k for k, ch in enumerate(chan_list) if test(ch))
+
+        self.measurement.child("voltage_limit", 1, R(self, "status.measurement.voltage_limit", ch_bits,
+                                                     source=per_channel(lambda ch: bool(ch._status & 1))))
+        self.measurement.child("current_limit", 2, R(self, "status.measurement.current_limit", ch_bits,
+                                                     source=per_channel(lambda ch: bool(ch._status & 2))))
+        self.measurement.child("reading_overflow", 128, R(self, "status.measurement.reading_overflow", ch_bits,
+                                                          source=per_channel(lambda ch: self._overflow[ch.lua_path])))
+        self.measurement.child("buffer_available", 256, R(self, "status.measurement.buffer_available", ch_bits,
+                                                          source=per_channel(lambda ch: ch.buffer_available())))
+        minst = R(self, "status.measurement.instrument", ch_bits)
+        self.measurement.child("instrument", 8192, minst)
+        for k, ch in enumerate(chan_list):
+            minst.child(ch.lua_path, 2 << k, R(
+                self, f"status.measurement.instrument.{ch.lua_path}",
+                {"VOLTAGE_LIMIT": 1, "VLMT": 1, "CURRENT_LIMIT": 2, "ILMT": 2, "READING_OVERFLOW": 128,
+                 "ROF": 128, "BUFFER_AVAILABLE": 256, "BAV": 256},
+                source=lambda ch=ch: ch.status_condition | (128 if self._overflow[ch.lua_path] else 0)
+                | (256 if ch.buffer_available() else 0)))
+        self.questionable = R(self, "status.questionable", {"CALIBRATION": 256, "CAL": 256,
+                                                            "UNSTABLE_OUTPUT": 512, "UO": 512,
+                                                            "OVER_TEMPERATURE": 4096, "OTEMP": 4096,
+                                                            "INSTRUMENT_SUMMARY": 8192, "INST": 8192})
+        self.system = R(self, "status.system", {f"NODE{k}": 1 << k for k in range(1, 15)})
+        self.registers = [self.standard, self.operation, self.measurement, self.questionable, self.system]
+        self.request_enable = 0
+        self.node_enable = 0
+        self.stb = 0
+        self.srq = False
+        #: service requests asserted so far (the SRQ line has no wire in the simulator)
+        self.srq_count = 0
+        self.on_srq: Callable[[int], None] | None = None
+
+    CONSTANTS = {"MEASUREMENT_SUMMARY_BIT": MSB, "MSB": MSB, "SYSTEM_SUMMARY_BIT": SSB, "SSB": SSB,
+                 "ERROR_AVAILABLE": EAV, "EAV": EAV, "QUESTIONABLE_SUMMARY_BIT": QSB, "QSB": QSB,
+                 "MESSAGE_AVAILABLE": MAV, "MAV": MAV, "EVENT_SUMMARY_BIT": ESB, "ESB": ESB,
+                 "MASTER_SUMMARY_STATUS": MSS, "MSS": MSS, "OPERATION_SUMMARY_BIT": OSB, "OSB": OSB}
+
+    def lua_statics(self) -> dict[Any, Any]:
+        return {**self.CONSTANTS, "standard": self.standard, "operation": self.operation,
+                "measurement": self.measurement, "questionable": self.questionable,
+                "system": self.system, "reset": self.reset}
+
+    def lua_setattr(self, key: Any, value: Any) -> None:
+        if key in ("request_enable", "node_enable"):
+            x = as_int(value, f"status.{key}")
+            if not 0 <= x <= 255:
+                raise TspParameterError(f"Parameter data out of range; status.{key} {x}")
+            setattr(self, key, x & ~MSS)
+            self.update()
+            return
+        super().lua_setattr(key, value)
+
+    @property
+    def condition(self) -> int:
+        self.update()
+        return self.stb
+
+    @property
+    def request_event(self) -> int:
+        self.update()
+        return self.stb & self.request_enable
+
+    @property
+    def node_event(self) -> int:
+        self.update()
+        return self.stb & self.node_enable
+
+    def reset(self) -> None:
+        """``status.reset()``: every register set to its defaults, events cleared."""
+        for top in self.registers:
+            for reg in top.walk():
+                reg.clear_all()
+        self.request_enable = 0
+        self.node_enable = 0
+        self.update()
+
+    def clear_events(self) -> None:
+        """``*CLS``: clear every event register (enables stay)."""
+        for top in self.registers:
+            for reg in top.walk():
+                reg.ev = 0
+        self.update()
+
+    def measured(self, ch: SmuChannel, status: int, overflow: bool) -> None:
+        self._overflow[ch.lua_path] = overflow
+        self.update()
+
+    def update(self, mav: bool | None = None) -> int:
+        """Recompute every register and the status byte; assert SRQ on a new request."""
+        emu = self._emu
+        stb = 0
+        if self.measurement.refresh():
+            stb |= MSB
+        if self.system.refresh():
+            stb |= SSB
+        if len(emu.errors):
+            stb |= EAV
+        if self.questionable.refresh():
+            stb |= QSB
+        if mav if mav is not None else emu.pending_output() > 0:
+            stb |= MAV
+        if self.standard.refresh():
+            stb |= ESB
+        if self.operation.refresh():
+            stb |= OSB
+        request = bool(stb & self.request_enable)
+        if request:
+            stb |= MSS
+        if request and not self.srq:
+            self.srq_count += 1
+            if self.on_srq is not None:
+                self.on_srq(stb)
+        self.srq = request
+        self.stb = stb
+        return stb
 
 
 # ------------------------------------------------------------------- emulator
@@ -1272,17 +1859,33 @@ class K2612AEmulator(TspEmulator):
             for _ in range(6):
                 next(self._event_ids)
             self.channels[ch_name] = SmuChannel(self, ch_name, first, rng)
-        self.timers = [TriggerTimer(self, k, next(self._event_ids)) for k in range(1, 9)]
+        ids = self._event_ids
+        self.timers = [TriggerTimer(self, k, next(ids)) for k in range(1, 9)]
+        self.trigger_event_id = next(ids)  # trigger.EVENT_ID: *TRG, GET
+        self.blenders = [TriggerBlender(self, k, next(ids)) for k in range(1, 7)]
+        self.generators = [TriggerGenerator(self, k, next(ids)) for k in range(1, 3)]
+        self.bus = _TriggerBus(self)
         self.trigger = TspTable(
             "trigger",
-            constants={"timer": _TimerArray(self.timers), "EVENT_ID": next(self._event_ids)},
-            functions={"wait": lambda timeout=None: False, "clear": lambda: None},
+            constants={"timer": _ObjectArray("trigger.timer", self.timers),
+                       "blender": _ObjectArray("trigger.blender", self.blenders),
+                       "generator": _ObjectArray("trigger.generator", self.generators),
+                       "EVENT_ID": self.trigger_event_id},
+            functions={"wait": self._trigger_wait, "clear": self.bus.command_trigger.clear},
         )
-        self.status = self._make_status()
+        self.status_model = StatusModel(self)
+        self.status = self.status_model
+        self.localnode.constants["status"] = self.status
+        self.node = _ObjectArray("node", [self.localnode])
+        self._opc_replies = 0  # *OPC? queries answered when the running sweeps end
+        self._opc_flag = False  # *OPC / opc(): set the OPC bit when they end
+        self.pulse_configs: dict[int, dict[str, Any]] = {}
         self.display = self._make_display()
         self.beeper = TspTable("beeper", fields={"enable": 1}, functions={"beep": lambda d=None, f=None: None},
                                constants={"ON": 1, "OFF": 0})
         self.reset()
+        self.status_model.standard.ev |= PON  # the power-on bit, until *ESR? or *CLS
+        self.clock.add_agent(self.bus)
 
     def __getattr__(self, name: str) -> Any:
         # emu.smua / emu.smub for Python-side inspection in tests
@@ -1291,31 +1894,112 @@ class K2612AEmulator(TspEmulator):
             return channels[name]
         raise AttributeError(name)
 
-    def _make_status(self) -> TspTable:
-        def register(path: str, condition: Callable[[], int] = lambda: 0, **children: Any) -> TspTable:
-            return TspTable(path, constants=children, fields={"enable": 0, "ntr": 0, "ptr": 0},
-                            readonly={"condition": condition, "event": lambda: 0})
+    # -- sweeps, waiting, status --------------------------------------------------
+    def sweeping(self) -> bool:
+        return any(ch.sweeping for ch in self.channels.values())
 
-        sweeping = register("status.operation.sweeping", lambda: 0)
-        sweeping.constants.update({name.upper(): 2 << k for k, name in enumerate(self.spec.channels)})
-        instrument = register(
-            "status.measurement.instrument",
-            **{n: register(f"status.measurement.instrument.{n}", (lambda ch=ch: ch.status_condition))
-               for n, ch in self.channels.items()},
-        )
-        return TspTable(
-            "status",
-            constants={
-                "operation": register("status.operation", sweeping=sweeping),
-                "measurement": register("status.measurement", instrument=instrument),
-                "questionable": register("status.questionable"),
-                "standard": register("status.standard"),
-                "system": register("status.system"),
-            },
-            functions={"reset": lambda: None},
-            fields={"request_enable": 0, "node_enable": 0},
-            readonly={"condition": lambda: 4 if len(self.errors) else 0},
-        )
+    def sweep_ended(self) -> None:
+        """A channel went idle: complete ``*OPC``/``*OPC?`` when none sweeps any more."""
+        if not self.sweeping():
+            if self._opc_flag:
+                self._opc_flag = False
+                self.status_model.standard.ev |= OPC_BIT
+            while self._opc_replies:
+                self._opc_replies -= 1
+                self.reply("1")
+        self.status_model.update()
+
+    #: a wait gives up after this many clock stops (a sweep that never ends would
+    #: otherwise hold the emulator forever; the instrument would hang instead)
+    MAX_WAIT_STEPS = 100_000
+
+    def wait_sweeps(self) -> bool:
+        """Advance the bench clock until no channel sweeps. False if a sweep is left
+        waiting for an event nothing scheduled will produce (e.g. a later ``*TRG``)."""
+        clock = self.clock
+        for _ in range(self.MAX_WAIT_STEPS):
+            if not self.sweeping():
+                return True
+            due = self.bus.next_due()
+            if due is None:
+                return False
+            clock.advance(max(due - clock.now(), 0.0))
+        return not self.sweeping()
+
+    def _waitcomplete(self, group: Any = None) -> None:
+        """``waitcomplete()``: returns when every sweep has ended (bench time). A sweep
+        still waiting for an event from a later command is left running."""
+        self.wait_sweeps()
+
+    def _opc(self) -> None:
+        """``opc()`` / ``*OPC``: the OPC bit is set once every sweep has ended."""
+        if self.sweeping():
+            self._opc_flag = True
+        else:
+            self.status_model.standard.ev |= OPC_BIT
+        self.status_model.update()
+
+    def _trigger_wait(self, timeout: Any = None) -> bool:
+        """``trigger.wait(timeout)``: a command-interface trigger (``*TRG``) seen?"""
+        return self.bus.wait_for(self.bus.command_trigger, as_number(timeout, "trigger.wait"))
+
+    def push_error(self, code: int, message: str, severity: int = 30) -> None:
+        super().push_error(code, message, severity)
+        c = int(code)
+        bit = CME if -199 <= c <= -100 else EXE if -299 <= c <= -200 else QYE if -499 <= c <= -400 else DDE
+        self.status_model.standard.ev |= bit
+        self.status_model.update()
+
+    def handle(self, message: str) -> None:
+        super().handle(message)
+        self.status_model.update()
+
+    def _common_command(self, text: str) -> None:
+        head, _, arg = text.partition(" ")
+        cmd = head.upper()
+        sm = self.status_model
+        if cmd == "*OPC?":
+            if self.wait_sweeps():
+                self.reply("1")
+            else:
+                self._opc_replies += 1  # answered when the sweep ends (after a *TRG …)
+        elif cmd == "*OPC":
+            self._opc()
+        elif cmd == "*WAI":
+            self.wait_sweeps()
+        elif cmd == "*TRG":
+            self.bus.emit(self.trigger_event_id)
+        elif cmd == "*CLS":
+            self.errors.clear()
+            sm.clear_events()
+        elif cmd == "*RST":
+            self.reset()
+        elif cmd == "*STB?":
+            self.reply(str(sm.update(mav=self.pending_output() > 0)))
+        elif cmd == "*ESR?":
+            sm.update()
+            value, sm.standard.ev = sm.standard.ev, 0
+            self.reply(str(value))
+        elif cmd in ("*ESE", "*SRE"):
+            try:
+                x = int(float(arg.strip()))
+            except ValueError:
+                self.push_error(-104, f"Data type error; {text}")
+                return
+            if not 0 <= x <= 255:
+                self.push_error(-222, f"Parameter data out of range; {text}")
+                return
+            if cmd == "*ESE":
+                sm.standard.enable = x
+            else:
+                sm.request_enable = x & ~MSS
+            sm.update()
+        elif cmd == "*ESE?":
+            self.reply(str(sm.standard.enable))
+        elif cmd == "*SRE?":
+            self.reply(str(sm.request_enable))
+        else:
+            super()._common_command(text)
 
     def _make_display(self) -> TspTable:
         def channel_display(n: str) -> TspTable:
@@ -1337,6 +2021,10 @@ class K2612AEmulator(TspEmulator):
             **self.channels,
             "trigger": self.trigger,
             "status": self.status,
+            "node": self.node,
+            "waitcomplete": self._waitcomplete,
+            "opc": self._opc,
+            "_k2600_metatable": self._metatable_of,
             "display": self.display,
             "beeper": self.beeper,
             "SweepVLinMeasureI": self._sweep_factory(VOLTS, "lin"),
@@ -1349,13 +2037,53 @@ class K2612AEmulator(TspEmulator):
             "PulseIMeasureV": self._pulse_factory(AMPS),
         }
 
+    lua_prelude: ClassVar[str] = """
+do
+  local describe, base = _k2600_metatable, getmetatable
+  _k2600_metatable = nil
+  getmetatable = function(o)
+    local mt = describe(o)
+    if mt ~= nil then return mt end
+    return base(o)
+  end
+end
+"""
+
+    def _metatable_of(self, obj: Any) -> Any:
+        """What ``getmetatable(x)`` gives for an instrument object: a table of its
+        members (functions, constants, sub-objects and each attribute's value), with
+        ``__index``/``__newindex`` reading and writing the object, as on the instrument
+        where TSP objects are tables whose metatables hold their members. None for
+        anything else (Lua's own answer then)."""
+        if not isinstance(obj, TspObject):
+            return None
+        members: dict[Any, Any] = dict(obj.lua_statics())
+        names = set(getattr(obj, "lua_get", ())) | set(getattr(obj, "fields", {})) | set(getattr(obj, "readonly", {}))
+        for name in sorted(names - set(members)):
+            try:
+                members[name] = obj.lua_getattr(name)
+            except Exception:  # noqa: BLE001 - an unreadable attribute is listed as false
+                members[name] = False
+        rt = self.runtime
+        table = rt.lua.table_from({k: self._to_lua(v) for k, v in members.items() if v is not None})
+        proxy = self._proxy(obj)
+        table["__index"] = rt.lua.eval("function(p) return function(_, k) return p[k] end end")(proxy)
+        table["__newindex"] = rt.lua.eval("function(p) return function(_, k, v) p[k] = v end end")(proxy)
+        table["__name"] = obj.lua_path
+        return table
+
     def reset(self) -> None:
-        """``reset()``/``*RST``: every channel to defaults with its output off."""
+        """``reset()``/``*RST``: every channel to defaults with its output off, the
+        trigger objects and the status model to their defaults."""
         super().reset()
         for ch in self.channels.values():
             ch.reset()
         for timer in self.timers:
             timer.reset()
+        for blender in self.blenders:
+            blender.reset()
+        self.bus.reset()
+        self.status_model.reset()
         self.beeper.reset_fields()
         self.display.reset_fields()
 
