@@ -1,19 +1,34 @@
-"""The TSP engine: real Lua (5.4, through lupa) in a sandbox, shared by every emulated
-Keithley TSP instrument.
+"""The TSP engine: real Lua in a sandbox, shared by every emulated Keithley TSP
+instrument.
 
 Why real Lua: drivers and protocols send TSP *programs* (functions, loops, scripts,
 the program-and-verify loop) that must behave as they do on the instrument. A parser
 of a few known messages could not run them.
 
+Dialect. The 2600A/B and 3706A run Lua 5.0; this runtime is lupa's Lua 5.1
+(``lupa.lua51``), built with 5.1's 5.0-compatibility switches (the ``arg`` table in
+vararg functions, ``math.mod``, ``string.gfind``, ``table.getn``). On top of it:
+``table.getn/setn/insert/remove`` with 5.0's ``n`` field and ``setn`` sizes, 5.0's
+``gcinfo()`` and ``collectgarbage([limit])``, ``for k, v in t do`` over a table (a
+source pass, :mod:`labpcu.sim.tsp.dialect`), and ``0x`` number literals refused as 5.0
+refuses them. What 5.3/5.4 added (``//``, ``&``, ``|``, ``~``, ``<<``, ``>>``,
+``goto``, ``<close>``, integers) is a syntax error (-285), as on the instrument. 5.1's
+own additions (``#``, ``%``, ``...`` in expressions, ``select``) are accepted.
+
 How a message is handled (:meth:`TspEmulator.handle`):
 
-1. a message with embedded CR/LF is split into lines, each handled in order;
+1. a message with embedded CR/LF is split into lines, each one command message;
 2. while a script is being loaded (``loadscript``/``loadandrunscript`` …
    ``endscript``), lines are collected, not executed;
 3. IEEE-488.2 common commands (``*IDN?``, ``*RST``, ``*CLS``, ``*OPC?``, ``*TRG`` …) are
    answered before Lua sees them, as the instrument does;
 4. anything else is one Lua chunk, compiled once (an LRU cache keyed by the text makes
-   repeated set commands cheap) and run in the sandbox environment. Globals persist.
+   repeated set commands cheap) and run in the sandbox environment. Globals persist;
+5. after each command message: with ``localnode.showerrors = 1`` the queued errors are
+   sent (as ``print(errorqueue.next())`` would print them) and the queue empties; with
+   ``localnode.prompts = 1`` a prompt follows: ``TSP>``, or ``TSP?`` if errors are
+   still queued, or ``>>>>`` while a script is being loaded; a common command prompts
+   only if ``localnode.prompts4882`` is also 1 (its default). Empty lines get none.
 
 Errors never raise out of :meth:`handle`: a syntax error queues ``-285 TSP Syntax error
 at line N: …``, a runtime error ``-286 TSP Runtime error at line N: …`` (which aborts
@@ -21,32 +36,45 @@ the chunk), and a bad parameter (``-222 Parameter data out of range; …``) leav
 old value and lets the chunk continue, as the 2600 manual describes ("most errors do
 not abort a running script").
 
-Sandbox. User code sees only its environment table: the instrument's objects, the
-safe standard library (``string`` without ``dump``, ``math``, ``table``, ``utf8``,
-``pairs``, ``ipairs``, ``next``, ``select``, ``type``, ``tostring``, ``tonumber``,
-``error``, ``assert``, ``pcall``, ``xpcall``, ``unpack``, ``setmetatable``,
-``getmetatable``, ``rawget``, ``rawset``, ``rawequal``, ``rawlen``) and TSP's
-built-ins. ``os``, ``io``, ``debug``, ``load``, ``require``, ``package``, ``python``,
-``collectgarbage``, ``coroutine`` … do not exist there. Instrument objects are Lua
-tables (proxies) whose metatables call into Python; user code never holds a Python
-object, and the runtime's attribute handlers refuse every attribute of one anyway.
+Sandbox. User code sees only its environment table (set with ``setfenv`` on every
+compiled chunk): the instrument's objects, the safe standard library (``string``
+without ``dump``, ``math``, ``table``, ``pairs``, ``ipairs``, ``next``, ``select``,
+``type``, ``tostring``, ``tonumber``, ``error``, ``assert``, ``pcall``, ``xpcall``,
+``unpack``, ``setmetatable``, ``getmetatable``, ``rawget``, ``rawset``, ``rawequal``,
+``gcinfo``, ``collectgarbage``) and TSP's built-ins. ``os``, ``io``, ``debug``,
+``load``, ``loadstring``, ``dofile``, ``require``, ``module``, ``package``,
+``getfenv``/``setfenv``, ``newproxy``, ``python``, ``coroutine`` … do not exist there;
+precompiled (binary) chunks are refused by every compile path. Instrument objects are
+userdata proxies whose metatables (locked) call into Python; user code never holds a
+Python object, and the runtime's attribute handlers refuse every attribute of one
+anyway.
 
 Limits. Each message has an instruction budget (default 10 million Lua VM
-instructions, plus Python-side work charged through :meth:`TspEmulator.charge`),
-enforced by a count hook installed from the trusted side. Once the budget is spent the
-hook fires on every user instruction and the sandbox's ``pcall``/``xpcall`` re-raise the
-budget error, so ``while true do pcall(function() while true do end end) end`` ends
-too. Memory is capped by lupa's ``max_memory``; if user globals still fill most of it
-after the error, the emulator drops them so that the session can go on (a real
-instrument would need a power cycle). Lua pattern functions refuse subject/pattern
-combinations whose backtracking could run for minutes inside one C call (heuristic).
+instructions, plus Python-side work charged through :meth:`TspEmulator.charge`,
+including each garbage collection a script asks for), enforced by a count hook
+installed from the trusted side. Once the budget is spent the hook fires on every user
+instruction and the sandbox's ``pcall``/``xpcall`` re-raise the budget error, so
+``while true do pcall(function() while true do end end) end`` ends too. Memory is
+capped by lupa's ``max_memory`` (supported by ``lupa.lua51`` as by 5.4); if user
+globals still fill most of it after the error, the emulator drops them so that the
+session can go on (a real instrument would need a power cycle). Lua pattern functions
+refuse subject/pattern combinations whose backtracking could run for minutes inside
+one C call (heuristic).
 
 Numbers. ``print`` and ``printnumber``/``printbuffer`` (ASCII) write numbers with
 ``format.asciiprecision`` significant digits as ``%.{p-1}e``, lower-case ``e``
-(default ``2.50000e+00``), integers included (``print(1)`` → ``1.00000e+00``), which is
-what a 2600 sends; ``tostring`` uses ``%.14g`` like TSP's Lua. ``printnumber`` and
-``printbuffer`` follow ``format.data``: REAL32/REAL64 replies are ``#0`` + packed bytes
-(``format.byteorder``, default SWAPPED = little-endian) + newline.
+(default ``2.50000e+00``), integers included: the 2600B manual's ``bit.getfield``
+example prints ``6.00000e+00``, and ``format.asciiprecision`` "specifies the precision
+… for numeric data printed with the print(), printbuffer(), and printnumber()
+functions", so ``print(10/2)`` gives ``5.00000e+00``, not ``5``. ``tostring`` uses
+``%.14g`` like TSP's Lua (``tostring(10/2)`` is ``5``). ``printnumber`` and
+``printbuffer`` follow ``format.data``: REAL32/REAL64 replies are ``#0`` + packed
+bytes (``format.byteorder``, default SWAPPED = little-endian) + newline; ``print``
+is always ASCII.
+
+Generic tables (:mod:`labpcu.sim.tsp.stdlib`): ``bit``, ``display``, ``digio``,
+``userstring`` for every instrument; an instrument's own ``display`` table is wrapped
+to keep its constants and fields and gain the text state.
 
 Time. Nothing here sleeps: ``delay(s)`` advances the bench's virtual clock.
 """

@@ -216,7 +216,7 @@ class Display(TspObject):
             self.style = 1 if as_flag(style, "display.setcursor style") else 0
 
     def getcursor(self) -> tuple[int, int, int]:
-        return self.row, self.col, self.style
+        return self.row, min(self.col, ROW_WIDTH[self.row]), self.style
 
     def settext(self, text: Any = None) -> None:
         s = as_text(text, "display.settext")
@@ -286,7 +286,7 @@ DIGIO_EVENT_BASE = 1000
 
 class _DigioTrigger(TspObject):
     lua_static = frozenset({"EVENT_ID"})
-    lua_call = frozenset({"assert", "clear", "release", "reset", "wait"})
+    lua_call = frozenset({"clear", "release", "reset", "wait"})  # and "assert", see lua_statics
     lua_get = frozenset({"mode", "pulsewidth", "stimulus", "overrun"})
     lua_set = frozenset({"mode", "pulsewidth", "stimulus"})
 
