@@ -109,8 +109,10 @@ class Bench:
         from labpcu.instruments.lock import BenchLock
 
         lock = BenchLock.acquire_all({name: spec.address for name, spec in config.instruments.items()})
+        drivers: dict[str, Any] = {}
         try:
-            drivers = {name: _open_driver(spec, sim) for name, spec in config.instruments.items()}
+            for name, spec in config.instruments.items():
+                drivers[name] = _open_driver(spec, sim)
             clock: Clock = sim.bench.clock if sim is not None else WallClock()
             layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
             bench = cls(config, drivers, clock, layout, sim, prober)
@@ -119,6 +121,11 @@ class Bench:
             if config.matrix.forbidden:  # the instrument refuses them too: defence in depth
                 drivers[config.matrix.instrument].set_forbidden(sorted(config.matrix.forbidden))
         except BaseException:
+            for driver in drivers.values():  # an instrument's one session must not stay held
+                try:
+                    driver.adapter.close()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
             lock.release()
             raise
         return bench
@@ -390,6 +397,10 @@ class Bench:
 
     def _with_reconnect(self, name: str, action: Callable[[], Any]) -> None:
         try:
+            if getattr(self.drivers[name], "out_of_step", False):
+                # a timed-out reply may still arrive and answer the read-back: a fresh
+                # link first, or an old reading could prove an output off (or keep it on)
+                self._reopen(name)
             action()
         except InstrumentCommunicationError as exc:
             try:

@@ -77,6 +77,11 @@ class GuardedInstrument(Instrument):
         super().__init__(adapter, name, **kwargs)
         enable_tcp_nodelay(self.adapter)  # before the subclass's first query
 
+    #: True once an exchange timed out or the link failed: a late reply may still
+    #: arrive and answer the next query, so nothing read on this link can be trusted
+    #: until it is reopened (:meth:`labpcu.bench.Bench.safe_state` does that first)
+    out_of_step = False
+
     @staticmethod
     @contextmanager
     def _link(doing: str, name: str) -> Iterator[None]:
@@ -86,20 +91,30 @@ class GuardedInstrument(Instrument):
             kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
             raise InstrumentCommunicationError(f"{name}: {kind} while {doing}: {exc}") from exc
 
+    @contextmanager
+    def _io(self, doing: str) -> Iterator[None]:
+        """:meth:`_link` for this instrument's own link, which a failure marks out of step."""
+        try:
+            with self._link(doing, self.name):
+                yield
+        except InstrumentCommunicationError:
+            self.out_of_step = True
+            raise
+
     def write(self, command: str, **kwargs: Any) -> None:
-        with self._link(f"sending {command[:80]!r}", self.name):
+        with self._io(f"sending {command[:80]!r}"):
             super().write(command, **kwargs)
 
     def write_bytes(self, content: bytes, **kwargs: Any) -> None:
-        with self._link(f"sending {len(content)} bytes", self.name):
+        with self._io(f"sending {len(content)} bytes"):
             super().write_bytes(content, **kwargs)
 
     def read(self, **kwargs: Any) -> str:
-        with self._link("reading a reply", self.name):
+        with self._io("reading a reply"):
             return super().read(**kwargs)
 
     def read_bytes(self, count: int, **kwargs: Any) -> bytes:
-        with self._link(f"reading {count} bytes", self.name):
+        with self._io(f"reading {count} bytes"):
             return super().read_bytes(count, **kwargs)
 
 
@@ -120,7 +135,7 @@ class TspInstrument(GuardedInstrument):
         self.write(command)
         self.wait_for(query_delay)
         try:
-            with self._link(f"reading the reply to {command[:80]!r}", self.name):
+            with self._io(f"reading the reply to {command[:80]!r}"):
                 return self.adapter.read()
         except InstrumentCommunicationError as exc:
             if not is_timeout(exc.__cause__) or self._diagnosing:

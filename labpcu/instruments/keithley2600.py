@@ -1342,7 +1342,11 @@ class Keithley2600(TspInstrument):
         self._ispp_loaded = False
         self._scripts: set[str] = set()
         if model is None:
-            model = self._identify()
+            try:
+                model = self._identify()
+            except BaseException:
+                self.adapter.close()  # a half-opened link must not hold the instrument's one session
+                raise
         self.spec: SMUModel = MODELS[model]
         self.model = model
         self.smus: dict[str, SMUChannel] = {}

@@ -779,7 +779,11 @@ class KeysightB1500A(GuardedInstrument):
         kwargs.setdefault("write_termination", "\r\n")
         super().__init__(adapter, name, includeSCPI=False, **kwargs)
         self.smus = {}
-        found = self.installed_modules if modules is None else self._normalize_modules(modules)
+        try:
+            found = self.installed_modules if modules is None else self._normalize_modules(modules)
+        except BaseException:
+            self.adapter.close()  # a half-opened link must not hold the instrument's one session
+            raise
         self.modules: dict[int, str] = found
         for slot, model in sorted(found.items()):
             if model in SMU_MODELS:
