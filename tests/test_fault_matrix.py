@@ -200,3 +200,54 @@ def test_fault_ends_safe_and_is_reported(fault, where, phase, protocol, tmp_path
             bench.close()
         except SafeStateError:
             pass
+
+
+# --------------------------------------------------------------- late reply over TCP
+# In process a late reply is discarded by the adapter; over a socket it really arrives
+# later and answers whatever is asked next. The safe state must not read it as the
+# answer to its read-back (an output reported on after it was switched off, or off
+# while it is on), and the next query must get its own reply.
+READ_BACK = {
+    "k2612a": lambda bench: bench.drivers["k2612a"].outputs_on(),
+    "k3706a": lambda bench: bench.drivers["k3706a"].closed(),
+    "b1500a": lambda bench: bench.drivers["b1500a"].enabled_channels(),
+}
+IDENTITY = {"k2612a": "Model 2612A", "k3706a": "MODEL 3706A", "b1500a": "B1500A"}
+
+
+@pytest.mark.parametrize("where", INSTRUMENTS)
+def test_a_late_reply_over_tcp_leaves_no_stale_reply(where, tmp_path):
+    from labpcu.bench import _make_sim_rig
+    from labpcu.benchfile import default_sim_bench_path, load_bench
+    from labpcu.instruments.errors import InstrumentCommunicationError
+
+    rig = _make_sim_rig(load_bench(None), 0)
+    sim = rig.bench
+    with rig.server() as server:
+        text = default_sim_bench_path().read_text().replace("timeout = 5.0", "")
+        for name, resource in server.resources().items():  # a real bench file, on the simulator's sockets
+            text = re.sub(rf'(\[instruments\.{name}\]\n(?:.*\n)*?)address = "sim"',
+                          rf'\1address = "{resource}"\nvisa_library = "@py"\ntimeout = 0.3', text, count=1)
+        (tmp_path / "tcp.toml").write_text(text)
+        bench = Bench.from_file(tmp_path / "tcp.toml", prober=sim.move_to)
+        try:
+            bench.move_to("A2")
+            bench.connect({"k2612a.smua": "A2.WL2", "b1500a.1": "A2.WL1", "b1500a.2": "A2.BL1"})
+            for name, level in (("b1500a.2", 0.0), ("b1500a.1", 0.1), ("k2612a.smua", 0.1)):
+                bench.smu(name).source_voltage(level, 1e-4)
+                bench.smu(name).output_on()
+            assert len(sim.live_outputs()) == 3
+            rig[where].faults.delay_replies(0.7, count=1)  # beyond the timeout and the diagnosis after it
+            with pytest.raises(InstrumentCommunicationError, match="no reply within the timeout") as err:
+                with bench.guard():
+                    READ_BACK[where](bench)
+            assert not getattr(err.value, "__notes__", None), err.value.__notes__  # the safe state succeeded
+            assert sim.live_outputs() == [] and sim.physically_closed() == set()
+            assert [e for e in sim.relay_events if e.any_live] == []
+            for name, identity in IDENTITY.items():  # every link answers its own query again
+                assert identity in bench.drivers[name].ask("*IDN?")
+        finally:
+            try:
+                bench.close()
+            except SafeStateError:
+                pass
