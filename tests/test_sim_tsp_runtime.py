@@ -267,15 +267,13 @@ def test_safe_std_library_available(emu: DemoEmulator) -> None:
 
 
 def test_no_python_attribute_escape(emu: DemoEmulator) -> None:
-    # instrument objects are Lua userdata proxies: Python names read as nil, no
-    # metatable is reachable, raw access is refused
+    # instrument objects are Lua tables: Python names read as nil, metatables are locked
     chunk = ("print(gadget.__class__, gadget._secret, gadget._emu, gadget.__dict__, "
-             "getmetatable(gadget), pcall(rawget, gadget, 'level'), type(gadget), type(gadget.double))")
-    reply = ask(emu, chunk)
-    assert reply.startswith("nil\tnil\tnil\tnil\tnil\tfalse\t") and reply.endswith("\tuserdata\tfunction\n")
+             "getmetatable(gadget), rawget(gadget, 'level'), type(gadget), type(gadget.double))")
+    assert ask(emu, chunk) == "nil\tnil\tnil\tnil\tfalse\tnil\ttable\tfunction\n"
     emu.write("setmetatable(gadget, {})")
     (code, msg), = errors(emu)
-    assert code == -286 and "table expected" in msg
+    assert code == -286 and "protected metatable" in msg
     # and a raw Python object that leaked into the sandbox exposes no attribute at all
     emu.runtime.env["leak"] = emu.gadget
     assert ask(emu, "print(type(leak), getmetatable(leak))") == "userdata\tnil\n"

@@ -45,9 +45,10 @@ without ``dump``, ``math``, ``table``, ``pairs``, ``ipairs``, ``next``, ``select
 ``load``, ``loadstring``, ``dofile``, ``require``, ``module``, ``package``,
 ``getfenv``/``setfenv``, ``newproxy``, ``python``, ``coroutine`` … do not exist there;
 precompiled (binary) chunks are refused by every compile path. Instrument objects are
-userdata proxies whose metatables (locked) call into Python; user code never holds a
-Python object, and the runtime's attribute handlers refuse every attribute of one
-anyway.
+Lua tables (proxies) whose locked metatables call into Python (``#obj`` reaches the
+object through the dialect pass, as Lua 5.1 ignores ``__len`` on tables); user code
+never holds a Python object, and the runtime's attribute handlers refuse every
+attribute of one anyway.
 
 Limits. Each message has an instruction budget (default 10 million Lua VM
 instructions, plus Python-side work charged through :meth:`TspEmulator.charge`,
@@ -93,7 +94,7 @@ import lupa.lua51 as lupa
 
 from labpcu.clock import VirtualClock
 from labpcu.sim.emulator import Emulator
-from labpcu.sim.tsp.dialect import FORIN_NAME, DialectError, transform
+from labpcu.sim.tsp.dialect import FORIN_NAME, LEN_NAME, DialectError, transform
 
 if TYPE_CHECKING:
     from labpcu.sim.bench import SimBench
@@ -358,7 +359,7 @@ class TspPrintable(Protocol):
 # ------------------------------------------------------------------ trusted Lua side
 # Runs once per runtime with full Lua; everything user code can reach is built here.
 _BOOTSTRAP = r"""
-local emit, BUDGET, seed, transform, FORIN = ...
+local emit, BUDGET, seed, transform, FORIN, LEN = ...
 local G = _G
 local type, select, error, pcall, xpcall = type, select, error, pcall, xpcall
 local setmetatable, getmetatable, rawget, rawset, pairs, ipairs, tostring, next =
@@ -580,18 +581,23 @@ end
 local function make_function(call, fn)
   return function(...) return finish(call(fn, ...)) end
 end
--- A proxy is a userdata (Lua 5.1 honours __len only there, and rawset/rawget/pairs
--- cannot touch it); type(proxy) is "userdata".
+-- A proxy is an empty table with a locked metatable (TSP objects are tables on the
+-- instrument). Lua 5.1 ignores __len on tables, so the dialect pass routes every #x
+-- through _tsp_len, which asks the object for its length.
+local lengths = setmetatable({}, {__mode = "k"})
 local function make_proxy(obj, statics, get, set, len)
   setmetatable(statics, {__index = function(_, k) return finish(get(obj, k)) end})
-  local proxy = newproxy(true)
-  local mt = getmetatable(proxy)
-  mt.__index = statics
+  local mt = {__metatable = false, __index = statics}
   mt.__newindex = function(_, k, v) return finish(set(obj, k, v)) end
-  if len then mt.__len = function() return finish(len(obj)) end end
-  mt.__metatable = false
+  local proxy = setmetatable({}, mt)
+  if len then lengths[proxy] = function() return finish(len(obj)) end end
   registry[proxy] = obj
   return proxy
+end
+env[LEN] = function(v)
+  local len = lengths[v]
+  if len then return len() end
+  return #v
 end
 local function lookup(t) return registry[t] end
 
@@ -695,7 +701,7 @@ class _Runtime:
         )
         loader = self.lua.eval("loadstring")
         boot = loader(_BOOTSTRAP, "@tsp-runtime")
-        api = boot(emit, BUDGET_MESSAGE, seed, _transform, FORIN_NAME)
+        api = boot(emit, BUDGET_MESSAGE, seed, _transform, FORIN_NAME, LEN_NAME)
         self.env = api["env"]
         self.run = api["run"]
         self.compile = api["compile"]
