@@ -229,8 +229,6 @@ def test_qcodes_2600_channel_and_instrument_reset(smu):
     assert k.smub.limitv() != 3
 
 
-@pytest.mark.xfail(reason="display.sendkey / settext belong to the display work in progress on the 2600 "
-                          "emulator (README, Emulator conformance)", strict=False)
 def test_qcodes_2600_display_calls(smu_rig):
     rig, k, _ = smu_rig
     queued_errors(rig["k2612a"])
