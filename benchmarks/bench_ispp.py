@@ -10,9 +10,21 @@
     ``ispp`` runs through the Runner (HDF5 recording included).
 
     Over TCP the bench clock cannot be the server's virtual clock, so this bench uses a
-    clock whose ``sleep`` sends ``delay(s)`` to the 2612A (the server's virtual time
-    moves, the pulse takes effect). That costs one extra message per host-loop pulse,
-    which a wall clock's sleep would not: the host-loop figure is an upper bound.
+    clock whose ``sleep`` asks the 2612A ``delay(s) print(1)`` and waits for the reply
+    (the server's virtual time moves, the pulse takes effect). That costs one extra
+    round trip per host-loop pulse, which a wall clock's sleep would not: the host-loop
+    figure is an upper bound.
+
+    The sleep must wait for the reply. Each instrument has its own TCP connection and
+    the server serves each in its own thread, so nothing orders a message on one
+    connection against a message on another. A fire-and-forget ``delay()`` to the 2612A
+    could be applied after the B1500A had already received the next command (the
+    verify read's ``DV``): the pulse then lasted no simulated time and the delay was
+    spent at the read level. Which message won depended on socket timing: with
+    TCP_NODELAY the B1500A host loop reached 2 of 10 targets in 816 pulses, with
+    Nagle's delays 10 of 10 but in a varying number of pulses (a timing dependence
+    either way). A wall clock's sleep has no such race: the pulse is on the B1500A
+    (its ``DV`` was confirmed by ``ERRX?``) for the whole sleep.
 
 (b) Wall time to program all 81 array cells (A1–A9) to 4 levels each on the
     in-process simulated bench with ``weight_statistics`` (range finding, ISPP on the
@@ -53,7 +65,9 @@ INSTRUMENT_STEP_MS = 40.0
 
 class RemoteVirtualClock:
     """The bench clock of a TCP-served simulated bench: sleeping advances the
-    server's virtual time with a TSP ``delay()`` on the 2612A."""
+    server's virtual time with a TSP ``delay()`` on the 2612A, and returns only once
+    the server has done it (the reply to ``print(1)`` comes after the delay), so the
+    next command to any instrument comes after the sleep, as with a wall clock."""
 
     def __init__(self, k2612a) -> None:
         self._k = k2612a
@@ -63,7 +77,13 @@ class RemoteVirtualClock:
         return self._t
 
     def sleep(self, seconds: float) -> None:
-        self._k.write(f"delay({seconds:.9g})")
+        reply = self._k.ask(f"delay({seconds:.9g}) print(1)")
+        try:
+            ok = float(reply) == 1.0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RuntimeError(f"k2612a: unexpected reply {reply!r} to a clock delay")
         self._t += seconds
 
 
