@@ -11,7 +11,10 @@ import struct
 import time
 from typing import Any
 
+import lupa.lua51
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labpcu.sim.tsp.dialect import DialectError, transform
 from labpcu.sim.tsp.k2600 import K2612AEmulator
@@ -133,6 +136,27 @@ def test_dialect_pass_keeps_lines_and_leaves_strings_alone() -> None:
     )
     with pytest.raises(DialectError):
         transform("\n\nx = 0x1")
+
+
+_PIECES = ["for ", " in ", " do ", " end ", "#", "t", "(", ")", "[", "]", "{", "}", "'", '"', "--", "[[",
+           "]]", "1", ".", ":", "m", ",", "\n", " function() ", " if ", " then ", "k", "v", " = ", "+",
+           "x = ", "print(", " return ", " local ", "..", ";", "pairs(t)", " while "]
+_LUA = lupa.lua51.LuaRuntime(register_eval=False)
+_LOADSTRING = _LUA.eval("loadstring")
+
+
+def _compiles(src: str) -> bool:
+    fn = _LOADSTRING(src)
+    return fn is not None and not isinstance(fn, tuple)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=16))
+def test_dialect_pass_preserves_what_compiles_and_lines(pieces: list[str]) -> None:
+    src = "".join(pieces)
+    out = transform(src)
+    assert out.count("\n") == src.count("\n")
+    assert _compiles(out) == _compiles(src), (src, out)
 
 
 # ------------------------------------------------------------------ sandbox and limits

@@ -178,6 +178,21 @@ def _operand_end(toks: list[tuple[str, str, int, int]], k: int) -> int | None:
     return last
 
 
+_BEFORE_EXPRESSION = {"return", "and", "or", "not", "in", "if", "elseif", "while", "until"}
+_NOT_BEFORE_EXPRESSION = {")", "]", "}", ".", ":", ";", "#"}
+
+
+def _expression_may_start(toks: list[tuple[str, str, int, int]], k: int) -> bool:
+    """Whether an expression can begin at token ``k`` (after an operator, an opening
+    bracket, ``=``, ``,`` or an expression keyword), so that ``#`` there is unary."""
+    if k == 0:
+        return False
+    kind, text = toks[k - 1][0], toks[k - 1][1]
+    if kind == "op":
+        return text not in _NOT_BEFORE_EXPRESSION and text != "..."
+    return kind == "name" and text in _BEFORE_EXPRESSION
+
+
 def transform(source: str) -> str:
     """``source`` with every generic ``for`` made 5.0-compatible and every ``#x``
     routed through :data:`LEN_NAME`; raises :class:`DialectError` for what 5.0 cannot
@@ -190,6 +205,8 @@ def transform(source: str) -> str:
     edits: list[tuple[int, int, int, str]] = []
     for k, (kind, text, pos, _end) in enumerate(toks):
         if kind == "op" and text == "#":
+            if not _expression_may_start(toks, k):
+                continue  # not a unary #: Lua reports the syntax error on the original
             last = _operand_end(toks, k)
             if last is not None:
                 edits.append((pos, pos + 1, 3, LEN_NAME + "("))
