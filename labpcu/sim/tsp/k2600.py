@@ -128,19 +128,34 @@ _I_2612 = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5)
 _V_2612 = (0.2, 2.0, 20.0, 200.0)
 _I_2602 = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 3.0)
 _V_2602 = (0.1, 1.0, 6.0, 40.0)
-_I_2636 = (1e-9, 1e-8, *_I_2612)
+_I_2634 = (1e-9, 1e-8, *_I_2612)  # 2634B: from 1 nA
+_I_2636 = (1e-10, *_I_2634)  # 2635A/B, 2636A/B: from 100 pA
+_A, _B = "3.3.5", "4.0.4"  # firmware revisions reported by *IDN? and localnode.revision
+_AB = ("smua", "smub")
 
-MODELS: dict[str, SmuModel] = {
-    "2612A": SmuModel("2612A", ("smua", "smub"), _V_2612, _I_2612, "3.3.5"),
-    "2611A": SmuModel("2611A", ("smua",), _V_2612, _I_2612, "3.3.5"),
-    "2602A": SmuModel("2602A", ("smua", "smub"), _V_2602, _I_2602, "3.3.5"),
-    "2601A": SmuModel("2601A", ("smua",), _V_2602, _I_2602, "3.3.5"),
-    "2612B": SmuModel("2612B", ("smua", "smub"), _V_2612, _I_2612, "4.0.4", 140_000),
-    "2611B": SmuModel("2611B", ("smua",), _V_2612, _I_2612, "4.0.4", 140_000),
-    "2602B": SmuModel("2602B", ("smua", "smub"), _V_2602, _I_2602, "4.0.4", 140_000),
-    "2601B": SmuModel("2601B", ("smua",), _V_2602, _I_2602, "4.0.4", 140_000),
-    "2636B": SmuModel("2636B", ("smua", "smub"), _V_2612, _I_2636, "4.0.4", 140_000),
-}
+
+def _models(*rows: tuple[str, tuple[str, ...], tuple[float, ...], tuple[float, ...], str]) -> dict[str, SmuModel]:
+    return {m: SmuModel(m, ch, v, i, fw, 100_000 if fw == _A else 140_000) for m, ch, v, i, fw in rows}
+
+
+#: every 2600A/B System SourceMeter, with the datasheet ranges (the driver's table)
+MODELS: dict[str, SmuModel] = _models(
+    ("2612A", _AB, _V_2612, _I_2612, _A),
+    ("2611A", ("smua",), _V_2612, _I_2612, _A),
+    ("2602A", _AB, _V_2602, _I_2602, _A),
+    ("2601A", ("smua",), _V_2602, _I_2602, _A),
+    ("2635A", ("smua",), _V_2612, _I_2636, _A),
+    ("2636A", _AB, _V_2612, _I_2636, _A),
+    ("2612B", _AB, _V_2612, _I_2612, _B),
+    ("2611B", ("smua",), _V_2612, _I_2612, _B),
+    ("2614B", _AB, _V_2612, _I_2612, _B),
+    ("2602B", _AB, _V_2602, _I_2602, _B),
+    ("2601B", ("smua",), _V_2602, _I_2602, _B),
+    ("2604B", _AB, _V_2602, _I_2602, _B),
+    ("2634B", _AB, _V_2612, _I_2634, _B),
+    ("2635B", ("smua",), _V_2612, _I_2636, _B),
+    ("2636B", _AB, _V_2612, _I_2636, _B),
+)
 
 
 # ------------------------------------------------------------------ settings
@@ -1443,6 +1458,17 @@ class SmuChannel(TspObject):
             c = conv[0]
             t_prev = c.t
 
+    def _instant_reading(self, kind: str, buf: ReadingBuffer | None) -> None:
+        """One conversion starting now, stored at once (a timeline drives the clock)."""
+        self.emu.charge(MEASURE_COST)
+        t = self.emu.clock.now()
+        if self.bench is None:
+            c = _Conversion(t, 0.0, 0.0, False)
+        else:
+            r = self.bench.measure(self.terminal, duration=0.0)
+            c = _Conversion(t, r.i, r.v, r.compliance)
+        self._store(c, (kind,), (buf,), [])
+
     def _store(self, c: _Conversion, kinds: tuple[str, ...], buffers: tuple[ReadingBuffer | None, ...],
                out: list[float]) -> None:
         m = self.measure
@@ -1828,6 +1854,10 @@ class StatusModel(TspObject):
         return stb
 
 
+class _PulseAbort(Exception):
+    """A KIPulse train gave up (no sync_in trigger before its timeout)."""
+
+
 # ------------------------------------------------------------------- emulator
 class K2612AEmulator(TspEmulator):
     """Keithley 2612A (or another 2600A/B model from :data:`MODELS`)."""
@@ -2035,6 +2065,15 @@ class K2612AEmulator(TspEmulator):
             "SweepIListMeasureV": self._sweep_factory(AMPS, "list"),
             "PulseVMeasureI": self._pulse_factory(VOLTS),
             "PulseIMeasureV": self._pulse_factory(AMPS),
+            "ConfigPulseVMeasureI": self._config_pulse(VOLTS, "fixed"),
+            "ConfigPulseIMeasureV": self._config_pulse(AMPS, "fixed"),
+            "ConfigPulseVMeasureISweepLin": self._config_pulse(VOLTS, "lin"),
+            "ConfigPulseIMeasureVSweepLin": self._config_pulse(AMPS, "lin"),
+            "ConfigPulseVMeasureISweepLog": self._config_pulse(VOLTS, "log"),
+            "ConfigPulseIMeasureVSweepLog": self._config_pulse(AMPS, "log"),
+            "InitiatePulseTest": self._initiate_pulse_test,
+            "InitiatePulseTestDual": self._initiate_pulse_test_dual,
+            "QueryPulseConfig": self._query_pulse_config,
         }
 
     lua_prelude: ClassVar[str] = """
@@ -2140,6 +2179,183 @@ end
 
         pulse.__name__ = fname
         return pulse
+
+    # -- KIPulse: configured pulse trains ------------------------------------------
+    def _config_pulse(self, func: int, kind: str) -> Callable[..., tuple[bool, str]]:
+        src, meas = ("V", "I") if func == VOLTS else ("I", "V")
+        fname = f"ConfigPulse{src}Measure{meas}" + ("" if kind == "fixed" else f"Sweep{kind.capitalize()}")
+
+        def config(smu: Any = None, bias: Any = None, *args: Any) -> tuple[bool, str]:
+            """``f, msg = ConfigPulseVMeasureI(smu, bias, level, limit, ton, toff, points,
+            buffer, tag[, sync_in, sync_out, sync_in_timeout, sync_in_abort])`` (the
+            ``…Sweep{Lin,Log}`` forms take ``start, stop`` for ``level``). Stores the
+            train under ``tag``; nothing is sourced until ``InitiatePulseTest(tag)``.
+            Errors come back as ``false, message``, as from the factory script."""
+            try:
+                cfg = self._pulse_config(func, kind, fname, smu, bias, args)
+            except (TspError, TspParameterError) as exc:
+                return False, f"{fname}: {getattr(exc, 'message', None) or exc}"
+            self.pulse_configs[cfg["tag"]] = cfg
+            return True, "OK"
+
+        config.__name__ = fname
+        return config
+
+    def _pulse_config(self, func: int, kind: str, fname: str, smu: Any, bias: Any,
+                      args: tuple[Any, ...]) -> dict[str, Any]:
+        ch = self._channel_arg(smu, fname)
+        n_levels = 1 if kind == "fixed" else 2
+        need = n_levels + 6
+        if len(args) < need or any(a is None for k, a in enumerate(args[:need]) if k != n_levels + 4):
+            raise TspError("missing parameters")
+        levels = [as_number(a, f"{fname} level") for a in args[:n_levels]]
+        limit, ton, toff = (as_number(a, f"{fname} {w}") for w, a in zip(("limit", "ton", "toff"),
+                                                                           args[n_levels:n_levels + 3]))
+        points = _points(args[n_levels + 3], f"{fname} points", 1, TspError)
+        buf, tag = args[n_levels + 4], as_int(args[n_levels + 5], f"{fname} tag")
+        extra = list(args[need:]) + [None] * 4
+        sync_in, sync_out, sync_timeout, sync_abort = extra[:4]
+        b = as_number(bias, f"{fname} bias")
+        top = (self.spec.v_max if func == VOLTS else self.spec.i_max) * OVERRANGE
+        for x in [b, *levels]:
+            check_range(x, -top, top, f"{fname} level")
+        lim_ranges = self.spec.i_ranges if func == VOLTS else self.spec.v_ranges
+        check_range(limit, 0.1 * lim_ranges[0], lim_ranges[-1] * OVERRANGE, f"{fname} limit")
+        check_range(ton, 20e-6, 100_000.0, f"{fname} ton")
+        check_range(toff, 0.0, 100_000.0, f"{fname} toff")
+        if buf is not None and not isinstance(buf, ReadingBuffer):
+            raise TspError("buffer must be a reading buffer or nil")
+        if tag < 1:
+            raise TspParameterError(f"tag {tag} must be a positive integer")
+        for name, line in (("sync_in", sync_in), ("sync_out", sync_out)):
+            if line is not None:
+                check_range(float(as_int(line, f"{fname} {name}")), 1, 14, f"{fname} {name}")
+        t_conv = ch._conversion_time()
+        if buf is not None and t_conv > ton:
+            raise TspError(f"ton {ton:g} s is shorter than one measurement ({t_conv:g} s at "
+                           f"{ch.measure.nplc:g} PLC)")
+        if kind == "fixed":
+            values = levels * points
+        elif kind == "lin":
+            a, z = levels
+            values = [a] if points == 1 else [a + (z - a) * k / (points - 1) for k in range(points)]
+        else:
+            a, z = levels
+            if a == 0 or z == 0 or (a > 0) != (z > 0):
+                raise TspParameterError(f"log sweep from {a:g} to {z:g} must not cross or touch 0")
+            values = [a] if points == 1 else [a * (z / a) ** (k / (points - 1)) for k in range(points)]
+        return {"tag": tag, "smu": ch, "func": func, "kind": kind, "name": fname, "bias": b, "levels": levels,
+                "values": values, "limit": limit, "ton": ton, "toff": toff, "points": points, "buffer": buf,
+                "sync_in": sync_in, "sync_out": sync_out,
+                "sync_in_timeout": 10.0 if sync_timeout is None else as_number(sync_timeout, f"{fname} timeout"),
+                "sync_in_abort": True if sync_abort is None else bool(sync_abort)}
+
+    def _pulse_actions(self, cfg: dict[str, Any]) -> list[tuple[float, Callable[[], None]]]:
+        """The timed actions of one configured train, from its start: the output turns
+        on at the bias; each pulse is ``ton`` at its level with the reading ending with
+        the pulse, then ``toff`` at the bias. With ``sync_in`` each pulse first waits
+        for a digital trigger the simulated bench never sends: after
+        ``sync_in_timeout`` the train aborts (``sync_in_abort``) or goes on."""
+        ch: SmuChannel = cfg["smu"]
+        func, buf = cfg["func"], cfg["buffer"]
+        kind = "i" if func == VOLTS else "v"
+        src = ch.source
+
+        def start() -> None:
+            src.func = func
+            if func == VOLTS:
+                src.limiti = cfg["limit"]
+                src.levelv = cfg["bias"]
+            else:
+                src.limitv = cfg["limit"]
+                src.leveli = cfg["bias"]
+            if buf is not None:
+                buf.begin()
+            src.output = 1
+
+        def give_up() -> None:
+            raise _PulseAbort("timer timeout: no sync_in trigger")
+
+        acts: list[tuple[float, Callable[[], None]]] = [(0.0, start)]
+        t = 0.0
+        t_conv = ch._conversion_time()
+        for level in cfg["values"]:
+            if cfg["sync_in"] is not None:
+                t += cfg["sync_in_timeout"]
+                if cfg["sync_in_abort"]:
+                    acts.append((t, give_up))
+                    return acts
+            acts.append((t, lambda lv=level: ch.apply_source(level=lv)))
+            if buf is not None:
+                acts.append((t + cfg["ton"] - t_conv, lambda: ch._instant_reading(kind, buf)))
+            acts.append((t + cfg["ton"], lambda: ch.apply_source()))
+            t += cfg["ton"] + cfg["toff"]
+        return acts
+
+    def _run_pulse_tests(self, tags: list[Any], fname: str) -> tuple[bool, str]:
+        cfgs = []
+        for tag in tags:
+            cfg = self.pulse_configs.get(as_int(tag, f"{fname} tag"))
+            if cfg is None:
+                return False, f"{fname}: no pulse train configured with tag {tag!r}"
+            cfgs.append(cfg)
+        if len({id(c["smu"]) for c in cfgs}) != len(cfgs):
+            return False, f"{fname}: the pulse trains must use different SMUs"
+        t0 = self.clock.now()
+        timeline = sorted(((t, k, i, fn) for k, c in enumerate(cfgs) for i, (t, fn) in
+                           enumerate(self._pulse_actions(c))), key=lambda x: (x[0], x[1], x[2]))
+        try:
+            for t, _, _, fn in timeline:
+                wait = t0 + t - self.clock.now()
+                if wait > 0:
+                    self.clock.advance(wait)
+                fn()
+        except _PulseAbort as exc:
+            for c in cfgs:
+                c["smu"].apply_source()
+            return False, f"{fname}: {exc}"
+        except TspParameterError as exc:
+            for c in cfgs:
+                c["smu"].apply_source()
+            return False, f"{fname}: {exc.message}"
+        return True, "OK"
+
+    def _initiate_pulse_test(self, tag: Any = None) -> tuple[bool, str]:
+        """``f, msg = InitiatePulseTest(tag)``: run the configured train (bench time);
+        the output stays on at the bias afterwards."""
+        return self._run_pulse_tests([tag], "InitiatePulseTest")
+
+    def _initiate_pulse_test_dual(self, tag1: Any = None, tag2: Any = None) -> tuple[bool, str]:
+        """``f, msg = InitiatePulseTestDual(tag1, tag2)``: two trains on two SMUs at once."""
+        return self._run_pulse_tests([tag1, tag2], "InitiatePulseTestDual")
+
+    def _query_pulse_config(self, tag: Any = None) -> Any:
+        """``tbl = QueryPulseConfig(tag)``: the train's settings, with ``tbl.tostring()``."""
+        cfg = self.pulse_configs.get(as_int(tag, "QueryPulseConfig tag"))
+        if cfg is None:
+            return None
+        ch: SmuChannel = cfg["smu"]
+        unit, lunit = ("V", "A") if cfg["func"] == VOLTS else ("A", "V")
+        level_text = (f"level = {cfg['levels'][0]:g} {unit}" if cfg["kind"] == "fixed"
+                      else f"start = {cfg['levels'][0]:g} {unit}, stop = {cfg['levels'][1]:g} {unit} ({cfg['kind']})")
+        text = "\n".join([
+            f"tag = {cfg['tag']}", f"smu = {ch.lua_path}", f"func = {cfg['name']}",
+            f"bias = {cfg['bias']:g} {unit}", level_text, f"limit = {cfg['limit']:g} {lunit}",
+            f"ton = {cfg['ton']:g} s", f"toff = {cfg['toff']:g} s", f"points = {cfg['points']}",
+            f"buffer = {cfg['buffer'].lua_path if cfg['buffer'] is not None else 'nil'}",
+            f"sync_in = {cfg['sync_in']}", f"sync_out = {cfg['sync_out']}",
+            f"sync_in_timeout = {cfg['sync_in_timeout']:g}", f"sync_in_abort = {str(cfg['sync_in_abort']).lower()}"])
+        fields: dict[str, Any] = {"tag": cfg["tag"], "smu": ch, "func": cfg["name"], "bias": cfg["bias"],
+                                  "limit": cfg["limit"], "ton": cfg["ton"], "toff": cfg["toff"],
+                                  "points": cfg["points"], "buffer": cfg["buffer"],
+                                  "sync_in_timeout": cfg["sync_in_timeout"], "sync_in_abort": cfg["sync_in_abort"],
+                                  "tostring": lambda: text}
+        if cfg["kind"] == "fixed":
+            fields["level"] = cfg["levels"][0]
+        else:
+            fields["start"], fields["stop"] = cfg["levels"]
+        rt = self.runtime
+        return rt.lua.table_from({k: self._to_lua(v) for k, v in fields.items() if v is not None})
 
     def _run_points(self, ch: SmuChannel, func: int, values: list[float], *, settle: float,
                     back_to: tuple[float, float] | None, measure_at_end: bool = False, what: str) -> None:
