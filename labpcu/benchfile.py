@@ -92,6 +92,24 @@ class FixtureSpec:
 
 
 @dataclass(frozen=True)
+class ProberSpec:
+    """How the probes reach a site (the ``[prober]`` table).
+
+    ``kind`` is ``"manual"`` (an operator moves them and confirms), ``"fixed"`` (one
+    mounted ``site``), or the name of a prober driver registered under the entry-point
+    group ``labpcu.probers`` (``"sim"``: the simulated wafer's prober), built with
+    ``options`` (the table's other keys) as keyword arguments. ``given`` is False when
+    the file has no ``[prober]`` table and the kind is the default (``"sim"`` on a
+    simulated bench, ``"manual"`` on a real one).
+    """
+
+    kind: str
+    site: str | None = None  # "fixed" only
+    options: dict[str, Any] = field(default_factory=dict)
+    given: bool = True
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     name: str
     wafer: str  # "sim" or a wafer-map file
@@ -102,10 +120,19 @@ class BenchConfig:
     limits: dict[str, Limits]
     source: str = "<string>"
     text: str = field(default="", repr=False)
+    prober: ProberSpec | None = None  # None: built without a file; the default kind applies
 
     @property
     def simulated(self) -> bool:
         return all(i.simulated for i in self.instruments.values())
+
+    @property
+    def prober_spec(self) -> ProberSpec:
+        """The ``[prober]`` table, or the default: the simulated prober on a simulated
+        bench, an operator (``manual``) on a real one."""
+        if self.prober is not None:
+            return self.prober
+        return ProberSpec("sim" if self.simulated else "manual", given=False)
 
 
 # ------------------------------------------------------------------ problems
@@ -250,7 +277,7 @@ class _Validator:
 
     # -- sections
     def run(self, source: str, text: str) -> BenchConfig | None:
-        self.unknown_keys(self.data, (), {"bench", "instruments", "matrix", "fixture", "limits"})
+        self.unknown_keys(self.data, (), {"bench", "instruments", "matrix", "fixture", "limits", "prober"})
         bench = self.get(self.data, ("bench",), dict, default={}) or {}
         self.unknown_keys(bench, ("bench",), {"name", "wafer", "seed"})
         name = self.get(bench, ("bench", "name"), str, default="bench")
@@ -262,9 +289,10 @@ class _Validator:
         matrix = self.matrix(instruments)
         fixture = self.fixture(matrix)
         limits = self.limits(instruments, matrix)
+        prober = self.prober(instruments)
         if self.problems:
             return None
-        return BenchConfig(name, wafer, seed, instruments, matrix, fixture, limits, source, text)
+        return BenchConfig(name, wafer, seed, instruments, matrix, fixture, limits, source, text, prober)
 
     def instruments(self) -> dict[str, InstrumentSpec]:
         table = self.get(self.data, ("instruments",), dict, default={}) or {}
@@ -305,6 +333,39 @@ class _Validator:
                      f'a bench is all simulated (address "sim") or all real, but {simulated[0]} is "sim" '
                      f"and {real} is {out[real].address!r}")
         return out
+
+    def prober(self, instruments: dict[str, InstrumentSpec]) -> ProberSpec:
+        simulated = bool(instruments) and all(i.simulated for i in instruments.values())
+        if "prober" not in self.data:
+            return ProberSpec("sim" if simulated else "manual", given=False)
+        table = self.get(self.data, ("prober",), dict, default=None)
+        if table is None:
+            return ProberSpec("manual")
+        kind = self.get(table, ("prober", "kind"), str)
+        if kind is None:
+            return ProberSpec("manual")
+        if kind == "manual":
+            self.unknown_keys(table, ("prober",), {"kind"})
+            return ProberSpec("manual")
+        if kind == "fixed":
+            self.unknown_keys(table, ("prober",), {"kind", "site"})
+            site = self.get(table, ("prober", "site"), str)
+            sites = wafer_sites()
+            if site is not None and site not in sites:
+                self.bad(("prober", "site"), f"no site {site!r} on the wafer; sites are {', '.join(sites)}")
+                site = None
+            return ProberSpec("fixed", site=site)
+        from labpcu.probers import ProberDriverError, check_driver  # the drivers' registry
+
+        options = {k: v for k, v in table.items() if k != "kind"}
+        try:
+            unknown = check_driver(kind, options, simulated=simulated)
+        except ProberDriverError as exc:
+            self.bad(("prober", "kind"), str(exc))
+        else:
+            for key, message in unknown.items():
+                self.bad(("prober", key), message)
+        return ProberSpec(kind, options=options)
 
     def _terminal(self, value: Any, path: tuple[str, ...], instruments: dict[str, InstrumentSpec]) -> str | None:
         if not isinstance(value, str) or "." not in value:
@@ -470,6 +531,14 @@ class _Validator:
             if v is not None and i is not None:
                 out[dtype] = Limits(v, i)
         return out
+
+
+def wafer_sites() -> tuple[str, ...]:
+    """The probe sites of the standard wafer layout: A1..A9 (arrays), Q1..Q5 (quads)."""
+    from labpcu.sim.wafer import N_ARRAYS, N_SINGLES, SINGLES_PER_QUAD
+
+    quads = -(-N_SINGLES // SINGLES_PER_QUAD)
+    return tuple(f"A{k}" for k in range(1, N_ARRAYS + 1)) + tuple(f"Q{k}" for k in range(1, quads + 1))
 
 
 def _type_name(t: type) -> str:
