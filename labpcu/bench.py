@@ -76,7 +76,9 @@ class Bench:
         self.clock = clock
         self.layout = layout
         self.sim = sim  # the SimRig behind a simulated bench, else None
-        self._prober = prober
+        from labpcu.probers import as_prober
+
+        self._prober = as_prober(prober, sim)  # a ProberHandle: the kind, the site it last reached
         self._site = layout.sites[next(iter(layout.sites))] if sim is None else sim.bench.site
         self._elements: ElementGuard | None = None  # element limits of the present connection
         self._to_verify: set[Crosspoint] = set()  # closed since the last welded-relay check
@@ -94,16 +96,29 @@ class Bench:
         path: str | Path | None = None,
         *,
         seed: int | None = None,
-        prober: Callable[[str], None] | None = None,
+        prober: Callable[[str], None] | Any = None,
+        operator: Callable[[Any], bool] | None = None,
     ) -> Bench:
         """Load a bench file (default: the simulated bench), open every instrument, and
-        put the bench in its safe state. ``seed`` overrides the file's wafer seed."""
+        put the bench in its safe state. ``seed`` overrides the file's wafer seed.
+
+        The probes move as the file's ``[prober]`` table says (:mod:`labpcu.probers`);
+        a manual prober sends each :class:`~labpcu.probers.ProberRequest` to
+        ``operator`` (True: the probes are there; False: abort). ``prober`` (a
+        callable taking a site id, or an object with ``move_to``) replaces the
+        file's prober. The prober is built before any instrument is opened."""
+        from labpcu.probers import make_prober
+
         config = load_bench(path)
         sim = None
         if any(i.simulated for i in config.instruments.values()):
             if not config.simulated:
                 raise LimitError("a bench is either all simulated (address \"sim\") or all real; this file mixes both")
             sim = _make_sim_rig(config, config.seed if seed is None else seed)
+        layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
+        probe = make_prober(config, layout.sites, sim, operator=operator) if prober is None else prober
+        if sim is not None and getattr(probe, "site", None) not in (None, sim.bench.site.id):
+            sim.bench.move_to(probe.site)  # a fixed site: the simulated wafer sits there
         # one process owns a bench: every address is locked before anything is sent,
         # or BenchBusyError names the holder (the safe state below would cut its run)
         from labpcu.instruments.lock import BenchLock
@@ -114,8 +129,9 @@ class Bench:
             for name, spec in config.instruments.items():
                 drivers[name] = _open_driver(spec, sim)
             clock: Clock = sim.bench.clock if sim is not None else WallClock()
-            layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
-            bench = cls(config, drivers, clock, layout, sim, prober)
+            bench = cls(config, drivers, clock, layout, sim, probe)
+            if bench._prober is not None and bench._prober.site in layout.sites:
+                bench._site = layout.sites[bench._prober.site]  # where a prober that knows says it is
             bench._lock = lock  # released by close(), after the connections
             bench.safe_state()
             if config.matrix.forbidden:  # the instrument refuses them too: defence in depth
@@ -133,10 +149,20 @@ class Bench:
     @classmethod
     def offline(cls, path: str | Path | None = None, *, seed: int | None = None) -> Bench:
         """The bench as its file describes it, with no instrument opened: enough to
-        validate a request (devices, wiring, limits) before anything is sent."""
+        validate a request (devices, wiring, limits) before anything is sent. A
+        fixed-site prober is the only one it has (it moves nothing); see
+        :func:`labpcu.probers.check_reachable` for the devices it reaches."""
+        from labpcu.probers import FixedProber, ProberHandle
+
         config = load_bench(path)
         layout = make_wafer(config.seed if seed is None else seed) if config.simulated else make_wafer(0)
-        return cls(config, {}, WallClock(), layout)
+        spec = config.prober_spec
+        fixed = spec.site if spec.kind == "fixed" else None
+        bench = cls(config, {}, WallClock(), layout, None,
+                    ProberHandle(FixedProber(fixed), "fixed", fixed) if fixed else None)
+        if fixed:
+            bench._site = layout.sites[fixed]
+        return bench
 
     @property
     def connected(self) -> bool:
@@ -202,22 +228,31 @@ class Bench:
 
     def move_to(self, site_or_device: str) -> Site:
         """Put the probes on a site (``A1``…``A9``, ``Q1``…``Q5``) or on the site of a
-        device. Relays open and outputs off first: pads must never lift under bias."""
+        device, through the bench's prober (:mod:`labpcu.probers`). Relays open and
+        outputs off first: pads must never lift under bias. Until the prober has
+        reached a site (a manual one: the operator confirmed), the bench does not
+        know where the probes are, so the first move always goes to the prober. A
+        simulated wafer follows the site the prober reached."""
         if site_or_device in self.layout.sites:
             site = self.layout.sites[site_or_device]
         elif site_or_device in self.layout.devices:
             site = self.layout.site_of(site_or_device)
         else:
             raise LimitError(f"no site or device {site_or_device!r} on the wafer")
-        if site.id == self._site.id:
+        probe = self._prober
+        if site.id == self._site.id and (probe is None or probe.site == site.id):
             return site
+        if probe is None:
+            raise LimitError(f"move the probes to site {site.id}: this bench has no prober; give the bench file a "
+                             f"[prober] table, or pass prober= to Bench.from_file")
+        if not probe.reaches(site.id):  # before anything moves
+            fixed = getattr(probe.prober, "site", None) if probe.kind == "fixed" else None
+            raise LimitError(f"site {site.id} cannot be reached by this bench's {probe.kind} prober"
+                             + (f": the probes are fixed on site {fixed}" if fixed else ""))
         self.disconnect()
-        if self.sim is not None:
+        probe.move_to(site.id)
+        if self.sim is not None and self.sim.bench.site.id != site.id:
             self.sim.bench.move_to(site.id)
-        elif self._prober is not None:
-            self._prober(site.id)
-        else:
-            raise LimitError(f"move the probes to site {site.id}: this bench has no prober; pass prober= to Bench.from_file")
         self._site = site
         return site
 

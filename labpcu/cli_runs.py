@@ -85,6 +85,8 @@ def _add_param_flag(group: Any, spec: ParamSpec) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from labpcu.bench import SafeStateError
     from labpcu.data.store import Store, StoreError
+    from labpcu.instruments.errors import LimitError
+    from labpcu.probers import check_reachable
     from labpcu.progress import ProgressBar
     from labpcu.protocols import registry
     from labpcu.runner import Runner, prepare
@@ -99,6 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     offline = offline_bench(args.bench, args.seed)
     devices = expand_devices(args.device, offline)
     proto, params, devs = prepare(cls, values, devices, offline)  # nothing sent yet
+    try:  # a fixed-site bench reaches only the devices under its probes
+        check_reachable(offline.config, offline.layout, devs)
+    except LimitError as exc:
+        raise UsageError(str(exc)) from None
     try:
         Store(out).run_ids()  # not a labpcu store, or a newer schema: one line, still before any I/O
     except StoreError as exc:
@@ -134,7 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def offline_bench(path: str | None, seed: int | None) -> Any:
-    """The bench file's offline view (nothing opened); a bad file is bad input."""
+    """The bench file's offline view (nothing opened); a bad file (its ``[prober]``
+    table included) is bad input."""
     from labpcu.bench import Bench
     from labpcu.benchfile import BenchFileError
 
@@ -144,15 +151,19 @@ def offline_bench(path: str | None, seed: int | None) -> Any:
         raise UsageError(_one_line(exc)) from None
 
 
-def open_bench(path: str | None, seed: int | None) -> Any:
+def open_bench(path: str | None, seed: int | None, operator: Any = None) -> Any:
     """Open the bench's instruments. A failure of the VISA layer (bad or unreachable
     address, refused connection, missing VISA backend) becomes one
-    :class:`InstrumentOpenError`; anything else (a bug) keeps its traceback."""
+    :class:`InstrumentOpenError`; anything else (a bug) keeps its traceback.
+
+    A manual prober asks ``operator`` (default: on the terminal, stderr and stdin,
+    :func:`labpcu.probers.console_operator`) to move the probes."""
     from labpcu.bench import Bench
     from labpcu.instruments.errors import InstrumentOpenError
+    from labpcu.probers import console_operator
 
     try:
-        return Bench.from_file(path, seed=seed)
+        return Bench.from_file(path, seed=seed, operator=operator or console_operator)
     except Exception as exc:
         if not (isinstance(exc, OSError) or _from_visa(exc)):
             raise

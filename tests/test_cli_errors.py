@@ -189,6 +189,7 @@ def _tcp_bench(tmp_path: Path, addresses: dict[str, str], timeout: float = 1.0) 
         text = (text[:at] + f'address = "{address}"\nvisa_library = "@py"\ntimeout = {timeout}' +
                 text[at + len('address = "sim"'):])
     text = re.sub(r"timeout = 5\.0\s*# s\n", "", text)
+    text += '\n[prober]             # the served wafer stays on site A1: a fixed site, not an operator\nkind = "fixed"\nsite = "A1"\n'
     return bench_file(tmp_path, text, "tcp.toml")
 
 
