@@ -2290,6 +2290,7 @@ end
                 acts.append((t + cfg["ton"] - t_conv, lambda: ch._instant_reading(kind, buf)))
             acts.append((t + cfg["ton"], lambda: ch.apply_source()))
             t += cfg["ton"] + cfg["toff"]
+        acts.append((t, lambda: None))  # the last toff at the bias belongs to the train
         return acts
 
     def _run_pulse_tests(self, tags: list[Any], fname: str) -> tuple[bool, str]:
