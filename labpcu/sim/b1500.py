@@ -262,8 +262,10 @@ def lrn_number(value: float, kind: str) -> str:
 
 
 def plain(value: float) -> str:
-    """A time or count in a ``*LRN?`` reply: up to 6 significant digits, upper-case E."""
-    return f"{float(value):.6G}"
+    """A time in a ``*LRN?`` reply: up to 6 significant digits with a decimal point and
+    an upper-case E (``WT1.0,0.0,...`` as QCoDeS's simulation of the instrument shows)."""
+    text = f"{float(value):.6G}"
+    return text if ("." in text or "E" in text) else text + ".0"
 
 
 #: FMT number -> how elements are written: (header style, digits). Header "letter" is
@@ -929,7 +931,10 @@ class B1500AEmulator(Emulator):
 
     def _lrn_56(self) -> str:
         ait = self.settings.ait
-        return ";".join(f"AIT{a},{ait[a][0]},{plain(ait[a][1])}" for a in (0, 1, 2)) + f";AZ{self.settings.az}"
+        def n(mode: int, value: float) -> str:  # counts as integers (AIT0,0,1), times as times
+            return plain(value) if mode == 3 else str(int(value))
+
+        return ";".join(f"AIT{a},{ait[a][0]},{n(*ait[a])}" for a in (0, 1, 2)) + f";AZ{self.settings.az}"
 
     def _lrn_57(self) -> str:
         wat = self.settings.wat
