@@ -1,29 +1,43 @@
-"""Keysight B1500A emulator: the FLEX command subset labpcu uses, on the shared bench.
+"""Keysight B1500A emulator: the FLEX commands standard clients send, on the shared bench.
 
 The multi-channel analyzer role is filled by a B1500A with four B1517A HR-SMUs. This
 module answers FLEX messages the way the instrument does (see
 ``shared/reference/instruments.md`` section C) so that drivers can be tested without
 hardware: it keeps each channel's force settings, pushes them to the simulated bench
 terminal ``f"{name}.{slot}"``, reads the bench back, adds range-dependent instrument
-noise and formats the data as FMT 1/2/5 ASCII elements.
+noise and formats the data in every ASCII ``FMT``. Clients checked against it: labpcu's
+driver, pymeasure's ``AgilentB1500`` unmodified (``tests/test_pymeasure_b1500.py``) and
+guide-style FLEX scripts (``tests/test_sim_b1500_conformance.py``).
 
 Implemented commands (case-insensitive; several per message joined by ``;``):
 
 =====================  ==============================================================
-system                 ``*IDN?`` ``*RST`` ``*OPC?`` ``UNT? [0]`` ``ERRX? [0|1]``
-                       ``ERR? [0|1]`` ``*LRN? 0`` (output switches)
-outputs                ``CN`` ``CL`` ``DZ`` ``RZ`` (no argument = all channels)
+common                 ``*IDN?`` ``*RST`` ``*OPC?`` ``*OPC`` ``*WAI`` ``*CLS`` ``*STB?``
+                       ``*SRE`` ``*SRE?`` ``*ESE`` ``*ESE?`` ``*ESR?`` ``*TST?`` ``*CAL?``
+system                 ``UNT? [0]`` ``ERRX? [0|1]`` ``ERR? [0|1]`` ``LOP?`` ``DIAG?``
+                       ``CA`` ``CM`` ``RCV`` ``ACH`` ``TM`` ``PA`` ``PAD``
+learn                  ``*LRN?`` types 0, 1-10, 30, 31, 32, 33, 34, 46, 53, 54, 55, 56,
+                       57, 60, 110
+outputs                ``CN`` ``CL`` ``DZ`` ``RZ`` (no argument = all channels) ``SSR``
 force                  ``DV`` ``DI``
 spot (immediate)       ``TI`` ``TV`` ``TIV`` ``TTI`` ``TTV`` ``TTIV``
 measurement set-up     ``MM`` (1 spot, 2 staircase, 3 pulsed spot) ``CMM`` ``RI`` ``RV``
-                       ``AAD`` ``AIT`` ``AV`` ``AZ`` ``FL`` ``FMT``
-staircase sweep        ``WV`` ``WI`` ``WT`` ``WM``
+                       ``RM`` ``AAD`` ``AIT`` ``AV`` ``AZ`` ``FL`` ``FMT`` ``WAT``
+staircase sweep        ``WV`` ``WI`` ``WSV`` ``WSI`` ``WT`` ``WM``
 pulsed spot            ``PT`` ``PV`` ``PI``
-trigger and buffer     ``XE`` ``AB`` ``BC`` ``NUB?`` ``TSC`` ``TSR``
+trigger and buffer     ``XE`` ``AB`` ``BC`` ``NUB?`` ``RMD?`` ``TSC`` ``TSR`` ``TSQ``
 =====================  ==============================================================
 
+Not emulated (error 100 "Undefined GPIB command", or 120 for an unknown ``*LRN?``
+type): sampling (``MM 10``, ``MV``, ``MI``, ``ML``, ``MT``, ``MSC``, ``*LRN? 47``),
+pulsed sweep and the other ``MM`` modes, search (``LGI``, ``LGV``, ``LSV``, ...), CMU,
+SPGU, WGFMU and selector commands (``ERMOD``, ``ERSSP``), binary formats ``FMT 3/4/13/14``,
+``*OPT?``, ``SYST:ERR?`` (not FLEX), ``UNT? 1``, ``ERRX? 2``, ``*LRN?`` types 37, 38,
+40, 47, 49-51, 58, 59, 61-64, 70, 71, trigger ports (``TGP`` ...), digital I/O.
+
 Choices where the manual could not be checked (fact sheet: [unverified]) — each is
-the most plausible behaviour and is pinned by ``tests/test_sim_b1500.py``:
+the most plausible behaviour and is pinned by ``tests/test_sim_b1500.py`` and
+``tests/test_sim_b1500_conformance.py``:
 
 * Errors. Codes 100, 102, 103, 120–124 and 200 and their texts are those of the FLEX
   error table of the sibling E5270B (public drivers and tests). The text of 121 is
@@ -41,33 +55,83 @@ the most plausible behaviour and is pinned by ``tests/test_sim_b1500.py``:
   ``;``-joined message are not executed. Every command validates all of its
   parameters before it changes anything, so a failing command changes nothing.
 * Each query in a ``;``-joined message gives its own CR/LF-terminated reply line.
-* Compliance defaults when omitted: 100 µA for ``DV``/``PV``/``WV``, 2 V for
-  ``DI``/``PI``/``WI``. ``CN`` sets 0 V with 100 µA compliance. Compliance polarity
-  (``pol``) is accepted, but the bench limits the magnitude only. A compliance above
-  what the module can deliver at the output level (B1517A: 100 mA up to 20 V, 50 mA
-  up to 40 V, 20 mA up to 100 V) gives 123.
+* Status byte (``*STB?``): bit 4 (16) set ready, bit 5 (32) error, bit 6 (64) RQS and
+  bit 7 always 0 are the Programming Guide's (Edition 11, "Status Byte"); bit 0 (1)
+  data ready (unread output when ``*STB?`` arrives) and bits 1 (wait) and 3 (interlock
+  open), never set here, are the FLEX family's [unverified]. The error bit is set by
+  any error and cleared by ``*RST``, ``ERR?``, ``ERRX?``, ``CA``, ``*TST?``, ``*CAL?``,
+  ``DIAG?`` and ``*CLS`` (the guide's list, plus ``*CLS``); RQS = any bit enabled by
+  ``*SRE``. ``*ESR?`` uses IEEE 488.2 bits [unverified for FLEX]: 1 ``*OPC``, 16
+  errors from 120 up (execution), 32 errors below 120 (command), 128 power on; read
+  clears it. ``*CLS`` clears the error bit, ``*ESR?`` and the error queue. ``*SRE``,
+  ``*ESE`` and ``*ESR?`` survive ``*RST``.
+* ``*TST? [slot[,option]]``, ``*CAL? [slot]``, ``CA [slot]`` always pass (``0``) and open
+  every output switch first, as the instrument needs the outputs off for them.
+  ``DIAG? item`` (items 1, 3, 4, 5, 7, 8) always answers 0. ``RCV`` is accepted
+  (no module ever fails). ``CM``, ``TM``, ``PAD``, ``SSR``, ``RM`` and ``WAT`` are
+  kept and reported by ``*LRN?`` but change nothing: auto calibration, triggers,
+  parallel measurement, the series resistor, auto ranging rates and wait times do
+  not alter the simulated readings or timing. ``PA s`` (0–655.35 s) moves the
+  simulated clock.
+* ``LOP?``: ``LOP`` then one 2-digit state per slot: 00 off or empty, 01 forcing V,
+  02/03 forcing +I/−I, 11 in voltage compliance, 12/13 in +/− current compliance.
+* ``ACH actual,program`` makes channel number ``program`` address slot ``actual`` in
+  every later command; ``ACH`` alone clears the mappings (``*RST`` too).
+* ``TSQ`` answers one time element (channel letter ``Z``, in the current ``FMT``).
+* ``RMD? [count]`` answers the first ``count`` unread data elements (0 or none: all)
+  as one line and leaves the rest unread behind it; it assumes the unread output is
+  measurement data (it is after ``XE``). Not confirmed in the Programming Guide.
+* ``*LRN?`` replies. Type 0: ``CN1,2`` or ``CL``. Types 1–10: ``DVn,vrange,V,Icomp,
+  pol,irange`` / ``DIn,irange,I,Vcomp,pol,vrange`` with the ranges in use (the output
+  range holding the level, at least the commanded one; the compliance-side range
+  holding the compliance), or ``CLn``; numbers as in the one public transcript
+  ``DV1,200,+00.0000E+00,+100.000E-06,0,16`` (voltages ``sdd.ddddE+00``, currents
+  engineering ``sddd.dddEsdd``). 30: ``FL0``, ``FL1`` or ``FL0,a,b;FL1,c``. 31:
+  ``TMn;AVn,m;CMn;FMTf,m[;MMm,ch...]`` (AV mirrors AIT 0: auto/manual N, PLC as −N).
+  32: ``RIn,r;RVn,r`` per SMU. 33: ``WMa,p;WTh,d,s,t,m`` then ``WVn,...``/``WSVn,...``
+  when set (times with a decimal point, ``WT0.0,0.0,...`` as QCoDeS's simulation).
+  34: ``PTh,w,p,t[;PVn,range,base,pulse,comp]``. 46: ``CMMn,m``. 53: ``SSRn,s``. 54:
+  ``RMn,mode,rate``. 55: ``AADn,a;AADn,2;`` per SMU joined by ``;`` (the doubled ``;``
+  a B1500A sends). 56: ``AIT0,m,N;AIT1,m,N;AIT2,m,N;AZn``. 57: ``WAT1,N,offset;WAT2,...``.
+  60: ``TSCn``. 110: ``PADn`` (the type pymeasure reads PAD from). Type 47 and the
+  other types are not emulated (120); an empty slot gives 126.
+* Compliance defaults when omitted: 100 µA for ``DV``/``PV``/``WV``/``WSV``, 2 V for
+  ``DI``/``PI``/``WI``/``WSI``. ``CN`` sets 0 V with 100 µA compliance. Compliance
+  polarity (``pol``) is kept and reported, but the bench limits the magnitude only. A
+  compliance above what the module can deliver at the output level (B1517A: 100 mA up
+  to 20 V, 50 mA up to 40 V, 20 mA up to 100 V) gives 123.
 * Range codes follow the global FLEX table; a code below the module's smallest range
   means its smallest range (the B1517A has no 0.2 V range and, without an ASU, no
   1 pA range), a code above its largest gives 124. Output ranges are limited auto.
   Measurement ranges: 0 auto (smallest range holding the value), ``+code`` limited
   auto, ``-code`` fixed. A reading beyond 1.15 × the range is an overflow: status
   ``V`` and value ``199.999E+99``.
-* Element number: ``sddd.dddEsdd``, exponent = the engineering exponent of the
-  measurement range (1 nA → E-09, 100 µA → E-06, 0.5 V → E-03, 2–100 V → E+00), raised
-  by 3 while the mantissa would reach 1000. This reproduces ``NAI+000.005E-09`` for
-  5 pA on the 1 nA range and shows the 12-digit format's limited resolution on purpose.
-  Source elements use the sweep's output range, time elements E+00.
+* Data formats. FMT 1/5: ``SCT`` header (status, channel, type letter) and the
+  12-character number ``sddd.dddEsdd``; FMT 2: the number only; FMT 11/15: header and
+  a 13-character number ``sddd.ddddEsdd`` (one more decimal; layout [unverified]);
+  FMT 12 and 22: that number only; FMT 21/25: 3-digit numeric status (0 normal, 1
+  overflow, 4 other channel in compliance, 8 this channel in compliance, 128 last
+  sweep step), channel letter, type letter (lower case ``v``/``i`` for source data),
+  13-character number. The 13-digit overflow is ``+199.9990E+99``. ``FMT 5/15/25``
+  (comma terminator) are treated like 1/11/21: a reply ending in ``,`` cannot be
+  framed by a line-based transport. ``FMT`` modes 0–2: mode 1 adds the primary sweep
+  source, mode 2 the synchronous source (nothing without one).
+* Element number: exponent = the engineering exponent of the measurement range
+  (1 nA → E-09, 100 µA → E-06, 0.5 V → E-03, 2–100 V → E+00), raised by 3 while the
+  mantissa would reach 1000. This reproduces ``NAI+000.005E-09`` for 5 pA on the 1 nA
+  range and shows the 12-digit format's limited resolution on purpose. Source elements
+  use the sweep's output range, time elements E+00.
 * Status letters, highest priority first: ``V`` overflow, ``C`` this channel in
   compliance, ``T`` another enabled channel in compliance, ``N``. Sweep source data is
   ``W`` for intermediate steps and ``E`` for the last.
-* ``FMT 5`` (comma terminator) is treated like ``FMT 1``: a reply ending in ``,``
-  cannot be framed by a line-based transport. ``FMT`` modes 0–2 are accepted; mode 2
-  adds nothing because synchronous sweep sources are not emulated.
 * Staircase: two-way sweeps measure the stop value twice (2·N steps). With ``WM 2``
   (auto abort, the default) a step with status C/T/V ends the sweep; the remaining
   steps are returned as ``V`` / ``199.999E+99`` so that the element count stays
   fixed, and the source returns to the start value. ``WT`` trigger and measure
-  delays (``tdelay``/``mdelay``) are accepted and ignored (no trigger ports).
+  delays (``tdelay``/``mdelay``) are accepted and ignored (no trigger ports). The
+  synchronous source (``WSV``/``WSI``) steps with the primary one (same mode and step
+  count, its own start/stop, compliance and power compliance); it must be another
+  channel and on, and goes to its start or stop value after the sweep as ``WM`` says.
 * Pulsed spot: the bench sees base during hold, pulse during width, base again for
   the rest of the period (auto period = width + 2 ms, or + 10 ms above 100 ms, at
   least 5 ms). The reading integrates over the last min(width/4, 1 ms) of the pulse.
@@ -82,14 +146,18 @@ the most plausible behaviour and is pinned by ``tests/test_sim_b1500.py``:
   high-resolution ADC.
 * With ``TSC 1`` every channel's data in an ``XE`` result is preceded by a time
   element; the timer starts at power-on, ``*RST`` and ``TSR``. ``TI``/``TV``/``TIV``
-  ignore ``TSC`` (their ``TT…`` forms carry the time). ``FMT`` mode 1 adds source data
+  ignore ``TSC`` (their ``TT…`` forms carry the time). ``FMT`` modes 1/2 add source data
   to staircase results only (spot and pulsed spot have no sweep source).
-* Power compliance (``WV``/``WI`` ``Pcomp``, 1 mW–2 W) lowers each step's compliance to
-  Pcomp/|output|.
+* Power compliance (``WV``/``WI``/``WSV``/``WSI`` ``Pcomp``, 1 mW–2 W) lowers each step's
+  compliance to Pcomp/|output|.
 * ``*RST`` turns every output off, restores defaults, clears the output buffer and
-  keeps the error queue. ``AB`` is a no-op (measurements here complete inside ``XE``).
+  the error bit, and keeps the error queue. ``AB`` is a no-op (measurements here
+  complete inside ``XE``).
 * ``NUB?`` counts the data elements (measured, source and time) still unread.
+* Over a TCP socket each reply leaves as soon as it is made, as from a LAN
+  instrument: ``BC`` after ``XE`` clears nothing there, the data are already sent.
 """
+
 
 from __future__ import annotations
 
