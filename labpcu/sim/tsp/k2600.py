@@ -9,9 +9,17 @@ Implemented (TSP names as on the instrument):
 
 * ``smuX.source``: ``func``, ``levelv/leveli``, ``limitv/limiti/limitp``,
   ``rangev/rangei`` (a value selects the smallest range that holds it and turns
-  autorange off), ``autorangev/autorangei``, ``lowrangev/lowrangei``, ``output``,
-  ``offmode``, ``offlimiti``, ``compliance`` (read-only), ``delay``, ``settling``,
-  ``highc``, ``sink``; ``smuX.sense``.
+  autorange off), ``autorangev/autorangei``, ``lowrangev/lowrangei``, ``output``
+  (``OUTPUT_OFF/ON/HIGH_Z``), ``offmode``, ``offfunc``, ``offlimiti``, ``offlimitv``,
+  ``compliance`` (read-only), ``delay``, ``settling``, ``highc``, ``sink``; ``smuX.sense``.
+* Output-off states in the circuit (2600B manual, "Output-off modes"): an output that
+  is off is a terminal of the bench's circuit. ``OUTPUT_NORMAL`` (the reset default)
+  with ``offfunc = OUTPUT_DCVOLTS`` (default) holds 0 V up to ``offlimiti`` (1 mA), with
+  ``offfunc = OUTPUT_DCAMPS`` it sources 0 A up to ``offlimitv`` (40 V); ``OUTPUT_ZERO``
+  holds 0 V with the present current limit (sourcing current: the larger of
+  ``leveli`` and 10 % of ``rangei``); ``OUTPUT_HIGH_Z`` (or ``output = OUTPUT_HIGH_Z``)
+  opens the output relay. An off output is never *live* for the bench
+  (``SimBench.live_outputs``, relay events), whatever its off-mode.
 * ``smuX.measure``: ``nplc`` (0.001–25), ``autozero``, ranges and autoranges,
   ``delay``, ``delayfactor``, ``count``, ``interval``, ``filter.*``, ``rel.*``, and
   ``i() v() iv() r() p()`` with optional buffer arguments.
@@ -19,29 +27,71 @@ Implemented (TSP names as on the instrument):
   ``appendmode``, ``collecttimestamps``, ``collectsourcevalues``, ``fillmode``,
   ``basetimestamp``, ``clear()``, ``clearcache()``, columns ``readings``,
   ``timestamps``, ``sourcevalues``, ``statuses``, ``measureranges``; ``buf[i]``, ``#buf``.
-* Trigger model: ``smuX.trigger.source.listv/linearv/logv`` (and ``…i``),
-  ``limitv/limiti``, ``action``/``stimulus`` of source, measure, endpulse, arm;
-  ``endsweep.action``, ``count``, ``arm.count``, ``trigger.measure.i/v/iv/r/p(buf…)``,
-  ``initiate()``, ``abort()``; the global ``trigger.timer[1..8]`` (``delay``,
-  ``delaylist``, ``count``, ``passthrough``, ``stimulus``, ``EVENT_ID``) and
-  ``trigger.EVENT_ID``.
-* ``status.operation.sweeping.condition``, ``status.measurement.instrument.smuX.condition``
-  (bit 0 voltage limit, bit 1 current limit), ``display.*`` and ``beeper.*`` accepted.
-* KISweep/KIPulse factory functions: ``SweepV{Lin,Log,List}MeasureI``,
-  ``SweepI{Lin,Log,List}MeasureV``, ``PulseVMeasureI``, ``PulseIMeasureV``.
+* Trigger model, in bench time: ``smuX.trigger.initiate()`` returns at once and the
+  sweep runs on as the bench clock advances (whoever advances it: ``delay()``, a
+  measurement, ``waitcomplete()``, another instrument, a protocol's clock), through
+  the arm layer (``arm.count``, ``arm.stimulus``) and the trigger layer (``count``;
+  source → ``source.delay`` → measure (``measure.delay``, the readings of
+  ``trigger.measure.i/v/iv/r/p(buf…)``) → end pulse; ``endpulse.action``,
+  ``endsweep.action``, ``autoclear``), each stage waiting at its event detector for its
+  ``stimulus`` (0 = none). Detectors latch events whenever they occur and
+  ``initiate()`` clears them; ``smuX.trigger.{arm,source,measure,endpulse}.set()``
+  latch one. Events: ``smuX.trigger.*_EVENT_ID`` (SWEEPING, ARMED, SOURCE_COMPLETE,
+  MEASURE_COMPLETE, PULSE_COMPLETE, SWEEP_COMPLETE, IDLE), ``trigger.EVENT_ID``
+  (``*TRG``), ``trigger.timer[1..8]`` (``delay``, ``delaylist``, ``count``,
+  ``passthrough``, ``stimulus``, ``overrun``, ``wait``, ``clear``, ``reset``),
+  ``trigger.blender[1..6]`` (``orenable``, ``stimulus[1..4]``, ``overrun``, ``wait``,
+  ``clear``, ``reset``), ``trigger.generator[1..2].assert()``; ``trigger.wait`` and
+  ``trigger.clear``. ``smuX.trigger.abort()`` / ``smuX.abort()`` stop a sweep at the
+  idle level. ``status.operation.sweeping`` and ``status.operation.instrument.smuX``
+  show it running. ``waitcomplete()``, ``*WAI`` and ``*OPC?`` advance the bench clock
+  until every sweep has ended; ``opc()``/``*OPC`` set the OPC bit then.
+* Status model (2600B manual, "Status model"): ``status.condition`` (the status byte:
+  MSB, SSB, EAV, QSB, MAV, ESB, MSS, OSB), ``status.request_enable``/``request_event``,
+  ``node_enable``/``node_event``, ``status.reset()``; register sets with ``condition``,
+  ``event`` (latched through ``ptr``/``ntr``, cleared when read), ``enable``, and
+  their bit constants: ``status.standard``, ``status.operation`` (``calibrating``,
+  ``sweeping``, ``measuring``, ``trigger_overrun``, ``remote``, ``user`` (writable
+  condition), ``instrument`` → ``smuX``), ``status.measurement`` (``voltage_limit``,
+  ``current_limit``, ``reading_overflow``, ``buffer_available``, ``instrument`` →
+  ``smuX``, bit 0 voltage limit, bit 1 current limit), ``status.questionable``,
+  ``status.system``. IEEE-488.2: ``*STB?``, ``*ESR?``, ``*ESE``/``*ESE?``,
+  ``*SRE``/``*SRE?``, ``*CLS``, ``*OPC``/``*OPC?``, ``*WAI``, ``*TRG``, ``*RST``; each
+  queued error sets its class bit (CME, EXE, DDE, QYE); PON is set at power-on. A
+  service request (status byte & request_enable turning non-zero) is counted in
+  ``status_model.srq_count`` and passed to ``status_model.on_srq`` (there is no SRQ
+  line on a socket).
+* ``localnode.model/serialno/revision/linefreq/description``, ``localnode.status``
+  (the same ``status`` table), ``node[1]`` (= ``localnode``); ``getmetatable(x)`` of an
+  instrument object is a table of its members (functions, constants, sub-objects,
+  each attribute's value) with ``__index``/``__newindex`` reading and writing the
+  object.
+* Factory scripts: KISweep ``SweepV{Lin,Log,List}MeasureI``,
+  ``SweepI{Lin,Log,List}MeasureV``; KIPulse ``PulseVMeasureI``, ``PulseIMeasureV``,
+  ``ConfigPulseVMeasureI``, ``ConfigPulseIMeasureV``,
+  ``ConfigPulse{VMeasureI,IMeasureV}Sweep{Lin,Log}`` (``f, msg`` back; the train is
+  stored under its tag), ``InitiatePulseTest(tag)``, ``InitiatePulseTestDual(t1, t2)``
+  (two trains on two SMUs at once), ``QueryPulseConfig(tag)`` (a table with
+  ``tostring()``); all run in bench time and return when done.
+* Models: every 2600A/B (2601A/02A/11A/12A/35A/36A, 2601B/02B/04B/11B/12B/14B/34B/
+  35B/36B) with its datasheet ranges (the driver's table).
 
 Simplifications (documented, on purpose):
 
-* ``smuX.trigger.initiate()`` runs the whole sweep synchronously in simulated time as
-  a small discrete-event simulation (timers, event detectors that latch, source →
-  measure → end-pulse stages), then returns; ``waitcomplete()`` has nothing to wait
-  for and ``status.operation.sweeping.condition`` reads 0 afterwards. Two channels are
-  never swept concurrently; event blenders, digital I/O and TSP-Link triggers are
-  absent. A stage waiting for an event that can never come ends the sweep with
-  ``-200 Execution error`` instead of hanging.
-* An output that is off is disconnected from the circuit whatever ``offmode`` says
-  (the 0 V clamp of the NORMAL/ZERO off states is not modelled), so relays never see
-  a "live" off channel. A measurement with the output off reads the bench as is.
+* Time passes only when somebody advances the bench clock: between two messages no
+  time passes, so a ``*TRG`` sent while a measurement is still integrating is latched
+  (a second one is an overrun), as on an instrument sent triggers faster than it
+  measures. ``waitcomplete()``/``*WAI`` return when a sweep is left waiting for an
+  event nothing scheduled will produce (a later ``*TRG``, ``arm.set()``): the instrument
+  would block until then. ``*OPC?`` then answers ``1`` only when the sweep ends, as
+  the instrument does. A wait gives up after 100,000 clock stops (an endless sweep);
+  inside a TSP chunk the instruction budget ends it first.
+* A reading is the bench at the start of its integration (then the integration time
+  passes); measurements are never overlapped (``status.operation.measuring`` stays 0),
+  ``measure.action = ASYNC`` is taken as ENABLE; digital I/O, TSP-Link and LAN
+  triggers, and KIPulse ``sync_out`` are absent (a KIPulse ``sync_in`` never sees a
+  trigger: each pulse waits ``sync_in_timeout``, then the train aborts or goes on per
+  ``sync_in_abort``). An endless timer (``count = 0``) stops with the last sweep.
 * ``measure.delay = DELAY_AUTO`` adds no time; autozero AUTO costs two extra
   conversions per reading (3 × nplc/linefreq), ONCE costs two conversions once.
 * Instrument noise per reading: σ = (1e-5·range + 1 pA)/√nplc for current,
@@ -50,10 +100,11 @@ Simplifications (documented, on purpose):
   bench), on top of the device read noise the bench already adds. Autorange picks
   the smallest range holding the reading; a fixed range smaller than the reading
   gives the overflow value 9.91e37.
-* ``limitp``, ``offlimiti``, ``sense``, ``settling``, ``highc`` and ``sink`` are
-  stored and reported but do not change the physics; the power envelope (e.g. 100 mA
-  on the 200 V range) is not enforced. An enabled filter of any type divides the
-  noise by √count; only the repeat filter also multiplies the integration time.
+* ``limitp``, ``sense``, ``settling``, ``highc`` and ``sink`` are stored and reported
+  but do not change the physics; the power envelope (e.g. 100 mA on the 200 V range)
+  is not enforced. An enabled filter of any type divides the noise by √count; only
+  the repeat filter also multiplies the integration time. Status registers' default
+  enables are 0 and default PTRs all ones.
 * Out-of-range settings queue ``-222 Parameter data out of range; <what> <value>``
   and keep the old value (the chunk goes on, as on the instrument).
 """
