@@ -12,10 +12,11 @@ Why each piece exists:
 * **The undo journal** (``<store>.journal``). Outside SWMR, HDF5 rewrites metadata in
   place (the superblock, the ``/runs`` group's index, object headers) when a file
   closes; a kill in the middle leaves a torn, unopenable file. Every non-SWMR write
-  session goes through :class:`JournaledFile` (h5py's ``fileobj`` driver): before a
-  byte that existed when the session began is overwritten, its old value is appended
-  to the journal (and fsynced). A crash at any instant leaves the file either as it
-  was before the session (roll the journal back) or as after it (the journal says
+  session goes through :class:`JournaledFile` (h5py's ``fileobj`` driver), which keeps
+  the session's writes in memory and applies them at the end, after saving the old
+  value of every pre-existing byte they overwrite to the journal (fsynced). A crash
+  at any instant leaves the file either as it was before the session (nothing
+  applied yet, or roll the journal back) or as after it (the journal says
   ``committed``). Bytes past the old end of file need no journal: rolling back
   truncates them away.
 * **The consistency flags.** A killed SWMR writer leaves the superblock marked "open
@@ -384,22 +385,23 @@ _COMMIT = b"C"
 
 
 class JournaledFile(io.RawIOBase):
-    """A file h5py writes through (``driver="fileobj"``) that saves the old value of
-    every pre-existing byte to an undo journal before overwriting it. ``commit()``
-    makes the session permanent; a crash before it is undone by :func:`rollback`."""
+    """A file h5py writes through (``driver="fileobj"``): the session's writes are
+    kept in memory (reads see them) and reach the file only at :meth:`commit`, which
+    first saves the old value of every pre-existing byte they overwrite to the undo
+    journal. So a kill before the commit leaves the file untouched, and a kill during
+    it is undone by :func:`rollback`. Four fsyncs per session, whatever HDF5 writes."""
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         super().__init__()
         self.path = path
         self.journal = journal_path(path)
         self.durable = durable
-        self._fd = os.open(path, os.O_RDWR)
-        self._size0 = os.fstat(self._fd).st_size
+        self._fd: int | None = os.open(path, os.O_RDWR)
+        self._size0 = os.fstat(self._fd).st_size  # the file on disk, untouched until commit
+        self._size = self._size0                  # the file as HDF5 sees it
+        self._zero_from = self._size0             # bytes from here on were truncated away
+        self._writes: list[tuple[int, bytes]] = []
         self._pos = 0
-        self._saved: set[tuple[int, int]] = set()
-        self._jfd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        self._append(_HEAD.pack(_MAGIC, self._size0))
-        _fsync_dir(path.parent)
 
     # io.RawIOBase
     def readable(self) -> bool:
@@ -417,74 +419,108 @@ class JournaledFile(io.RawIOBase):
         elif whence == 1:
             self._pos += pos
         else:
-            self._pos = os.fstat(self._fd).st_size + pos
+            self._pos = self._size + pos
         return self._pos
 
     def tell(self) -> int:
         return self._pos
 
     def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = os.pread(self._fd, len(buf), self._pos)
-        n = len(data)
+        pos = self._pos
+        n = max(0, min(len(buf), self._size - pos))
+        data = bytearray(n)
+        disk_end = min(pos + n, self._zero_from)
+        if disk_end > pos:
+            chunk = os.pread(self._fd, disk_end - pos, pos)  # type: ignore[arg-type]
+            data[:len(chunk)] = chunk
+        for off, w in self._writes:  # in order: later writes win
+            lo, hi = max(off, pos), min(off + len(w), pos + n)
+            if lo < hi:
+                data[lo - pos:hi - pos] = w[lo - off:hi - off]
         memoryview(buf).cast("B")[:n] = data
         self._pos += n
         return n
 
     def write(self, buf: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         data = bytes(buf)
-        self._save(self._pos, self._pos + len(data))
-        crash_point("journal.saved")
-        written = os.pwrite(self._fd, data, self._pos)
-        self._pos += written
-        crash_point("journal.write")
-        return written
+        self._writes.append((self._pos, data))
+        self._pos += len(data)
+        self._size = max(self._size, self._pos)
+        return len(data)
 
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else size
-        self._save(size, self._size0)
-        os.ftruncate(self._fd, size)
+        if size < self._size:
+            self._zero_from = min(self._zero_from, size)
+            self._writes = [(off, w[:max(0, size - off)]) for off, w in self._writes if off < size]
+        self._size = size
         return size
 
     def flush(self) -> None:
-        pass  # every write is already a system call
+        pass  # nothing reaches the file before commit
 
     # the journal
-    def _append(self, data: bytes) -> None:
-        os.write(self._jfd, data)
-        if self.durable:
-            os.fsync(self._jfd)
-
-    def _save(self, start: int, end: int) -> None:
-        end = min(end, self._size0)
-        if start >= end or (start, end) in self._saved:
-            return
-        old = os.pread(self._fd, end - start, start)
-        head = _REC.pack(b"R", start, len(old))
-        self._append(head + old + struct.pack("<I", zlib.crc32(head + old)))
-        self._saved.add((start, end))
+    def _old_ranges(self) -> list[tuple[int, int]]:
+        """The pre-existing byte ranges the commit overwrites or cuts, merged."""
+        spans = [(off, min(off + len(w), self._size0)) for off, w in self._writes if off < self._size0]
+        if self._zero_from < self._size0:
+            spans.append((self._zero_from, self._size0))
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted(s for s in spans if s[0] < s[1]):
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        return merged
 
     def commit(self) -> None:
-        """The session is complete: make its bytes durable, then drop the journal."""
-        if self.durable:
-            os.fsync(self._fd)
-        crash_point("journal.before_commit")
-        self._append(_COMMIT)
-        crash_point("journal.committed")
+        """Write the session to the file, all or nothing: the old bytes to the journal
+        (fsynced), then the new ones to the file (fsynced), then drop the journal."""
+        fd = self._fd
+        assert fd is not None
+        if not self._writes and self._size == self._size0:
+            self._close_fds()
+            return
+        records = [_HEAD.pack(_MAGIC, self._size0)]
+        for lo, hi in self._old_ranges():
+            old = os.pread(fd, hi - lo, lo)
+            head = _REC.pack(b"R", lo, len(old))
+            records.append(head + old + struct.pack("<I", zlib.crc32(head + old)))
+        jfd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(jfd, b"".join(records))
+            if self.durable:
+                os.fsync(jfd)
+                _fsync_dir(self.path.parent)
+            crash_point("journal.saved")
+            if self._zero_from < self._size0:
+                os.ftruncate(fd, self._zero_from)
+            for off, data in self._writes:
+                os.pwrite(fd, data, off)
+                crash_point("journal.write")
+            if os.fstat(fd).st_size != self._size:
+                os.ftruncate(fd, self._size)
+            if self.durable:
+                os.fsync(fd)
+            crash_point("journal.before_commit")
+            os.write(jfd, _COMMIT)
+            crash_point("journal.committed")
+        finally:
+            os.close(jfd)
         self._close_fds()
         os.unlink(self.journal)
-        _fsync_dir(self.path.parent)
+        if self.durable:
+            _fsync_dir(self.path.parent)
 
     def abandon(self) -> None:
-        """Undo the session now (an error inside it)."""
+        """Drop the session: nothing of it reached the file."""
+        self._writes = []
         self._close_fds()
-        rollback(self.path)
 
     def _close_fds(self) -> None:
-        for name in ("_fd", "_jfd"):
-            fd = getattr(self, name)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
