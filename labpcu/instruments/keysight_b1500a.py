@@ -1115,7 +1115,7 @@ class KeysightB1500A(GuardedInstrument):
         return Reading.from_elements(parse_data(self.query_data("XE")), channel=target)
 
     # ---------------------------------------------------------------- shutdown
-    def shutdown(self) -> None:
+    def safe_off(self) -> None:
         """Safe state: ``DZ`` (every level to 0 V) then ``CL`` (every output open).
 
         No ``ERRX?`` in between: an old error must not stop the outputs from going off.
@@ -1127,8 +1127,14 @@ class KeysightB1500A(GuardedInstrument):
             try:
                 self.write(command)
             except InstrumentCommunicationError as exc:
-                log.error("%s: shutdown %s failed: %s", self.name, command, exc)
+                log.error("%s: safe-off %s failed: %s", self.name, command, exc)
                 failure = failure or exc
-        super().shutdown()
         if failure is not None:
             raise failure
+
+    def shutdown(self) -> None:
+        """:meth:`safe_off`, then pymeasure's shutdown."""
+        try:
+            self.safe_off()
+        finally:
+            super().shutdown()

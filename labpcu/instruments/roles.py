@@ -451,8 +451,7 @@ class B1500Analyzer:
     def safe_off(self) -> None:
         for smu in self._smus.values():
             smu._forget()
-        self.driver.zero_outputs()
-        self.driver.disable_outputs()
+        self.driver.safe_off()  # DZ then CL with no error check between: an old error must not keep an output on
 
     def outputs_on(self) -> set[str]:
         """Read back which SMUs still have their output switch closed."""
