@@ -83,6 +83,7 @@ class Bench:
         self._elements: ElementGuard | None = None  # element limits of the present connection
         self._to_verify: set[Crosspoint] = set()  # closed since the last welded-relay check
         self.welded: set[Crosspoint] = set()  # relays found conducting while commanded open
+        self._held_errors: list[str] = []  # queued errors the safe state set aside (drain_errors)
         self.smus: dict[str, SourceMeasureUnit] = {}
         self.matrix: SwitchMatrix | None = None
         self.analyzer: MultiChannelAnalyzer | None = None
@@ -416,6 +417,7 @@ class Bench:
             except Exception as exc:  # noqa: BLE001 - keep going with the others
                 failures.append(_named(name, exc))
                 unproven.add(name)
+        self._set_aside_errors(unproven)
         if self.matrix is not None and self.config.matrix.instrument in self.drivers:
             try:
                 self._with_reconnect(self.config.matrix.instrument, lambda: self._open_relays(unproven))
@@ -429,6 +431,20 @@ class Bench:
                         failures.append(_first_line(exc))
         if failures:
             raise SafeStateError("; ".join(failures))
+
+    def _set_aside_errors(self, skip: set[str]) -> None:
+        """Empty the error queues of the instruments that answer, keeping their errors
+        for :meth:`drain_errors`: an error queued before the safe state belongs to the
+        run, and must not stop the relays from opening or the welded-relay test
+        (whose settings are checked) from running. Sources are already off."""
+        for name, driver in self.drivers.items():
+            if name in skip:
+                continue
+            try:
+                drain = getattr(driver, "drain_errors", None) or driver.check_errors
+                self._held_errors += [f"{name}: error {code}: {message}" for code, message in drain()]
+            except Exception as exc:  # noqa: BLE001 - the steps below meet that link again
+                log.warning("could not read the error queue of %s: %s", name, _first_line(exc))
 
     def _with_reconnect(self, name: str, action: Callable[[], Any]) -> None:
         try:
@@ -556,12 +572,17 @@ class Bench:
     def drain_errors(self) -> list[str]:
         """Empty every instrument's error queue; one line per error found. A run asks
         before it ends, so an error raised during a read phase (where no setting is
-        checked) fails that run, not the next one."""
-        found = []
-        for name, driver in self.drivers.items():
-            drain = getattr(driver, "drain_errors", None) or driver.check_errors
-            for code, message in drain():
-                found.append(f"{name}: error {code}: {message}")
+        checked) fails that run, not the next one. Errors the safe state set aside
+        come first."""
+        found, self._held_errors = self._held_errors, []
+        try:
+            for name, driver in self.drivers.items():
+                drain = getattr(driver, "drain_errors", None) or driver.check_errors
+                for code, message in drain():
+                    found.append(f"{name}: error {code}: {message}")
+        except BaseException:
+            self._held_errors = found + self._held_errors  # kept for the next ask
+            raise
         return found
 
     # ----------------------------------------------------------------- metadata

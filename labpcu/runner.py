@@ -260,8 +260,9 @@ class Runner:
         status, error = "completed", ""
         device_col = DEVICE_COLUMN.name
         has_device_column = any(c.name == device_col for c in proto.columns)
+        blocks = proto.run(ctx, params)
         try:
-            for block in proto.run(ctx, params):
+            for block in blocks:
                 if has_device_column and device_col not in block:
                     block = {**block, device_col: ctx.device or ""}
                 recorder.append(block)
@@ -284,10 +285,20 @@ class Runner:
             status, error = "failed", _describe(exc)
             log.error("%s failed: %s", run_id, error)
         finally:
+            late: list[str] = []
+            try:
+                blocks.close()  # a protocol stopped between steps cleans up now, and its errors are this run's
+            except Exception as exc:  # noqa: BLE001
+                late.append(f"the protocol's clean-up failed: {_describe(exc)}")
             safe_error = self._safe_state()
+            errors = self._drain_errors()  # queued errors the safe state set aside (an aborted or failed run)
+            if errors:
+                late.append("instrument error during the run: " + "; ".join(errors))
             if safe_error:
-                status = "failed"
-                error = f"{error}; and {safe_error}" if error else safe_error
+                late.append(safe_error)
+            if late:
+                status = "interrupted" if status == "interrupted" else "failed"
+                error = "; and ".join([error, *late] if error else late)
             recorder.close()
         results: dict[str, Any] = {}
         if ctx.failed_devices:
