@@ -251,3 +251,68 @@ def test_a_late_reply_over_tcp_leaves_no_stale_reply(where, tmp_path):
                 bench.close()
             except SafeStateError:
                 pass
+
+
+# ------------------------------------------- an error still queued at the safe state
+# An instrument error raised while the run is stopped between steps (the operator's
+# abort) is not read by the run's last error check: it is still queued when the safe
+# state runs. It must not keep an output on (the B1500A's off commands used to stop at
+# it), stop the relays from opening or the welded-relay test from running, and it must
+# be reported on that run, not found by the next one.
+@pytest.mark.parametrize("where", INSTRUMENTS)
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_an_error_queued_at_the_safe_state_is_reported_and_does_not_stop_it(where, protocol, tmp_path):
+    name, params, devices = PROTOCOLS[protocol]
+    bench = Bench.from_file(seed=0)
+    try:
+        sim = bench.sim.bench
+        sim.track_stress = True
+        path = tmp_path / "runs.h5"
+        runner = Runner(bench, path, handle_sigint=False)
+        seen = []
+
+        def on_event(event):
+            if isinstance(event, Points):
+                seen.append(event)
+                if len(seen) == 2:
+                    bench.sim[where].inject_error(-240, INJECTED_TEXT)
+                    runner.abort("operator pressed stop")
+
+        runner.subscribe(on_event)
+        out = runner.run(name, params, devices)
+        assert sim.live_outputs() == [] and sim.physically_closed() == set()
+        assert [e for e in sim.relay_events if e.any_live] == []
+        assert_within_limits(bench)
+        assert out.status == "failed", f"{out.status}: {out.error}"
+        assert "operator pressed stop" in out.error and INJECTED_TEXT in out.error, out.error
+        assert "safe state failed" not in out.error, out.error
+        info = Store(path).info(out.run_id)
+        assert (info.status, info.error) == (out.status, out.error)
+        runner._subscribers.clear()
+        again = runner.run(name, params, devices)
+        assert again.status == "completed", again.error
+    finally:
+        try:
+            bench.close()
+        except SafeStateError:
+            pass
+
+
+@pytest.mark.parametrize("where", INSTRUMENTS)
+def test_the_safe_state_is_not_stopped_by_an_old_error_and_keeps_it_for_the_run(where):
+    bench = Bench.from_file(seed=0)
+    try:
+        sim = bench.sim.bench
+        bench.move_to("A2")
+        bench.connect({"b1500a.1": "A2.WL1", "b1500a.2": "A2.BL1", "k2612a.smua": "A2.WL2"})
+        for name, level in (("b1500a.2", 0.0), ("b1500a.1", 0.1), ("k2612a.smua", 0.1)):
+            bench.smu(name).source_voltage(level, 1e-4)
+            bench.smu(name).output_on()
+        bench.sim[where].inject_error(-240, INJECTED_TEXT)
+        bench.safe_state()  # proven safe: no SafeStateError
+        assert sim.live_outputs() == [] and sim.physically_closed() == set()
+        assert [e for e in sim.relay_events if e.any_live] == []
+        assert bench.drain_errors() == [f"{where}: error -240: {INJECTED_TEXT}"]
+        assert bench.drain_errors() == []
+    finally:
+        bench.close()
