@@ -296,6 +296,8 @@ def test_standard_event_register_and_common_commands(emu: K2612AEmulator) -> Non
     emu.write("*ESE 16")
     emu.write("*SRE 36")
     assert ask(emu, "*ESE?") == "16" and ask(emu, "*SRE?") == "36"
+    emu.write("*RST")  # a reset leaves the status model's enables alone
+    assert ask(emu, "*ESE?") == "16" and ask(emu, "*SRE?") == "36"
     emu.write("smua.source.levelv = = 1")  # a TSP syntax error: an execution error (-285)
     stb = int(ask(emu, "*STB?"))
     assert stb & 4 and stb & 32 and stb & 64  # EAV, ESB, MSS

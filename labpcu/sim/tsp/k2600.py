@@ -2164,7 +2164,9 @@ end
 
     def reset(self) -> None:
         """``reset()``/``*RST``: every channel to defaults with its output off, the
-        trigger objects and the status model to their defaults."""
+        trigger objects to their defaults. The status model keeps its enables and
+        transition filters (IEEE-488.2 ``*RST`` leaves them; ``status.reset()`` and
+        ``*CLS`` are the ways to clear it)."""
         super().reset()
         for ch in self.channels.values():
             ch.reset()
@@ -2173,7 +2175,8 @@ end
         for blender in self.blenders:
             blender.reset()
         self.bus.reset()
-        self.status_model.reset()
+        if hasattr(self, "status_model"):
+            self.status_model.update()
         self.beeper.reset_fields()
         self.display.reset_fields()
 
