@@ -24,6 +24,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labpcu.data.columns import Column
 from labpcu.data.integrity import journal_path, lookup3, probe_lock, read_superblock
@@ -494,3 +496,88 @@ def test_two_writers_in_one_process_exclude_each_other(tmp_path: Path) -> None:
     rec.finish("completed")
     Store(path, lock_timeout=0.1).begin_run("second", COLUMNS).finish("completed")
     assert Store(path).runs()["status"].tolist() == ["completed", "completed"]
+
+
+# ------------------------------------------------------------- the journal itself
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 300), st.binary(min_size=1, max_size=64)),
+    st.tuples(st.just("truncate"), st.integers(0, 300), st.just(b"")),
+    st.tuples(st.just("read"), st.integers(0, 320), st.integers(0, 80).map(lambda n: b"\0" * n)),
+), max_size=25)
+
+
+class _Killed(BaseException):
+    """Stands for the SIGKILL: raised at a crash point, nothing after it runs."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(initial=st.binary(max_size=200), ops=_OPS, kill_at=st.integers(0, 6))
+def test_a_journaled_session_is_all_or_nothing(tmp_path_factory: pytest.TempPathFactory, initial: bytes,
+                                               ops: list[tuple[str, int, bytes]], kill_at: int) -> None:
+    """Random writes, truncations and reads through JournaledFile behave as on a plain
+    file (reads see the session's writes) and nothing reaches the file before the
+    commit. A commit completes to exactly the plain file's bytes; a commit cut after
+    any number of applied writes (0 = right after the journal) rolls back to the
+    initial bytes."""
+    from labpcu.data import integrity
+
+    folder = tmp_path_factory.mktemp("journal")
+    path = folder / "f.h5"
+    killed: list[int] = []
+    for cut in (None, kill_at):
+        path.write_bytes(initial)
+        mirror = bytearray(initial)
+        jf = integrity.JournaledFile(path, durable=False)
+        for kind, pos, data in ops:
+            if kind == "write":
+                jf.seek(pos)
+                jf.write(data)
+                mirror.extend(bytes(max(0, pos - len(mirror))))
+                mirror[pos:pos + len(data)] = data
+            elif kind == "truncate":
+                jf.truncate(pos)
+                del mirror[pos:]
+                mirror.extend(bytes(max(0, pos - len(mirror))))
+            else:
+                jf.seek(pos)
+                buf = bytearray(len(data))
+                n = jf.readinto(buf)
+                assert bytes(buf[:n]) == bytes(mirror[pos:pos + len(data)])
+        assert path.read_bytes() == initial  # nothing reaches the file before the commit
+        if cut is None:
+            jf.commit()
+            assert path.read_bytes() == bytes(mirror) and not journal_path(path).exists()
+            continue
+        hits = {"n": 0}
+
+        def kill(name: str) -> None:
+            if name == "journal.saved" and cut == 0:
+                raise _Killed
+            if name == "journal.write":
+                hits["n"] += 1
+                if hits["n"] == cut:
+                    raise _Killed
+
+        original = integrity.crash_point
+        integrity.crash_point = kill
+        try:
+            jf.commit()
+        except _Killed:
+            killed.append(cut)
+            integrity.rollback(path)
+            assert path.read_bytes() == initial and not journal_path(path).exists()
+        else:  # fewer writes than the cut: the commit completed
+            assert path.read_bytes() == bytes(mirror)
+        finally:
+            integrity.crash_point = original
+    _KILLS.extend(killed)
+
+
+_KILLS: list[int] = []
+
+
+def test_the_journal_property_test_did_cut_commits() -> None:
+    """The property test above really killed commits, at several points (run after it)."""
+    if not _KILLS:
+        pytest.skip("run together with test_a_journaled_session_is_all_or_nothing")
+    assert len(set(_KILLS)) >= 3
