@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from labpcu.campaign.plan import Campaign as PlanCampaign
+from labpcu.campaign.plan import Step as PlanStep
 from labpcu.protocols.operator_units import column_units
 from labpcu.runner import RunOutcome, Runner
 
@@ -72,16 +74,25 @@ class Campaign:
         return all(o.status == "completed" for _, o in self.outcomes)
 
 
+def as_campaign(steps: tuple[Step, ...] = STEPS, name: str = "characterization") -> PlanCampaign:
+    """The characterization as a campaign plan: each step one run on all its devices
+    (the report reads one run per role), going on when a step fails."""
+    return PlanCampaign(name=name, steps=tuple(
+        PlanStep(name=s.label, protocol=s.protocol, devices=tuple(s.devices), params=dict(s.params),
+                 together=True, on_fail="continue")
+        for s in steps))
+
+
 def characterize(runner: Runner, steps: tuple[Step, ...] = STEPS,
                  on_step: Callable[[int, Step], None] | None = None) -> Campaign:
-    """Run ``steps`` in order. A step that does not complete is kept (its status says
+    """Run ``steps`` in order, as a built-in campaign on the runner's bench and store
+    (:mod:`labpcu.campaign`). A step that does not complete is kept (its status says
     why) and the campaign goes on; an abort (Ctrl-C) stops it."""
-    campaign = Campaign()
-    for k, step in enumerate(steps):
-        if on_step is not None:
-            on_step(k, step)
-        outcome = runner.run(step.protocol, step.params, step.devices)
-        campaign.outcomes.append((step, outcome))
-        if outcome.status == "aborted":
-            break
-    return campaign
+    from labpcu.campaign.engine import CampaignEngine, TaskStarted
+
+    by_label = {s.label: s for s in steps}
+    engine = CampaignEngine(as_campaign(steps), runner.bench, runner.store, runner=runner)
+    if on_step is not None:
+        engine.subscribe(lambda e: isinstance(e, TaskStarted) and on_step(e.number - 1, by_label[e.step]))
+    outcome = engine.run()
+    return Campaign([(by_label[task.step], run) for task, run in outcome.results])

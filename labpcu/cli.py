@@ -42,6 +42,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
+    from labpcu.cli_campaign import add_parser as add_campaign_parser
     from labpcu.cli_codebook import add_parser as add_codebook_parser
     from labpcu.cli_runs import add_parsers
     from labpcu.cli_store import add_parser as add_store_parser
@@ -69,6 +70,7 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     add_parsers(sub, _seed, protocols=with_protocols)
     add_codebook_parser(sub)
     add_store_parser(sub)
+    add_campaign_parser(sub, _seed)
     return parser
 
 
@@ -179,6 +181,10 @@ def error_exit_code(exc: BaseException) -> int | None:
         failed.append(bench.SafeStateError)
     if (base := sys.modules.get("labpcu.protocols.base")) is not None:
         failed.append(base.DeviceFailure)
+    for module, names in (("labpcu.campaign.loader", ("CampaignError",)), ("labpcu.campaign.select", ("SelectionError",)),
+                          ("labpcu.campaign.engine", ("CampaignRefused",)), ("labpcu.sim_state", ("WaferStateError",))):
+        if (mod := sys.modules.get(module)) is not None:
+            bad_input.extend(getattr(mod, n) for n in names)
     if isinstance(exc, tuple(bad_input)):
         return EXIT_BAD_INPUT
     if isinstance(exc, tuple(failed)):
@@ -229,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from labpcu.cli_store import cmd_store
 
             return cmd_store(args)
+        if args.command == "campaign":
+            from labpcu.cli_campaign import cmd_campaign
+
+            return cmd_campaign(args)
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "sim" and args.sim_command == "serve":
@@ -247,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = error_exit_code(exc)
         if code is None:
             raise  # a bug: its traceback stays visible
-        print(f"labpcu: error: {error_line(exc)}", file=sys.stderr)
+        problems = getattr(exc, "problems", None)  # a campaign file: every mistake, one line each
+        for line in problems if problems else [error_line(exc)]:
+            print(f"labpcu: error: {line}", file=sys.stderr)
         return code
 
 

@@ -50,6 +50,11 @@ def add_parsers(sub: Any, seed_type: Any, *, protocols: bool = True) -> None:
         p.add_argument("--bench", default=None, help="bench file (default: the simulated bench)")
         p.add_argument("--out", default=None, help=f"run store (HDF5) to write (default {DEFAULT_FILE} or $LABPCU_FILE)")
         p.add_argument("--seed", type=seed_type, default=None, help="simulated wafer seed (default: the bench file's)")
+        p.add_argument("--fresh-wafer", action="store_true",
+                       help="start the simulated wafer afresh instead of continuing the one the store's runs left")
+        p.add_argument("--sample", default=None, help="the sample or wafer measured (stored on the run)")
+        p.add_argument("--operator", default=None, help="who measured (stored on the run)")
+        p.add_argument("--note", default=None, help="a note stored on the run")
         group = p.add_argument_group("parameters")
         for spec in cls.Params.specs():
             _add_param_flag(group, spec)
@@ -61,6 +66,8 @@ def add_parsers(sub: Any, seed_type: Any, *, protocols: bool = True) -> None:
     lst.add_argument("--protocol", default=None, help="runs of this protocol only")
     lst.add_argument("--status", default=None, help="runs with this status only")
     lst.add_argument("--device", default=None, help="runs that measured this device only")
+    lst.add_argument("--sample", default=None, help="runs of this sample or wafer only")
+    lst.add_argument("--operator", default=None, help="runs by this operator only")
 
     show = sub.add_parser("show", help="a run's summary and results; --plot renders its standard plot")
     show.add_argument("run", help="run id, or its number (e.g. 3 for 00003-iv_sweep)")
@@ -90,6 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labpcu.progress import ProgressBar
     from labpcu.protocols import registry
     from labpcu.runner import Runner, prepare
+    from labpcu.sim_state import check_wafer, restore_wafer, wafer_documents
 
     # everything that can be wrong with the request is found before a bench opens:
     # the store first (a run that cannot be stored must not program a device), then
@@ -109,11 +117,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         Store(out).run_ids()  # not a labpcu store, or a newer schema: one line, still before any I/O
     except StoreError as exc:
         raise UsageError(str(exc)) from None
+    check_wafer(Store(out), offline_seed(offline), fresh=args.fresh_wafer)  # another wafer's store: refused now
     bench = open_bench(args.bench, args.seed)
     try:
-        runner = Runner(bench, Store(out))
+        store = Store(out)
+        restore_wafer(bench, store, fresh=args.fresh_wafer)  # continue on the wafer the store's runs left
+        runner = Runner(bench, store)
+        runner.documents_at_finish = lambda: wafer_documents(bench)  # stored with the run's end
         runner.subscribe(ProgressBar())
-        outcome = runner.run(proto, params, devs)
+        outcome = runner.run(proto, params, devs, metadata=run_metadata(args))
     except BaseException as exc:
         try:
             bench.close()
@@ -137,6 +149,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if verdict is False:
         print(f"  {proto.name}: the measurement missed its pass criterion (see the results above)")
     return EXIT_OK if outcome.ok and verdict is not False else EXIT_FAILED
+
+
+def run_metadata(args: argparse.Namespace) -> dict[str, Any]:
+    """``--sample``, ``--operator``, ``--note`` as a run's metadata (as a campaign's
+    ``[sample]`` table stores them)."""
+    sample = {k: v for k, v in (("name", getattr(args, "sample", None)), ("operator", getattr(args, "operator", None)),
+                                ("notes", getattr(args, "note", None))) if v}
+    return {"sample": sample} if sample else {}
+
+
+def offline_seed(offline: Any) -> int | None:
+    """The simulated wafer's seed an offline bench stands for (None: a real bench)."""
+    return offline.layout.seed if offline.config.simulated else None
 
 
 def offline_bench(path: str | None, seed: int | None) -> Any:
@@ -249,7 +274,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             table.add_row(did, dev.site, where, f"{dev.x_mm:.1f}", f"{dev.y_mm:.1f}")
         console.print(table)
     else:
-        df = _store(args.file).runs(protocol=args.protocol, status=args.status, device=args.device)
+        df = _store(args.file).runs(protocol=args.protocol, status=args.status, device=args.device,
+                                    sample=args.sample, operator=args.operator)
         table = Table("run", "protocol", "status", "started", "points", "devices", "error")
         for run_id, row in df.iterrows():
             table.add_row(str(run_id), row["protocol"], row["status"], f"{row['started']:%Y-%m-%d %H:%M:%S}",

@@ -191,6 +191,9 @@ class Runner:
         self._abort_event = threading.Event()
         self._abort_reason = ""
         self._running = threading.Lock()
+        #: documents stored with each run's end, in the same write (the simulated
+        #: wafer's state, so a resumed campaign continues exactly where the run ended)
+        self.documents_at_finish: Callable[[], Mapping[str, Any]] | None = None
 
     # ------------------------------------------------------------ subscribers
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -231,9 +234,12 @@ class Runner:
         protocol: str | Protocol | type[Protocol],
         params: Params | Mapping[str, Any] | None = None,
         devices: str | Sequence[str] = (),
+        *,
+        metadata: Mapping[str, Any] | None = None,
     ) -> RunOutcome:
         """Run one protocol on its devices; returns how it ended. Bad input raises
-        :class:`ParameterError` before anything is sent or stored."""
+        :class:`ParameterError` before anything is sent or stored. ``metadata`` (the
+        sample, the operator, a note, the campaign task) is stored on the run."""
         proto, p, devs = self.prepare(protocol, params, devices)
         if not self._running.acquire(blocking=False):
             raise RuntimeError("this runner is already running a run")
@@ -241,15 +247,16 @@ class Runner:
             self._abort_event.clear()
             self._abort_reason = ""
             with self._sigint_aborts():
-                return self._execute(proto, p, devs)
+                return self._execute(proto, p, devs, dict(metadata or {}))
         finally:
             self._running.release()
 
-    def _execute(self, proto: Protocol, params: Params, devices: tuple[str, ...]) -> RunOutcome:
+    def _execute(self, proto: Protocol, params: Params, devices: tuple[str, ...],
+                 metadata: dict[str, Any]) -> RunOutcome:
         bench = self.bench
         recorder = self.store.begin_run(
             proto.name, proto.columns, parameters=params.to_dict(), parameter_units=params.units(),
-            devices=devices, bench=bench.snapshot(), bench_time_start=bench.clock.now(),
+            devices=devices, bench=bench.snapshot(), bench_time_start=bench.clock.now(), metadata=metadata,
             on_flush=lambda rows: self._emit(Flushed(run_id, rows)))  # run_id is bound before any append
         run_id = recorder.run_id
         ctx = RunContext(self, run_id, bench, devices, proto)
@@ -310,7 +317,9 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - the data stay; the analysis can be redone
                 status, error = "failed", f"analysis failed: {_describe(exc)}"
                 log.exception("%s: analysis failed", run_id)
-        status, error = recorder.finish(status, error=error, results=results, bench_time_end=bench.clock.now())
+        documents = self.documents_at_finish() if self.documents_at_finish is not None else None
+        status, error = recorder.finish(status, error=error, results=results, bench_time_end=bench.clock.now(),
+                                        documents=documents)
         self._emit(StatusChanged(run_id, status, error))
         return RunOutcome(run_id, status, error, recorder.rows_on_disk, results, dict(ctx.failed_devices), self.store)
 

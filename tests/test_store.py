@@ -352,7 +352,8 @@ def test_runs_lists_every_run_with_its_columns(store: Store) -> None:
         df = store.runs()
         assert df.index.name == "run_id" and list(df.index) == [first, rec.run_id, live.run_id]
         assert list(df.columns) == ["protocol", "status", "started", "finished", "duration", "devices",
-                                    "n_points", "error"]
+                                    "n_points", "error", "metadata"]
+        assert df["metadata"].tolist() == [{}, {}, {}]
         assert df["protocol"].tolist() == ["iv", "pulse", "iv"]
         assert df["status"].tolist() == ["completed", "aborted", "running"]
         assert df["n_points"].tolist() == [4, 2, 1] and df["n_points"].dtype == np.int64
@@ -401,7 +402,7 @@ def test_runs_of_a_missing_or_empty_store(tmp_path: Path) -> None:
     store = Store(tmp_path / "none.h5")
     df = store.runs()
     assert df.empty and list(df.columns) == ["protocol", "status", "started", "finished", "duration", "devices",
-                                             "n_points", "error"]
+                                             "n_points", "error", "metadata"]
     assert store.run_ids() == []
     for call in (lambda: store.read("00001-iv"), lambda: store.info("00001-iv")):
         with pytest.raises(StoreError, match="none.h5"):

@@ -35,7 +35,8 @@ class FinishRun(Protocol):
     is closed; returns the (status, error) stored."""
 
     def __call__(self, run_id: str, status: str, *, error: str, results: Mapping[str, Any] | None,
-                 n_points: int, bench_time_end: float) -> tuple[str, str]: ...
+                 n_points: int, bench_time_end: float,
+                 documents: Mapping[str, Any] | None = None) -> tuple[str, str]: ...
 
 
 class RunRecorder:
@@ -191,16 +192,18 @@ class RunRecorder:
         error: str = "",
         results: Mapping[str, Any] | None = None,
         bench_time_end: float = float("nan"),
+        documents: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
-        """Close the run with its status, reason and results; returns the (status,
-        error) stored, which is ``failed`` if the results could not be stored."""
+        """Close the run with its status, reason and results (and ``documents`` kept
+        beside the runs, in the same write); returns the (status, error) stored, which
+        is ``failed`` if the results could not be stored."""
         try:
             n = self.close()
         except BaseException:
             self._release()
             raise
         return self._finish(self.run_id, status, error=error, results=results, n_points=n,
-                            bench_time_end=bench_time_end)
+                            bench_time_end=bench_time_end, documents=documents)
 
 
 def _block_length(values: list[Any], names: list[str]) -> int:

@@ -110,6 +110,7 @@ class RunInfo:
     uuid: str = ""
     bench_time_start: float = float("nan")
     bench_time_end: float = float("nan")
+    metadata: dict[str, Any] = field(default_factory=dict)  # sample, operator, note, campaign task
 
 
 def now_iso() -> str:
@@ -288,6 +289,26 @@ class Store:
         gets: all of it is stored or none. Not for runs: use :meth:`begin_run`."""
         return self._session()
 
+    def write_document(self, name: str, value: Any) -> None:
+        """Keep a small JSON document beside the runs (``/documents`` attribute
+        ``name``): the simulated wafer's state, a campaign's definition. Written in
+        one journaled session, so a crash keeps the old document or the new one."""
+        check_name(name, "document")
+        text = to_json(value)
+        with self.writable() as f:
+            f.require_group("documents").attrs[name] = text
+
+    def read_document(self, name: str) -> Any | None:
+        """A document :meth:`write_document` kept, or None."""
+        if not self.path.exists():
+            return None
+
+        def scan(f: h5py.File) -> Any | None:
+            docs = f.get("documents")
+            return from_json(docs.attrs[name]) if docs is not None and name in docs.attrs else None
+
+        return self._read(scan)
+
     def run_ids(self) -> list[str]:
         """Every run id, oldest first."""
         if not self.path.exists():
@@ -301,9 +322,13 @@ class Store:
         device: str | None = None,
         since: str | datetime | None = None,
         until: str | datetime | None = None,
+        sample: str | None = None,
+        operator: str | None = None,
     ) -> pd.DataFrame:
         """One row per run (index ``run_id``), filtered by protocol, status, a device
-        the run measured, and its start time (``since`` <= started < ``until``)."""
+        the run measured, its start time (``since`` <= started < ``until``), and its
+        sample (any value of its ``sample`` metadata, e.g. the wafer) or operator.
+        The ``metadata`` column holds each run's metadata (a dict)."""
         if status is not None and status not in STATUSES:
             raise StoreError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
 
@@ -323,6 +348,7 @@ class Store:
                     "error": _s(a.get("error")),
                     "_devices": devices,
                     "_uuid": _s(a.get("uuid")),
+                    "metadata": from_json(a.get("metadata", "{}")),
                 })
             return rows
 
@@ -332,7 +358,8 @@ class Store:
             for r in rows:
                 if r["status"] == "running" and r["_uuid"] in dead:
                     r["status"] = "interrupted"
-        cols = ["run_id", "protocol", "status", "started", "finished", "duration", "devices", "n_points", "error"]
+        cols = ["run_id", "protocol", "status", "started", "finished", "duration", "devices", "n_points", "error",
+                "metadata"]
         df = pd.DataFrame(rows, columns=[*cols, "_devices"])
         df["started"] = pd.to_datetime(df["started"], utc=True, format="ISO8601")
         df["finished"] = pd.to_datetime(df["finished"].replace("", None), utc=True, format="ISO8601")
@@ -349,6 +376,10 @@ class Store:
             keep &= (df["started"] >= _utc(since)).to_numpy()
         if until is not None:
             keep &= (df["started"] < _utc(until)).to_numpy()
+        if sample is not None:
+            keep &= np.array([sample in _sample_values(m) for m in df["metadata"]], dtype=bool)
+        if operator is not None:
+            keep &= np.array([_sample_of(m).get("operator") == operator for m in df["metadata"]], dtype=bool)
         return df.loc[keep, cols].set_index("run_id")
 
     def info(self, run_id: str) -> RunInfo:
@@ -374,6 +405,7 @@ class Store:
                 results=read_tree(grp["results"]) if "results" in grp else {},
                 labpcu_version=_s(a.get("labpcu_version")),
                 uuid=_s(a.get("uuid")),
+                metadata=from_json(a.get("metadata", "{}")),
                 bench_time_start=float(a.get("bench_time_start", np.nan)),
                 bench_time_end=float(a.get("bench_time_end", np.nan)),
             )
@@ -441,6 +473,7 @@ class Store:
         devices: Sequence[str] = (),
         bench: Mapping[str, Any] | None = None,
         bench_time_start: float = float("nan"),
+        metadata: Mapping[str, Any] | None = None,
         on_flush: FlushListener | None = None,
     ) -> RunRecorder:
         """Create a run (status ``running``) and return its recorder, already in SWMR
@@ -454,6 +487,7 @@ class Store:
             "parameter_units": to_json(dict(parameter_units or {})),
             "devices": to_json(list(devices)),
             "bench": to_json(dict(bench or {})),
+            "metadata": to_json(dict(metadata or {})),
         }
         for key, text in meta.items():
             try:
@@ -520,13 +554,16 @@ class Store:
         results: Mapping[str, Any] | None = None,
         n_points: int | None = None,
         bench_time_end: float = float("nan"),
+        documents: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Write a run's end: results, status, reason, end time (the run's SWMR handle
         must be closed first; the recorder does that). Returns the (status, error)
         stored: ``failed`` if the results could not be stored. A run's own recorder
-        finishes it under the lock it took; this call takes the lock itself."""
+        finishes it under the lock it took; this call takes the lock itself.
+        ``documents`` (:meth:`write_document`) are stored in the same session: a crash
+        keeps both or neither (the simulated wafer's state goes with the run's end)."""
         return self._finish(None, run_id, status, error=error, results=results, n_points=n_points,
-                            bench_time_end=bench_time_end)
+                            bench_time_end=bench_time_end, documents=documents)
 
     def _finish(
         self,
@@ -538,6 +575,7 @@ class Store:
         results: Mapping[str, Any] | None = None,
         n_points: int | None = None,
         bench_time_end: float = float("nan"),
+        documents: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
         if status not in STATUSES or status == "running":
             raise StoreError(f"a run ends as one of completed, aborted, failed, interrupted; not {status!r}")
@@ -554,6 +592,8 @@ class Store:
                     error = f"{error}; " if error else ""
                     error += f"the results could not be stored: {exc}"
             crash_point("finish_run.results")
+            for name, value in (documents or {}).items():
+                f.require_group("documents").attrs[name] = to_json(value)
             a["status"] = status
             a["error"] = error
             a["finished"] = now_iso()
@@ -582,11 +622,11 @@ class _Lease:
         self.lock = lock
 
     def finish(self, run_id: str, status: str, *, error: str, results: Mapping[str, Any] | None,
-               n_points: int, bench_time_end: float) -> tuple[str, str]:
+               n_points: int, bench_time_end: float, documents: Mapping[str, Any] | None = None) -> tuple[str, str]:
         held = self.lock if self.lock.held else None  # finished before: take the lock anew
         try:
             return self.store._finish(held, run_id, status, error=error, results=results,
-                                      n_points=n_points, bench_time_end=bench_time_end)
+                                      n_points=n_points, bench_time_end=bench_time_end, documents=documents)
         finally:
             self.lock.release()
 
@@ -623,6 +663,16 @@ def _check_schema(f: h5py.File, path: Path) -> None:
                           f"{__version__} reads versions up to {SCHEMA_VERSION}: upgrade labpcu")
     raise SchemaError(f"{path} has schema version {version} (written by labpcu {writer}), older than this "
                       f"labpcu {__version__} reads ({min(READABLE_VERSIONS)}); read it with the labpcu that wrote it")
+
+
+def _sample_of(metadata: Any) -> dict[str, Any]:
+    sample = metadata.get("sample") if isinstance(metadata, dict) else None
+    return sample if isinstance(sample, dict) else {}
+
+
+def _sample_values(metadata: Any) -> set[str]:
+    """Every value of a run's sample description, as text (a wafer, a sample name)."""
+    return {str(v) for v in _sample_of(metadata).values()}
 
 
 def _run_group(f: h5py.File, run_id: str, path: Path) -> h5py.Group:

@@ -83,6 +83,7 @@ class ActivationParams(UnitParams):
 @register
 class Activation(UnitProtocol):
     name = "activation"
+    bench_seconds_per_device = 20.3  # s, measured by `labpcu demo`
     title = "Activation functions: softplus, sigmoid and GELU from configured PCUs"
     Params = ActivationParams
     columns = COMMON_COLUMNS + (

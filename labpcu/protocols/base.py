@@ -84,6 +84,8 @@ class Protocol(ABC):
     plot: ClassVar[PlotSpec]
     #: at least this many devices per run (operator units need several PCUs)
     min_devices: ClassVar[int] = 1
+    #: typical bench time per device with the default parameters (s), for estimates
+    bench_seconds_per_device: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,6 +127,15 @@ class Protocol(ABC):
         together (an operator unit, a crossbar) override :meth:`run` instead; every
         concrete protocol overrides one of the two (checked at class creation)."""
         raise TypeError(f"protocol {self.name} measures its devices together: call run()")
+
+    def estimate(self, params: Params, devices: Sequence[str]) -> float | None:
+        """Bench time the run will take (s), for progress and ETAs; None if unknown.
+        The default scales :attr:`bench_seconds_per_device` (measured on the simulated
+        bench with the default parameters) by the devices; protocols whose time is a
+        parameter (a retention's duration) say so exactly."""
+        if self.bench_seconds_per_device is None:
+            return None
+        return self.bench_seconds_per_device * max(len(devices), 1)
 
     def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
         """Results (fits, figures of merit) from the stored table. Default: none."""

@@ -202,6 +202,7 @@ class IVSweep(Protocol):
     """
 
     name = "iv_sweep"
+    bench_seconds_per_device = 5.0  # s, measured by `labpcu demo`
     title = "I–V sweep (rectification, Shockley fit)"
     Params = IVSweepParams
     columns = (
@@ -322,6 +323,7 @@ class Hysteresis(Protocol):
     """
 
     name = "hysteresis"
+    bench_seconds_per_device = 87.0  # s, measured by `labpcu demo`
     title = "M2 hysteresis (set/reset voltages, on/off ratio)"
     Params = HysteresisParams
     columns = (
@@ -500,6 +502,10 @@ class Retention(Protocol):
     )
     plot = PlotSpec("t", ("g",), group="device", title="Retention")
 
+
+    def estimate(self, params: Params, devices: Sequence[str]) -> float | None:
+        """Each device is read for its whole duration, one after the other."""
+        return params.read_duration * max(len(devices), 1)  # type: ignore[attr-defined]
     def validate(self, params: RetentionParams, bench: Bench, devices: Sequence[str]) -> None:  # type: ignore[override]
         super().validate(params, bench, devices)
         check_levels(bench, params.component, self.name, terminals=default_terminals(bench), v_read=params.read_voltage, compliance=params.compliance)

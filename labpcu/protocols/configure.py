@@ -290,6 +290,7 @@ class Configure(Protocol):
     refuse a mode the device cannot reach, program M1, switch M2, verify both."""
 
     name = "configure"
+    bench_seconds_per_device = 2.0  # s, measured by `labpcu demo`
     title = "PCU: configure a mode"
     Params = ConfigureParams
     columns = (

@@ -461,6 +461,7 @@ class Ispp(Protocol):
     """
 
     name = "ispp"
+    bench_seconds_per_device = 1.2  # s, measured by `labpcu demo`
     title = "M1: incremental step pulse programming with verify"
     Params = IsppParams
     columns = (
@@ -565,6 +566,7 @@ class BinarySwitch(Protocol):
     """
 
     name = "binary_switch"
+    bench_seconds_per_device = 1.0  # s, measured by `labpcu demo`
     title = "M2: set / reset with verify"
     Params = SwitchParams
     columns = (
@@ -668,6 +670,7 @@ class WeightStatistics(Protocol):
     """
 
     name = "weight_statistics"
+    bench_seconds_per_device = 42.0  # s, measured by `labpcu demo`
     title = "M1: weight programming error statistics"
     Params = WeightParams
     columns = (

@@ -128,6 +128,7 @@ class SoftmaxParams(UnitParams):
 @register
 class Softmax(UnitProtocol):
     name = "softmax"
+    bench_seconds_per_device = 5.3  # s, measured by `labpcu demo`
     title = "Softmax through exp, sum and divide (3 PCUs per unit)"
     Params = SoftmaxParams
     columns = COMMON_COLUMNS + (

@@ -125,6 +125,7 @@ class Crossbar:
 @register
 class Vmm(Protocol):
     name = "vmm"
+    bench_seconds_per_device = 3.3  # s, measured by `labpcu demo`
     title = "Vector-matrix multiply on a 1×3 crossbar (weights in M1)"
     Params = VmmParams
     min_devices = ROWS
