@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ def add_parser(sub: Any, seed_type: Any) -> None:
             p.add_argument("--json", action="store_true", help="stream every event as a JSON line on stdout")
             p.add_argument("--fresh-wafer", action="store_true",
                            help="start the simulated wafer afresh instead of continuing the store's")
+            p.add_argument("--sample", default=None, help="the sample or wafer (stored on every run, beside [sample])")
             p.add_argument("--operator", default=None, help="who runs it (stored on every run)")
             p.add_argument("--note", default=None, help="a note stored on every run")
         if name == "resume":
@@ -98,7 +98,7 @@ def _offline(campaign: Any, seed: int | None) -> Any:
 def _run(campaign: Any, store_path: Path, args: argparse.Namespace, *, resume: bool) -> int:
     from labpcu.bench import SafeStateError
     from labpcu.campaign.engine import CampaignEngine, campaign_runs
-    from labpcu.cli_runs import _check_path, offline_seed, open_bench
+    from labpcu.cli_runs import _check_path, offline_seed, open_bench, run_metadata
     from labpcu.sim_state import check_wafer
     from labpcu.data.store import Store
     from labpcu.paths import check_store_path
@@ -110,9 +110,7 @@ def _run(campaign: Any, store_path: Path, args: argparse.Namespace, *, resume: b
     if started and not resume:
         raise UsageError(f"campaign {campaign.name!r} has already run into {store_path} "
                          f"({len(started)} tasks); continue it with `labpcu campaign resume {args.file}`")
-    metadata: dict[str, Any] = {}
-    if args.operator or args.note:
-        metadata["sample"] = {k: v for k, v in (("operator", args.operator), ("notes", args.note)) if v}
+    metadata = run_metadata(args)  # --sample/--operator/--note, over the file's [sample]
     bench_file = campaign.bench_path()
     seed = args.seed if args.seed is not None else campaign.seed
     bench = open_bench(str(bench_file) if bench_file else None, seed)
@@ -183,37 +181,50 @@ def _status(campaign: Any, store_path: Path, args: argparse.Namespace) -> int:
 
 
 class CampaignProgress:
-    """One line per task, with the tasks done and an ETA from the protocols' estimates
-    of their bench time and the bench-to-wall time ratio seen so far."""
+    """One overall bar: tasks done of the campaign's total, the task running, and an
+    ETA from the protocols' estimates of the bench time still to go, scaled by the
+    wall-to-bench time ratio seen so far. Failed tasks are printed above the bar."""
 
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console(stderr=True)
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=self.console)
+        self._task: Any = None
         self._t0 = time.monotonic()
         self._bench_done = 0.0
         self._current: Any = None
+        self._remaining: dict[str, float] = {}
 
     def __call__(self, event: Any) -> None:
         from labpcu.campaign.engine import CampaignState, TaskFinished, TaskStarted
 
         if isinstance(event, TaskStarted):
+            if self._task is None:
+                self._bar.start()
+                self._task = self._bar.add_task("", total=event.total, completed=event.number - 1, eta="")
             self._current = event
             eta = ""
             if event.estimate and self._bench_done > 0:
                 ratio = (time.monotonic() - self._t0) / self._bench_done
-                eta = f", about {_duration(event.estimate * ratio)} for this task"
-            print(f"[{event.number}/{event.total}] {event.task}: {event.protocol}{eta}", file=self.stream, flush=True)
+                left = event.estimate * (event.total - event.number + 1)
+                eta = f"about {_duration(left * ratio)} left"
+            self._bar.update(self._task, total=event.total, completed=event.number - 1,
+                             description=f"{event.task} ({event.protocol})", eta=eta)
         elif isinstance(event, TaskFinished):
             if self._current is not None and self._current.estimate:
                 self._bench_done += self._current.estimate
-            extra = f" ({event.error})" if event.error else ""
-            print(f"    {event.status}: {event.run_id}{extra}", file=self.stream, flush=True)
+            if event.status != "completed":
+                self.console.print(f"[yellow]{event.task}: {event.status} ({event.run_id}) {event.error}[/yellow]")
+            if self._task is not None:
+                self._bar.advance(self._task)
         elif isinstance(event, CampaignState) and event.state == "paused":
-            if getattr(self, "_paused_said", False):
-                return
-            self._paused_said = True
-            print("    paused: `labpcu campaign unpause FILE` goes on", file=self.stream, flush=True)
-        elif isinstance(event, CampaignState):
-            self._paused_said = False
+            if self._task is not None:
+                self._bar.update(self._task, eta="paused: `labpcu campaign unpause FILE` goes on")
+        elif isinstance(event, CampaignState) and event.state != "running":
+            self._bar.stop()
 
 
 def _duration(seconds: float) -> str:

@@ -315,3 +315,35 @@ def test_the_example_campaigns_run_as_written(tmp_path, name, capsys):
     assert main(["campaign", "status", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["complete"] and all(s["devices"] for s in doc["steps"])
+
+
+def test_ispp_then_retention_as_two_commands_read_the_programmed_state(tmp_path, capsys):
+    """The simulated wafer remembers between commands on one store (the README's
+    program-then-read example): retention reads the 50 µS ispp programmed."""
+    store = str(tmp_path / "day.h5")
+    assert main(["run", "ispp", "--device", "S03", "--targets", "50u", "--out", store, "--sample", "W7"]) == 0
+    assert main(["run", "retention", "--device", "S03", "--component", "m1", "--duration", "60 s",
+                 "--out", store]) == 0
+    capsys.readouterr()
+    runs = Store(store).runs(sample="W7")
+    assert list(runs["protocol"]) == ["ispp"]
+    data = Store(store).read(Store(store).run_ids()[1])
+    assert 45e-6 < float(data["g"].iloc[0]) < 55e-6  # a fresh wafer's M1 would read its own state
+    assert main(["run", "retention", "--device", "S03", "--component", "m1", "--duration", "60 s",
+                 "--out", store, "--fresh-wafer"]) == 0
+    fresh = Store(store).read(Store(store).run_ids()[2])
+    assert abs(float(fresh["g"].iloc[0]) - 50e-6) > 5e-6
+
+
+def test_a_fixed_site_bench_refuses_a_campaign_step_on_another_site_offline(tmp_path, capsys):
+    from labpcu.benchfile import default_sim_bench_path
+
+    bench = tmp_path / "bench.toml"
+    bench.write_text(default_sim_bench_path().read_text() + '\n[prober]\nkind = "fixed"\nsite = "Q1"\n')
+    text = SCREEN_AND_PROGRAM.replace('store = "w.h5"', 'store = "w.h5"\nbench = "bench.toml"').replace(
+        '["S01", "S02", "S03"]', '["S01", "S05"]')
+    path = write(tmp_path, text)
+    assert main(["campaign", "run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "step 'screen'" in err and "S05 is on site Q2" in err and f"{path}:13:" in err  # its devices line
+    assert not (tmp_path / "w.h5").exists()

@@ -1,6 +1,6 @@
 """A whole campaign checked before any instrument is opened: every task's parameters
-against its protocol, its devices against the wafer and the prober, every level
-against the bench's limits. Every mistake at once, each with its file and line.
+against its protocol, its devices against the wafer and the bench's prober (a
+fixed-site bench reaches one site), every level against the bench's limits. Every mistake at once, each with its file and line.
 
 Steps that select their devices from an earlier step's results are checked on every
 device they could select (the earlier step's devices).
@@ -17,6 +17,7 @@ from labpcu.campaign.plan import Campaign, Selection, Step, Task, tasks_of
 from labpcu.protocols import registry
 from labpcu.protocols.base import Protocol
 from labpcu.instruments.errors import LimitError
+from labpcu.probers import check_reachable
 from labpcu.protocols.params import ParameterError
 
 
@@ -95,6 +96,11 @@ def validate(campaign: Campaign, bench: Any) -> list[Task]:
             continue
         if not devices:
             problems.append(f"{where}: step {step.name!r}: no devices")
+            continue
+        try:  # a fixed-site bench reaches only the devices under its probes
+            check_reachable(bench.config, bench.layout, devices)
+        except LimitError as exc:
+            problems.append(f"{source}:{step.key_lines.get('devices', step.line)}: step {step.name!r}: {exc}")
             continue
         joint = together(step)
         seen: set[str] = set()
