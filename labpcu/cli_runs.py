@@ -315,8 +315,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             _check_plot_format(args.plot)
         df = store.read(run_id)
         if args.csv:
+            from labpcu.data.export import write_csv
+
             try:
-                df.to_csv(args.csv, index=False)
+                write_csv(df, info, args.csv)
             except OSError as exc:
                 raise UsageError(f"cannot write the CSV file {args.csv}: {exc.strerror or exc}") from None
             print(f"  data written to {args.csv}")

@@ -55,7 +55,7 @@ def test_run_list_show_and_plot(toy_registry, tmp_path, capsys):
     assert code == 0
     assert "every = 5.0 s" in out and "mean_current" in out and "columns: index, t (s), v (V), i (A), device" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert len(csv.read_text().splitlines()) == 31
+    assert len([ln for ln in csv.read_text().splitlines() if not ln.startswith("#")]) == 31  # header + 30 rows
 
 
 def test_a_failed_measurement_exits_1(toy_registry, tmp_path, capsys):
