@@ -219,7 +219,8 @@ def accuracy(layers: Any, chip: Chip, x: Any, y: Any, chips: int = 1) -> tuple[f
 # ====================================================================== the command
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("codebook", type=Path, help=f"codebook .h5, run store, or npz folder (e.g. {DEMO_CODEBOOK})")
+    p.add_argument("codebook", type=Path, nargs="?", default=None,
+                   help=f"codebook .h5, run store, or npz folder (e.g. {DEMO_CODEBOOK})")
     p.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, weights and noise (default 0)")
     p.add_argument("--mode", choices=("gaussian", "quantile", "mean"), default="gaussian",
@@ -241,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Exits 2 with one line when the codebook or PyTorch is missing.
     """
     args = _parser().parse_args(argv)
+    if args.codebook is None:
+        print(f"no codebook given: run `labpcu demo` first (it writes {DEMO_CODEBOOK}), then pass its path",
+              file=sys.stderr)
+        raise SystemExit(2)
     if not args.codebook.exists():
         print(f"no codebook at {args.codebook}: run `labpcu demo` first (it writes {DEMO_CODEBOOK})", file=sys.stderr)
         raise SystemExit(2)

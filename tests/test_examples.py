@@ -79,6 +79,16 @@ def test_missing_codebook_is_one_line_and_exit_2(example: ModuleType, tmp_path: 
     assert len(lines) == 1 and "labpcu demo" in lines[0]
 
 
+def test_no_codebook_argument_is_the_hint_not_an_argparse_error(example: ModuleType,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        example.main([])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    assert len(lines) == 1 and "labpcu demo" in lines[0] and "usage:" not in lines[0]
+
+
 def test_activation_choice_and_input_range(example: ModuleType) -> None:
     sig = distorted_table("sigmoid", "sigmoid")
     gelu = distorted_table("my_gelu", "gelu")
