@@ -43,6 +43,7 @@ def _seed(text: str) -> int:
 
 def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     from labpcu.cli_campaign import add_parser as add_campaign_parser
+    from labpcu.gui.app import add_parser as add_gui_parser
     from labpcu.cli_codebook import add_parser as add_codebook_parser
     from labpcu.cli_runs import add_parsers
     from labpcu.cli_store import add_parser as add_store_parser
@@ -71,6 +72,7 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     add_codebook_parser(sub)
     add_store_parser(sub)
     add_campaign_parser(sub, _seed)
+    add_gui_parser(sub, _seed)
     return parser
 
 
@@ -239,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from labpcu.cli_campaign import cmd_campaign
 
             return cmd_campaign(args)
+        if args.command == "gui":
+            from labpcu.gui.app import cmd_gui
+
+            return cmd_gui(args)
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "sim" and args.sim_command == "serve":
