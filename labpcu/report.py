@@ -17,6 +17,7 @@ its row and the note says why, so ``all_passed`` is never true by omission.
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -855,8 +856,9 @@ img{max-width:40em}.headline{font-size:1.2em;font-weight:bold}"""
 
 def render_html(rows: Sequence[FigureRow], plots: Sequence[tuple[str, str]], skipped: Sequence[str],
                 header: Sequence[str]) -> str:
-    """The same report as one self-contained HTML page (inline style; images by
-    relative path); every text is escaped."""
+    """The same report as one HTML page; every text is escaped. ``plots`` are (image
+    source, caption): :func:`write_report` passes ``data:`` URIs (:func:`png_data_uri`),
+    so the page is self-contained (inline style, embedded images, no link to any file)."""
     e = html.escape
     css_class = {True: "pass", False: "fail", None: "none"}
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(header[0])}</title>",
@@ -882,6 +884,11 @@ def render_html(rows: Sequence[FigureRow], plots: Sequence[tuple[str, str]], ski
     return "\n".join(out) + "\n"
 
 
+def png_data_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI, for embedding in HTML."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def write_report(
     store: Store,
     runs: Mapping[str, str | Sequence[str]],
@@ -889,7 +896,8 @@ def write_report(
     title: str = "PCU wafer figures of merit",
     seed: int | None = None,
 ) -> ReportPaths:
-    """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``.
+    """Write ``report.md`` (plots by relative link), ``report.html`` (self-contained:
+    plots embedded as base64 data URIs) and the PNG plots into ``out_dir``.
     ``seed`` is the simulated wafer's seed, shown in the header when given."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -900,7 +908,8 @@ def write_report(
     header = _header_lines(store, title, seed)
     md, page = out / "report.md", out / "report.html"
     md.write_text(render_markdown(rows, plots, skipped, header), encoding="utf-8")
-    page.write_text(render_html(rows, plots, skipped, header), encoding="utf-8")
+    embedded = [(png_data_uri(p), caption) for p, caption in drawn]
+    page.write_text(render_html(rows, embedded, skipped, header), encoding="utf-8")
     return ReportPaths(md, page, [p for p, _ in drawn], all_passed(rows), rows, skipped)
 
 

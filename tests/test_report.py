@@ -5,6 +5,7 @@ outputs, the plots, and roles that were not measured."""
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from dataclasses import asdict
@@ -485,8 +486,13 @@ def test_html_escapes_and_colours(tmp_path: Path) -> None:
     assert "<title>&lt;b&gt;PCU&lt;/b&gt; &amp; friends</title>" in page
     assert '<td class="pass">pass</td>' in page and '<td class="fail">FAIL</td>' in page
     assert page.count("<img ") == len(paths.pngs) == 4
+    # self-contained: every image is embedded, and nothing refers to another file
+    refs = re.findall(r"""(?:src|href|data|poster)\s*=\s*["']([^"']*)["']""", page, flags=re.I)
+    refs += re.findall(r"url\(([^)]*)\)", page) + re.findall(r"@import", page)
+    assert len(refs) == 4 and all(r.startswith("data:image/png;base64,") for r in refs), refs
     for png in paths.pngs:
-        assert f'<img src="{png.name}"' in page
+        assert png.name not in page
+        assert f'<img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"' in page
     assert "http" not in page.replace('lang="en"', "")  # nothing fetched from elsewhere
 
 
