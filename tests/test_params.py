@@ -370,3 +370,64 @@ def test_floats_typed_in_full_parse_exactly(data: st.DataObject, spec: ParamSpec
     for text in texts:
         parsed = spec.parse(text)
         assert repr(parsed) == repr((value,) if spec.is_list else value), text
+
+
+# ---------------------------------------------------------------------- Params: self-description
+def test_the_class_docstring_lists_every_parameter_with_unit_limits_and_default() -> None:
+    """``__doc__`` (so ``help()``) keeps the class's own docstring and adds one line per
+    parameter: name, type, help, unit, limits, choices and default."""
+    doc = PulseParams.__doc__
+    assert doc.startswith("One field of every kind a protocol may declare.\n\nParameters:\n")
+    lines = {line.split()[0]: line for line in doc.splitlines() if line.startswith("    ")}
+    assert list(lines) == list(SPECS)
+    assert lines["width"] == "    width (float): pulse width; in s; 1 µs to 1 s; default 20 ms."
+    assert lines["levels"].startswith("    levels (tuple[float, ...]): read levels; in V; -2 V to 2 V")
+    assert "(float | None)" in lines["compliance"] and "default none" in lines["compliance"]
+    assert "one of linear, log" in lines["mode"] and "(bool)" in lines["verbose"]
+    assert "default empty" in lines["tags"]
+    assert PulseParams().__doc__ == doc  # the instance's too
+
+
+def test_help_shows_units_and_limits_of_a_real_protocol() -> None:
+    """``help(IVSweepParams)`` shows the sweep's units, limits and defaults."""
+    import pydoc
+
+    from labpcu.protocols.characterization import IVSweepParams
+    from labpcu.protocols.registry import protocols
+
+    text = pydoc.render_doc(IVSweepParams, renderer=pydoc.plaintext)
+    assert "stop (float): last level (linear and log); in V; -200 V to 200 V; default 1 V." in text
+    assert "points (int):" in text and "2 to 10000; default 101" in text
+    for name, proto in protocols().items():  # every registered protocol describes its parameters
+        doc = proto.Params.__doc__
+        assert "\nParameters:\n" in doc, name
+        assert all(f"    {s.name} (" in doc for s in proto.Params.specs()), name
+
+
+def test_a_class_without_a_docstring_gets_a_headline() -> None:
+    @dataclass(frozen=True)
+    class Bare(Params):
+        gain: float = param(2.0, limits=(0, 10), help="gain")
+
+    assert Bare.__doc__ == "Parameters of a protocol (Bare).\n\nParameters:\n    gain (float): gain; 0 to 10; default 2.0."
+
+
+def test_repr_shows_values_with_units() -> None:
+    """The repr is one line: text and flags as Python, quantities with their units."""
+    p = PulseParams.from_mapping({"width": "5 ms", "levels": "0.1,0.25", "compliance": "1 mA", "mode": "log"})
+    text = repr(p)
+    assert text.startswith("PulseParams(width=5 ms, amplitude=1.5 V, repeat_count=10, seed=0, verbose=False, "
+                           "mode='log', label='', levels=(100 mV,250 mV), tags=(), compliance=1 mA, ")
+    assert text.endswith("settle=0.0)") and "\n" not in text
+    assert "compliance=None" in repr(PulseParams())
+
+
+def test_an_own_repr_is_kept() -> None:
+    @dataclass(frozen=True)
+    class Custom(Params):
+        gain: float = param(2.0, help="gain")
+
+        def __repr__(self) -> str:
+            return "custom"
+
+    assert repr(Custom()) == "custom"

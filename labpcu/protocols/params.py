@@ -13,6 +13,7 @@ runner validates against them before any instrument I/O::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import types
@@ -103,7 +104,8 @@ class ParamSpec:
             bits.append(f"{_fmt(lo, self.unit) if lo is not None else '-inf'} to {_fmt(hi, self.unit) if hi is not None else 'inf'}")
         if self.choices:
             bits.append("one of " + ", ".join(map(str, self.choices)))
-        bits.append(f"default {self.format(self.default)}")
+        empty = self.is_list and self.default is not None and len(self.default) == 0
+        bits.append(f"default {'empty' if empty else self.format(self.default)}")
         return "; ".join(bits)
 
     def format(self, value: Any) -> str:
@@ -152,10 +154,67 @@ class ParamSpec:
             raise ParameterError(f"parameter {self.name!r}: {_capped(str(exc))}") from None
 
 
+class _ParamsDoc:
+    """A ``Params`` subclass's ``__doc__``: its own docstring, then one line per
+    parameter with its type, unit, limits, choices and default (``help(IVSweepParams)``
+    shows them). Made from the declarations the first time it is read once the class
+    is a dataclass, and kept."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+        self.made: dict[type, str] = {}
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str:
+        cls = owner if owner is not None else type(obj)
+        if cls in self.made:
+            return self.made[cls]
+        if "__dataclass_fields__" not in cls.__dict__:  # not yet decorated: nothing to list
+            return self.text or f"{cls.__name__}: protocol parameters."
+        try:
+            doc = describe_params(cls, self.text)
+        except (TypeError, NameError):  # an annotation specs() refuses: it says so when used
+            return self.text or f"{cls.__name__}: protocol parameters."
+        self.made[cls] = doc
+        return doc
+
+
+def describe_params(cls: type[Params], text: str | None = None) -> str:
+    """The docstring of a parameter class: ``text`` (its own docstring, dedented), then
+    a Google-style ``Parameters:`` section, one line per field."""
+    head = inspect.cleandoc(text) if text else f"Parameters of a protocol ({cls.__name__})."
+    lines = [head, "", "Parameters:"]
+    for s in cls.specs():
+        kind = f"tuple[{s.kind.__name__}, ...]" if s.is_list else s.kind.__name__
+        lines.append(f"    {s.name} ({kind}{' | None' if s.optional else ''}): {s.describe()}.")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Params:
     """Base of every protocol's parameters. Construction validates: an instance is a
-    checked set of values. Override :meth:`check` for rules across fields."""
+    checked set of values. Override :meth:`check` for rules across fields.
+
+    Each subclass describes itself: its ``__doc__`` (and so ``help()``) lists every
+    parameter with its unit, limits, choices and default, and its ``repr`` shows the
+    values with their units (``IVSweepParams(component='d1', stop=1 V, points=101, …)``).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = _ParamsDoc(cls.__dict__.get("__doc__"))  # type: ignore[assignment]
+        if "__repr__" not in cls.__dict__:  # @dataclass keeps a __repr__ the class has
+            cls.__repr__ = Params.__repr__  # type: ignore[method-assign]
+
+    def __repr__(self) -> str:
+        shown = []
+        for s in self.specs():
+            value = getattr(self, s.name)
+            if value is not None and s.kind is float and s.unit:  # 20 ms, (100 mV,200 mV)
+                text = f"({s.format(value)})" if s.is_list else s.format(value)
+            else:
+                text = repr(value)
+            shown.append(f"{s.name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         for spec in self.specs():
