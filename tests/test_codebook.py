@@ -22,6 +22,7 @@ from labpcu.data.codebook import (
     PAPER_WEIGHT_SIGMA,
     QUANTILE_LEVELS,
     SCHEMA,
+    SCHEMA_VERSION,
     Codebook,
     OperatorTable,
     bin_statistics,
@@ -450,7 +451,7 @@ def test_bin_quantiles_equal_numpy_and_are_monotone(n_bins: int, sizes: list[int
 def test_hdf5_export_reads_with_plain_h5py(tmp_path, codebook) -> None:
     path = save_hdf5(codebook, tmp_path / "cb.h5")
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema"] == SCHEMA and f.attrs["schema_version"] == 1
+        assert f.attrs["schema"] == SCHEMA and f.attrs["schema_version"] == SCHEMA_VERSION == 2
         assert list(f.attrs["operators"]) == list(codebook.operators)
         assert list(f.attrs["devices"]) == list(DEVICES)
         assert json.loads(f.attrs["source_runs"])[0]["sha256"] == codebook.source_runs[0]["sha256"]
@@ -487,10 +488,110 @@ def test_hdf5_export_opens_in_xarray(tmp_path, codebook) -> None:
         assert float(ds["mean"].sel(x1=1.0, x2=-1.0)) == codebook["multiplier"].mean[4, 0]
 
 
+def assert_xarray_opens_every_group(path: Path) -> Any:
+    """``xr.open_datatree(path, engine="h5netcdf")`` with warnings as errors: no phony
+    dimension anywhere (every array has dimension scales). Returns the tree (closed)."""
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tree = xr.open_datatree(path, engine="h5netcdf").load()
+    tree.close()
+    for node in tree.subtree:
+        assert not [d for d in node.dims if str(d).startswith("phony_dim")], node.path
+    return tree
+
+
+def to_version_1(path: Path) -> None:
+    """Rewrite a version-2 file in the version-1 layout: no samples dimensions, no
+    units attributes (other than mean's), programming units as one group attribute."""
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 1
+        for op in f["operators"].values():
+            for ds in op.values():
+                if isinstance(ds, h5py.Dataset):
+                    for key in ("units", "physical_units", "physical_scale", "physical_offset", "long_name"):
+                        if key in ds.attrs:
+                            del ds.attrs[key]
+            op["mean"].attrs["units"] = op.attrs["output_unit"]
+            if "samples" in op:
+                s = op["samples"]
+                for key in ("x", "y", "device", "repeat", "time"):
+                    data = s[key][()]
+                    del s[key]
+                    s.create_dataset(key, data=data)
+                    if key == "time":
+                        s[key].attrs["units"] = "s"
+                del s["sample"], s["input"]
+        if "programming" in f:
+            pg = f["programming"]
+            del pg.attrs["description"]
+            pg.attrs["units"] = "fractions of each device's range (G - G_min)/(G_max - G_min); conductances in S"
+            for ds in pg.values():
+                del ds.attrs["units"]
+
+
+def test_hdf5_export_opens_whole_in_xarray_with_dimensions_and_units(tmp_path, codebook) -> None:
+    path = save_hdf5(codebook, tmp_path / "cb.h5")
+    tree = assert_xarray_opens_every_group(path)
+    mul = tree["operators/multiplier"]
+    assert mul["mean"].dims == ("x1", "x2") and mul["quantiles"].dims == ("x1", "x2", "level")
+    # network units: physical = value * scale + offset
+    assert mul["x2"].attrs["units"] == "1" and mul["x2"].attrs["physical_offset"] == 0.1  # offset: see physical_*
+    assert mul["x1"].attrs["units"] == "0.5 V" and mul["x1"].attrs["physical_units"] == "V"
+    assert mul["mean"].attrs["units"] == "1e-06 A" and mul["std"].attrs["physical_offset"] == 0.0
+    assert mul["count"].attrs["units"] == "1" and mul["level"].attrs["units"] == "1"
+    samples = tree["operators/multiplier/samples"].to_dataset(inherit=False)
+    n = len(codebook["multiplier"].samples)
+    assert dict(samples.sizes) == {"sample": n, "input": 2}
+    assert samples["x"].dims == ("sample", "input") and list(samples["input"].values) == ["x1", "x2"]
+    assert samples["y"].dims == samples["device"].dims == samples["time"].dims == ("sample",)
+    assert samples["time"].attrs["units"] == "s" and samples["device"].values[0] == "U01"
+    np.testing.assert_array_equal(samples["x"].values, codebook["multiplier"].samples.x)
+    prog = tree["programming"]
+    assert prog["achieved_conductance_mean"].dims == ("level",)
+    assert prog["achieved_conductance_mean"].attrs["units"] == "S" and prog["achieved_mean"].attrs["units"] == "1"
+    assert tree["weight_noise"].attrs["sigma"] == codebook.weight_noise.sigma
+    assert tree.attrs["schema_version"] == 2
+
+
+def test_a_store_with_runs_and_a_codebook_opens_whole_in_xarray(tmp_path, store_ids, codebook) -> None:
+    store_path = tmp_path / "runs.h5"
+    store_path.write_bytes(store_ids[0].read_bytes())
+    save_to_store(codebook, store_path, "first")
+    tree = assert_xarray_opens_every_group(store_path)
+    assert tree["codebooks/first/operators/softmax"]["mean"].dims == ("y_ideal",)
+    results = tree[f"runs/{store_ids[1]['multiplier']}/results"]
+    assert float(results["mean_relative_error"]) == 0.06  # a scalar result is a variable, not only an attribute
+    assert results.attrs["mean_relative_error"] == 0.06
+    spec = tree[f"runs/{store_ids[1]['multiplier']}/results/codebook/multiplier"]
+    assert spec["clip"].dims == ("inputs", "n2_1") and list(spec["inputs"].values) == ["x1", "x2"]
+
+
+def test_version_1_files_still_load(tmp_path, codebook) -> None:
+    path = save_hdf5(codebook, tmp_path / "cb.h5")
+    to_version_1(path)
+    loaded = load_codebook(path)
+    assert loaded.schema_version == 1
+    loaded.schema_version = SCHEMA_VERSION
+    assert loaded.equals(codebook)
+    folder = tmp_path / "npz"
+    manifest_path = save_npz(codebook, folder)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["schema_version"] = 1
+    manifest_path.write_text(json.dumps(manifest))
+    assert load_codebook(folder).schema_version == 1
+    # saved again, it is written in the current layout
+    again = load_codebook(save_hdf5(loaded, tmp_path / "again.h5"))
+    assert again.schema_version == SCHEMA_VERSION and again.equals(codebook)
+
+
 def test_npz_export_reads_with_numpy_and_json_alone(tmp_path, codebook) -> None:
     manifest_path = save_npz(codebook, tmp_path / "cb")
     manifest = json.loads(manifest_path.read_text())  # strict JSON: no NaN
-    assert manifest["schema"] == SCHEMA and manifest["schema_version"] == 1
+    assert manifest["schema"] == SCHEMA and manifest["schema_version"] == SCHEMA_VERSION
     entries = {e["name"]: e for e in manifest["operators"]}
     assert set(entries) == set(codebook.operators)
     for name, entry in entries.items():
@@ -565,15 +666,15 @@ def test_schema_version_mismatch_names_both_versions(tmp_path, codebook) -> None
     with pytest.raises(SchemaError) as exc:
         load_codebook(path)
     text = one_line(exc)
-    assert "schema version 7" in text and "reads version 1" in text
+    assert "schema version 7" in text and "reads versions 1, 2" in text
     folder = tmp_path / "npz"
     manifest_path = save_npz(codebook, folder)
     manifest = json.loads(manifest_path.read_text())
-    manifest["schema_version"] = 2
+    manifest["schema_version"] = 3
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(SchemaError) as exc:
         load_codebook(folder)
-    assert "schema version 2" in one_line(exc)
+    assert "schema version 3" in one_line(exc)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.attrs["schema"] = "something"
     with pytest.raises(SchemaError) as exc:

@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from labpcu.data.lookup import Lookup
 
 SCHEMA = "labpcu-codebook"
-SCHEMA_VERSION = 1
+#: the codebook file format's version (docs/codebook-format.md); labpcu.data.codebook_io also reads version 1
+SCHEMA_VERSION = 2
 KINDS = ("elementwise1d", "elementwise2d", "vector", "vmm")
 #: kinds whose table is a transfer curve over the ideal output
 TRANSFER_KINDS = ("vector", "vmm")

@@ -1,6 +1,8 @@
 """Codebook files: a standalone HDF5 file, a group in a run store, or a folder of npz.
 
-HDF5 layout (the same under a file's root and under ``/codebooks/<name>/`` of a store)::
+The format is specified in docs/codebook-format.md (schema ``labpcu-codebook``,
+version 2; version 1 files still load). HDF5 layout (the same under a file's root and
+under ``/codebooks/<name>/`` of a store)::
 
     /                         attrs: schema="labpcu-codebook", schema_version, labpcu_version,
                                      devices, wafer, source_runs (JSON), created,
@@ -11,9 +13,16 @@ HDF5 layout (the same under a file's root and under ``/codebooks/<name>/`` of a 
     /operators/<op>/level     quantile levels, a dimension scale
     /operators/<op>/mean, std, count, ideal      grid shape, dims attached
     /operators/<op>/quantiles                    grid shape + (level,)
-    /operators/<op>/samples/x, y, device, repeat, time    raw samples, gzip
+    /operators/<op>/samples/x, y, device, repeat, time    raw samples, gzip; dims
+                              (sample,) and x (sample, input): ``sample`` is a netCDF
+                              dimension without a variable, ``input`` the axis names
     /weight_noise             attrs: sigma, reference, resample, distribution, ...
     /programming/             level (scale), target_fraction, achieved_mean, ... (VMM)
+
+Every array carries a ``units`` attribute (tables are in network units; ``physical_units``,
+``physical_scale`` and ``physical_offset`` give physical = value · scale + offset).
+Version 2 added the samples' dimensions and the ``units`` attributes; version 1 files
+lack them and read the same.
 
 The npz twin: ``manifest.json`` (every attribute, and each file's sha256) plus one
 ``.npz`` per operator with the same datasets (samples as ``samples_x``...; strings
@@ -49,8 +58,11 @@ from labpcu.data.codebook import (
 )
 from labpcu.data.columns import ColumnError, check_name
 from labpcu.data.errors import SchemaError, StoreError
+from labpcu.data.tree import make_dimension
 
 MANIFEST = "manifest.json"
+#: schema versions this labpcu reads (it writes SCHEMA_VERSION)
+READ_VERSIONS = (1, 2)
 FORMATS = ("hdf5", "npz", "both")
 _STR = h5py.string_dtype()
 #: how each operator attribute is stored and read back (JSON for mappings)
@@ -104,7 +116,7 @@ def _operator_attrs(t: OperatorTable) -> dict[str, Any]:
 def _root_attrs(cb: Codebook) -> dict[str, Any]:
     return {
         "schema": cb.schema,
-        "schema_version": int(cb.schema_version),
+        "schema_version": SCHEMA_VERSION,  # the layout written is always the current one
         "labpcu_version": cb.labpcu_version,
         "devices": list(cb.devices),
         "wafer": cb.wafer,
@@ -157,12 +169,15 @@ def write_group(group: h5py.Group, cb: Codebook, *, compression: str | None = "g
     if cb.programming is not None:
         pg = group.create_group("programming")
         pg.attrs["source_run"] = cb.programming.source_run
-        pg.attrs["units"] = "fractions of each device's range (G - G_min)/(G_max - G_min); conductances in S"
+        pg.attrs["description"] = ("fractions are of each device's range (G - G_min)/(G_max - G_min); "
+                                   "conductances in S")
         level = pg.create_dataset("level", data=cb.programming.level)
         level.make_scale("level")
+        level.attrs["units"] = "1"
         for key in _PROG_ARRAYS[1:]:
             ds = pg.create_dataset(key, data=getattr(cb.programming, key))
             ds.dims[0].attach_scale(level)
+            ds.attrs["units"] = "S" if "conductance" in key else "1"
 
 
 def _write_operator(g: h5py.Group, t: OperatorTable, compression: str | None) -> None:
@@ -172,23 +187,35 @@ def _write_operator(g: h5py.Group, t: OperatorTable, compression: str | None) ->
         g.attrs[key] = value
     g.attrs["n_devices"] = t.n_devices
     scales = []
-    for name, axis in zip(t.axis_names, t.axes):
+    for j, (name, axis) in enumerate(zip(t.axis_names, t.axes)):
         ds = g.create_dataset(name, data=axis)
         ds.make_scale(name)
+        _set_units(ds, *_input_unit(t, j))
         scales.append(ds)
     level = g.create_dataset("level", data=t.quantile_levels)
     level.make_scale("level")
+    level.attrs["units"] = "1"
+    level.attrs["long_name"] = "quantile level (0: min, 1: max of the grid point's samples)"
     arrays = {"mean": t.mean, "std": t.std, "count": t.count, "ideal": t.ideal_values, "quantiles": t.quantiles}
+    out = (t.output_unit, t.output_scale, t.output_offset)
+    units = {"mean": out, "ideal": out, "quantiles": out, "std": (t.output_unit, t.output_scale, 0.0)}
     for key, value in arrays.items():
         ds = g.create_dataset(key, data=value)
         for j, scale in enumerate(scales):
             ds.dims[j].attach_scale(scale)
         if key == "quantiles":
             ds.dims[len(scales)].attach_scale(level)
-    g["mean"].attrs["units"] = t.output_unit
+        if key in units:
+            _set_units(ds, *units[key])
+        else:
+            ds.attrs["units"] = "1"
     if t.samples is not None:
         s = g.create_group("samples")
         s.attrs["description"] = "raw samples: x (N, d) in network units, y measured, device, repeat, time (s)"
+        n = len(t.samples)
+        sample = make_dimension(s, "sample", n)
+        inputs = s.create_dataset("input", data=np.array(list(t.axis_names), dtype=object), dtype=_STR)
+        inputs.make_scale("input")
         arrays = {"x": t.samples.x, "y": t.samples.y, "device": _encode_devices(t.samples),
                   "repeat": t.samples.repeat, "time": t.samples.time}
         for key, value in arrays.items():
@@ -196,7 +223,20 @@ def _write_operator(g: h5py.Group, t: OperatorTable, compression: str | None) ->
             if compression and len(value):  # level 1: noisy floats barely shrink more at 4, at twice the time
                 opts = {"compression": compression, "compression_opts": 1 if compression == "gzip" else None,
                         "shuffle": True, "chunks": (min(len(value), _SAMPLE_CHUNK),) + value.shape[1:]}
-            s.create_dataset(key, data=value, **opts)
+            ds = s.create_dataset(key, data=value, **opts)
+            ds.dims[0].attach_scale(sample)
+            if key == "x":
+                ds.dims[1].attach_scale(inputs)
+        x_units = [_input_unit(t, j) for j in range(t.ndim)]
+        if len({u for u in x_units}) == 1:
+            _set_units(s["x"], *x_units[0])
+        else:  # one unit per input: the lists, in the order of `input`
+            s["x"].attrs["units"] = "1"
+            for k, key in enumerate(("physical_units", "physical_scale", "physical_offset")):
+                s["x"].attrs[key] = np.array([u[k] for u in x_units], dtype=object if k == 0 else float)
+        _set_units(s["y"], *out)
+        s["device"].attrs["_Encoding"] = "utf-8"  # fixed-width UTF-8: netCDF readers decode it to text
+        s["repeat"].attrs["units"] = "1"
         s["time"].attrs["units"] = "s"
 
 
@@ -205,6 +245,33 @@ def _encode_devices(s: Samples) -> np.ndarray:
     names = np.char.encode(np.array(s.devices or ("",), dtype=str), "utf-8")
     width = max(1, names.dtype.itemsize)
     return names.astype(h5py.string_dtype("utf-8", width))[s.device_index]
+
+
+def _input_unit(t: OperatorTable, j: int) -> tuple[str, float, float]:
+    """(physical unit, scale, offset) of input ``j`` (an empty list means 1 and 0)."""
+    unit = t.input_units[j] if j < len(t.input_units) else ""
+    scale = float(t.input_scale[j]) if j < len(t.input_scale) else 1.0
+    offset = float(t.input_offset[j]) if j < len(t.input_offset) else 0.0
+    return unit, scale, offset
+
+
+def network_units(unit: str, scale: float, offset: float) -> str:
+    """The ``units`` of values in network units: the physical unit itself when scale is
+    1 and offset 0, a scaled unit (``"3.2e-06 A"``, UDUNITS syntax) when only the
+    offset is 0, else ``"1"`` (the physical_* attributes say how to convert)."""
+    unit = unit or "1"
+    if scale == 1.0 and offset == 0.0:
+        return unit
+    if offset == 0.0:
+        return repr(float(scale)) if unit == "1" else f"{float(scale)!r} {unit}"
+    return "1"
+
+
+def _set_units(ds: h5py.Dataset, unit: str, scale: float, offset: float) -> None:
+    ds.attrs.create("units", network_units(unit, scale, offset), dtype=_STR)
+    ds.attrs.create("physical_units", unit or "1", dtype=_STR)
+    ds.attrs["physical_scale"] = float(scale)
+    ds.attrs["physical_offset"] = float(offset)
 
 
 def _set_attr(obj: Any, key: str, value: Any, how: str | None = None) -> None:
@@ -290,10 +357,10 @@ def _check_version(schema: Any, version: Any, where: str, writer: Any = None) ->
         v = int(version)
     except (TypeError, ValueError):
         raise SchemaError(f"{where} has no valid schema_version ({version!r})") from None
-    if v != SCHEMA_VERSION:
+    if v not in READ_VERSIONS:
         by = f", written by labpcu {writer}" if writer else ""
-        raise SchemaError(f"{where} is codebook schema version {v}{by}; this labpcu {__version__} reads version "
-                          f"{SCHEMA_VERSION}")
+        raise SchemaError(f"{where} is codebook schema version {v}{by}; this labpcu {__version__} reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))}")
 
 
 def save_hdf5(cb: Codebook, path: str | Path) -> Path:
