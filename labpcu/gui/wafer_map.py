@@ -451,10 +451,14 @@ class _Legend(QWidget):
         icon = QLabel()
         icon.setPixmap(pm)
         label = QLabel(text)
-        self._layout.addWidget(icon)
-        self._layout.addWidget(label)
+        self._add(icon)
+        self._add(label)
         self._layout.addSpacing(4)
         self.entries.append((text, colour))
+
+    def _add(self, widget: QWidget) -> None:
+        self._layout.addWidget(widget)
+        widget.show()  # a child added to a visible widget is not shown by itself
 
     def show_categories(self, colours: dict[str, QColor], counts: dict[str, int]) -> None:
         self._clear()
@@ -462,29 +466,33 @@ class _Legend(QWidget):
             self._swatch(colour, f"{name} ({counts.get(name, 0)})")
         self._swatch(_SELECTED_PEN, "selected", ring=True)
         self._layout.addStretch(1)
+        self._layout.activate()
 
     def show_bar(self, unit: str, lo: float, hi: float, n: int, n_untested: int) -> None:
         self._clear()
-        self._layout.addWidget(QLabel(f"{lo:.3g}"))
-        pm = QPixmap(160, 14)
+        self._add(QLabel(f"{lo:.3g}"))
+        pm = QPixmap(120, 14)
         p = QPainter(pm)
-        grad = QLinearGradient(0, 0, 160, 0)
+        grad = QLinearGradient(0, 0, 120, 0)
         for k, c in enumerate(_VIRIDIS):
             grad.setColorAt(k / (len(_VIRIDIS) - 1), QColor(c))
-        p.fillRect(0, 0, 160, 14, QBrush(grad))
+        p.fillRect(0, 0, 120, 14, QBrush(grad))
         p.setPen(QPen(QColor("#606060")))
-        p.drawRect(0, 0, 159, 13)
+        p.drawRect(0, 0, 119, 13)
         p.end()
         bar = QLabel()
         bar.setPixmap(pm)
-        self._layout.addWidget(bar)
-        self._layout.addWidget(QLabel(f"{hi:.3g} {unit} ({n} devices)"))
+        self._add(bar)
+        self._add(QLabel(f"{hi:.3g} {unit}"))
+        self._layout.addSpacing(4)
+        self._add(QLabel(f"measured: {n}"))
         self._layout.addSpacing(8)
         self.entries.append((f"{lo:.3g}..{hi:.3g} {unit}", QColor(_VIRIDIS[-1])))
         self._swatch(NO_VALUE, "no value")
-        self._swatch(UNTESTED, f"untested ({n_untested})")
+        self._swatch(UNTESTED, f"untested: {n_untested}")
         self._swatch(_SELECTED_PEN, "selected", ring=True)
         self._layout.addStretch(1)
+        self._layout.activate()
 
 
 class WaferMap(QWidget):
@@ -529,13 +537,18 @@ class WaferMap(QWidget):
         top.addWidget(self.refresh_button)
         top.addWidget(self.fit_button)
         top.addStretch(1)
-        top.addWidget(self.selection_label)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.selection_label)
+        bottom.addWidget(self.store_label, 1)
+        self.selection_label.setStyleSheet(f"color: {_SELECTED_PEN.darker(160).name()}; font-weight: bold")
+        self.store_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.store_label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
         box = QVBoxLayout(self)
         box.setContentsMargins(4, 4, 4, 4)
         box.addLayout(top)
         box.addWidget(self.view, 1)
         box.addWidget(self.legend)
-        box.addWidget(self.store_label)
+        box.addLayout(bottom)
         self.view.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self._recolour()
         self._update_selection_label()
@@ -824,10 +837,10 @@ class WaferMap(QWidget):
         sel = self.selected()
         if not sel:
             text = "nothing selected"
-        elif len(sel) <= 4:
+        elif len(sel) <= 3:
             text = "selected: " + ", ".join(sel)
         else:
-            text = f"{len(sel)} selected"
+            text = f"{len(sel)} selected: {', '.join(sel[:2])}, …"
         self.selection_label.setText(text)
 
     def value_text(self, device_id: str) -> str:
