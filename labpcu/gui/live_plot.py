@@ -83,6 +83,8 @@ def plot_frame() -> pg.PlotWidget:
     """A white plot with a grid, as both the live plot and the browser use."""
     w = pg.PlotWidget(axisItems={"left": DecadeAxis("left"), "bottom": DecadeAxis("bottom")})
     w.showGrid(x=True, y=True, alpha=0.25)
+    for side in ("left", "bottom"):
+        w.getAxis(side).enableAutoSIPrefix(False)  # no unit, no prefix: configure_axes turns it on with one
     w.setMinimumSize(320, 220)
     return w
 
