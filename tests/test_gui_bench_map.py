@@ -158,6 +158,10 @@ def test_quantities_colour_measured_devices_apart_from_untested(wmap, store, tmp
     wmap.set_quantity("M2 state")
     assert wmap.data.values == {"S02": "LRS", "S03": "HRS"}
     assert wmap.colour_of("S02") != wmap.colour_of("S03")
+    # S01 was measured, but not its M2: "no value" (a dotted fill), not "untested"
+    assert wmap.items["S01"].brush().style() == Qt.Dense5Pattern
+    assert wmap.items["S10"].brush().style() == Qt.SolidPattern
+    assert any(text.startswith("no value") for text, _ in wmap.legend.entries)
     wmap.set_quantity("yield class")
     assert {d: wmap.data.values[d] for d in ("S01", "S02", "S03")} == dict.fromkeys(("S01", "S02", "S03"), "working")
     wmap.set_quantity("failed")

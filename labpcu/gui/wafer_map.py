@@ -511,6 +511,7 @@ class WaferMap(QWidget):
         self.data = MapData(self._quantity)
         self.items: dict[str, QGraphicsItem] = {}
         self.site_labels: dict[str, _SiteLabel] = {}
+        self.array_frames: dict[str, QGraphicsRectItem] = {}
 
         self.scene = QGraphicsScene(self)
         self._build_scene()
@@ -598,6 +599,7 @@ class WaferMap(QWidget):
                 frame.setZValue(-5)
                 frame.setToolTip(f"array {site.id} (3×3)")
                 s.addItem(frame)
+                self.array_frames[site.id] = frame
                 label = _SiteLabel(site.id)
                 label.setPos(min(xs) - pad, -max(ys) - pad - 0.2)
                 self.site_labels[site.id] = label
@@ -796,10 +798,11 @@ class WaferMap(QWidget):
             colours = CATEGORY_COLOURS[q]
             counts: dict[str, int] = {}
             for d in self.items:
-                v = data.values.get(d, "untested")
+                v = data.values.get(d, "no value" if d in data.history else "untested")
                 counts[v] = counts.get(v, 0) + 1
                 self._fill[d] = colours.get(v, NO_VALUE)
-            shown = {k: c for k, c in colours.items() if counts.get(k) or k == "untested"}
+            shown = {k: c for k, c in {**colours, "no value": NO_VALUE}.items()
+                     if counts.get(k) or k == "untested"}
             self.legend.show_categories(shown, counts)
         else:
             unit, f = CONTINUOUS[q]
@@ -824,14 +827,24 @@ class WaferMap(QWidget):
             colour = fills.get(d, UNTESTED)
             brush = QBrush(colour, Qt.Dense5Pattern) if colour == NO_VALUE else QBrush(colour)
             it.setBrush(brush)
-            if d in self._selected:
-                pen = QPen(_SELECTED_PEN, 2.6)
+            if d in self._selected:  # a thinner ring on the small array cells keeps their colour visible
+                pen = QPen(_SELECTED_PEN, 2.6 if isinstance(it, _SingleItem) else 1.6)
                 it.setZValue(3)
             else:
                 pen = QPen(QColor("#404040"), 0.8)
                 it.setZValue(1)
             pen.setCosmetic(True)
             it.setPen(pen)
+        # an array frame: magenta when the whole array is selected, dashed when part of it is
+        for site, frame in self.array_frames.items():
+            devs = set(self.wafer.sites[site].devices)
+            n = len(devs & self._selected)
+            if n == 0:
+                pen = QPen(QColor("#404040"), 1.2)
+            else:
+                pen = QPen(_SELECTED_PEN, 2.2, Qt.SolidLine if n == len(devs) else Qt.DashLine)
+            pen.setCosmetic(True)
+            frame.setPen(pen)
 
     def _update_selection_label(self) -> None:
         sel = self.selected()
