@@ -83,6 +83,8 @@ def plot_frame() -> pg.PlotWidget:
     """A white plot with a grid, as both the live plot and the browser use."""
     w = pg.PlotWidget(axisItems={"left": DecadeAxis("left"), "bottom": DecadeAxis("bottom")})
     w.showGrid(x=True, y=True, alpha=0.25)
+    w.getPlotItem().setDownsampling(auto=True, mode="peak")  # long runs stay smooth
+    w.getPlotItem().setClipToView(True)
     for side in ("left", "bottom"):
         w.getAxis(side).enableAutoSIPrefix(False)  # no unit, no prefix: configure_axes turns it on with one
     w.setMinimumSize(320, 220)
@@ -132,9 +134,9 @@ def prepare_values(spec: PlotSpec, x: np.ndarray, y: np.ndarray) -> tuple[np.nda
 
 def new_curve(item: pg.PlotItem, spec: PlotSpec, colour: Any, name: str | None) -> pg.PlotDataItem:
     curve = pg.PlotDataItem(name=name, connect="finite", **curve_style(spec, colour))
+    item.addItem(curve)  # the PlotItem hands its own downsampling to the curve here: set ours after
     curve.setDownsampling(auto=True, method="peak")
     curve.setClipToView(True)
-    item.addItem(curve)
     return curve
 
 
