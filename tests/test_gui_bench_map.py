@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 pytest.importorskip("pytestqt")
 from PyQt5.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, pyqtSignal  # noqa: E402
-from PyQt5.QtGui import QMouseEvent  # noqa: E402
+from PyQt5.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 
 from labpcu.bench import Bench  # noqa: E402
@@ -27,6 +27,7 @@ def _shot(widget, tmp_path, name: str) -> str:
     folder = SHOTS or str(tmp_path)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
+    QApplication.processEvents()  # let the layouts settle first
     assert widget.grab().save(path)
     return path
 
@@ -121,13 +122,36 @@ def test_rubber_band_selects_a_rectangle(wmap, qtbot):
     assert sig.args == [["S01"]]
 
 
-def test_site_label_click_and_double_click_select_a_whole_site(wmap, qtbot):
+def _wheel(widget, pos: QPoint, notches: int) -> None:
+    """Real wheel events on ``widget`` (positive: zoom in)."""
+    for _ in range(abs(notches)):
+        QApplication.sendEvent(widget, QWheelEvent(QPointF(pos), QPointF(widget.mapToGlobal(pos)), QPoint(),
+                                                   QPoint(0, 120 if notches > 0 else -120), Qt.NoButton,
+                                                   Qt.NoModifier, Qt.NoScrollPhase, False))
+
+
+def test_site_label_click_and_double_click_select_a_whole_site(wmap, qtbot, tmp_path):
     vp = wmap.view.viewport()
-    label = wmap.site_labels["Q3"]
-    where = wmap.view.mapFromScene(label.pos()) + QPoint(5, 6)  # inside the label's text
     with qtbot.waitSignal(wmap.selection_changed) as sig:
-        qtbot.mouseClick(vp, Qt.LeftButton, Qt.NoModifier, where)
+        qtbot.mouseClick(vp, Qt.LeftButton, Qt.NoModifier, wmap.site_label_view_pos("Q3"))
     assert sig.args == [["S09", "S10", "S11", "S12"]]
+    with qtbot.waitSignal(wmap.selection_changed) as sig:  # shift adds a site
+        qtbot.mouseClick(vp, Qt.LeftButton, Qt.ShiftModifier, wmap.site_label_view_pos("A9"))
+    assert sig.args == [[*(f"A9-R{r}C{c}" for r in range(1, 4) for c in range(1, 4)), "S09", "S10", "S11", "S12"]]
+    # zoomed in, the label still sits on its site
+    fitted = wmap.view.transform().m11()
+    _wheel(vp, wmap.view_pos_of("A9-R2C2"), 6)
+    assert wmap.view.transform().m11() == pytest.approx(fitted * 1.25**6)
+    wmap.view.centerOn(wmap.scene_pos_of("A9-R1C1"))
+    _shot(wmap, tmp_path, "wafer_map_zoomed.png")
+    with qtbot.waitSignal(wmap.selection_changed) as sig:
+        qtbot.mouseClick(vp, Qt.LeftButton, Qt.NoModifier, wmap.site_label_view_pos("A9"))
+    assert sig.args == [[f"A9-R{r}C{c}" for r in range(1, 4) for c in range(1, 4)]]
+    with qtbot.waitSignal(wmap.selection_changed) as sig:
+        qtbot.mouseClick(vp, Qt.LeftButton, Qt.NoModifier, wmap.view_pos_of("A9-R1C1"))
+    assert sig.args == [["A9-R1C1"]]
+    wmap.fit_button.click()
+    assert wmap.view.transform().m11() == pytest.approx(fitted)
     with qtbot.waitSignal(wmap.selection_changed) as sig:
         qtbot.mouseDClick(vp, Qt.LeftButton, Qt.NoModifier, wmap.view_pos_of("A4-R3C2"))
     assert sig.args == [[f"A4-R{r}C{c}" for r in range(1, 4) for c in range(1, 4)]]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from PyQt5.QtCore import QPoint, QPointF, QRect, QRectF, QSize, Qt, pyqtSignal
-from PyQt5.QtGui import QBrush, QColor, QFont, QLinearGradient, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap
+from PyQt5.QtGui import QBrush, QTransform, QColor, QFont, QLinearGradient, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap
 from PyQt5.QtWidgets import (
     QComboBox,
     QGraphicsEllipseItem,
@@ -67,7 +67,7 @@ CATEGORY_COLOURS: dict[str, dict[str, QColor]] = {
     "failed": {"failed": QColor("#d62728"), "not failed": QColor("#a6d99a"), "untested": UNTESTED},
     "yield class": {"working": QColor("#2ca02c"), "failed": QColor("#d62728"), "untested": UNTESTED},
 }
-#: continuous quantities: (unit shown on the colour bar, value -> number coloured, label of that number)
+#: continuous quantities: (unit shown on the colour bar, stored value -> the number coloured)
 CONTINUOUS: dict[str, tuple[str, Callable[[float], float]]] = {
     "rectification": ("log₁₀(I_F/I_R)", lambda v: math.log10(v) if v > 0 else math.nan),
     "M1 conductance": ("µS", lambda v: v * 1e6),
@@ -301,6 +301,14 @@ def viridis(t: float) -> QColor:
 
 
 # ============================================================== the drawing
+def _pin(item: QGraphicsItem, pos: QPointF, ax: float, ay: float) -> None:
+    """Put a fixed-size (ItemIgnoresTransformations) item so that its point (ax, ay), as
+    fractions of its size, sits on ``pos`` at every zoom: the offset is in pixels."""
+    item.setPos(pos)
+    br = item.boundingRect()
+    item.setTransform(QTransform.fromTranslate(-ax * br.width(), -ay * br.height()))
+
+
 class _CellItem(QGraphicsRectItem):
     def __init__(self, device_id: str, site: str, x: float, y: float) -> None:
         h = CELL_MM / 2
@@ -601,13 +609,9 @@ class WaferMap(QWidget):
                 s.addItem(frame)
                 self.array_frames[site.id] = frame
                 label = _SiteLabel(site.id)
-                label.setPos(min(xs) - pad, -max(ys) - pad - 0.2)
+                _pin(label, QPointF(min(xs) - pad, -max(ys) - pad), 0.0, 1.0)  # above the frame, at any zoom
                 self.site_labels[site.id] = label
                 s.addItem(label)
-                # the label sits above the frame: shift it up by its own height (in pixels)
-                label.setPos(min(xs) - pad, -max(ys) - pad)
-                label.setTransformOriginPoint(0, 0)
-                label._above = True  # type: ignore[attr-defined]
             else:
                 # a quad site: an arc band behind its four singles, labelled outside the ring
                 angles = [math.atan2(d.y_mm, d.x_mm) for d in devs]
@@ -632,7 +636,7 @@ class WaferMap(QWidget):
                 s.addItem(item)
                 # in the band, between its two middle singles
                 label = _SiteLabel(site.id)
-                label.setPos(rr * math.cos(mean) - 1.5, -rr * math.sin(mean) - 1.3)
+                _pin(label, QPointF(rr * math.cos(mean), -rr * math.sin(mean)), 0.5, 0.5)
                 self.site_labels[site.id] = label
                 s.addItem(label)
             for d in devs:
@@ -648,10 +652,11 @@ class WaferMap(QWidget):
                     tag.setFont(f)
                     tag.setBrush(QBrush(QColor("#505050")))
                     ang = math.atan2(d.y_mm, d.x_mm)
-                    tr = rr + w + 1.2
+                    tr = rr + w + 0.6
                     tx, ty = tr * math.cos(ang), -tr * math.sin(ang)
-                    # anchor the text on the side facing away from the centre
-                    tag.setPos(tx - (3.6 if tx < -1 else 0 if tx > 1 else 1.8), ty - (1.6 if ty < 0 else 0.4))
+                    # the text on the side facing away from the centre
+                    _pin(tag, QPointF(tx, ty), 1.0 if tx < -3 else 0.0 if tx > 3 else 0.5,
+                         1.0 if ty < -3 else 0.0 if ty > 3 else 0.5)
                     tag.setZValue(4)
                     s.addItem(tag)
                 it.setAcceptHoverEvents(True)
@@ -660,11 +665,6 @@ class WaferMap(QWidget):
                 s.addItem(it)
         m = 4.0
         s.setSceneRect(QRectF(-r - m, -r - m, 2 * (r + m), 2 * (r + m)))
-        # array labels above their frames: a fixed-size text's offset is in pixels, so move
-        # them up by about one line at the default scale
-        for site_id, label in self.site_labels.items():
-            if getattr(label, "_above", False):
-                label.setPos(label.pos() + QPointF(0, -3.6))
 
     # ------------------------------------------------------------- selection API
     def selected(self) -> list[str]:
@@ -745,6 +745,14 @@ class WaferMap(QWidget):
     def scene_pos_of(self, device_id: str) -> QPointF:
         """Where a device is drawn (scene coordinates: x_mm, -y_mm)."""
         return self.items[device_id].pos()
+
+    def site_label_view_pos(self, site: str) -> QPoint:
+        """The centre of a site's label on the viewport (for mouse events)."""
+        label = self.site_labels[site]
+        br = label.boundingRect()
+        t = label.transform()
+        return self.view.mapFromScene(label.pos()) + QPoint(round(t.dx() + br.width() / 2),
+                                                            round(t.dy() + br.height() / 2))
 
     def view_pos_of(self, device_id: str) -> QPoint:
         """Where a device is on the view's viewport (for mouse events)."""
