@@ -276,7 +276,11 @@ class QueuePanel(QWidget):
             problems = [*problems, *exc.problems]
         except (ParameterError, ValueError) as exc:
             problems = [*problems, str(exc).splitlines()[0]]
-        return [re.sub(r"^<queue>(:\d+)?: ", "", p) for p in problems]
+        def line(problem: str) -> int:  # in the order of the steps, as the file would list them
+            m = re.match(r"<queue>:(\d+):", problem)
+            return int(m.group(1)) if m else 0
+
+        return [re.sub(r"^<queue>(:\d+)?: ", "", p) for p in sorted(problems, key=line)]
 
     # ------------------------------------------------------------------ running
     def run(self) -> Campaign | None:
