@@ -238,7 +238,7 @@ class BenchPanel(QWidget):
                 if not inst.connected:
                     item.setForeground(OFF)
                 t.setItem(k, j, item)
-        t.resizeColumnsToContents()
+        _fit_columns(t)
         _fit_rows(t, 3)
 
     def _fill_outputs(self, state: BenchState) -> None:
@@ -257,7 +257,7 @@ class BenchPanel(QWidget):
                 else:
                     item.setForeground(OFF)
                 t.setItem(k, j, item)
-        t.resizeColumnsToContents()
+        _fit_columns(t)
         _fit_rows(t, 6)
 
 
@@ -273,6 +273,13 @@ def _tidy(table: QTableWidget) -> None:
     table.setShowGrid(False)
     table.verticalHeader().setDefaultSectionSize(22)
     table.setVerticalScrollBarPolicy(Qt.ScrollBarAsNeeded)
+
+
+def _fit_columns(table: QTableWidget) -> None:
+    """Every column to its contents, the last one stretched to the table's edge."""
+    for j in range(table.columnCount() - 1):
+        table.resizeColumnToContents(j)
+    table.horizontalHeader().setSectionResizeMode(table.columnCount() - 1, QHeaderView.Stretch)
 
 
 def _fit_rows(table: QTableWidget, at_least: int) -> None:
