@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from labpcu import __version__
 
@@ -73,7 +74,151 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     add_store_parser(sub)
     add_campaign_parser(sub, _seed)
     add_gui_parser(sub, _seed)
+    add_common_flags(parser)
     return parser
+
+
+# ------------------------------------------------------------ -v, -q, --log-file
+def add_common_flags(parser: argparse.ArgumentParser, depth: int = 0) -> None:
+    """``-v``/``-q``/``--log-file`` on the command and on every subcommand, so they go
+    before or after it (``labpcu -v list runs`` and ``labpcu list runs -v``). Each level
+    has its own destination (a subcommand's namespace overwrites its parent's), and
+    :func:`log_options` adds them up."""
+    own = parser._option_string_actions
+    default = 0 if depth == 0 else argparse.SUPPRESS
+    if "-v" not in own and "--verbose" not in own:
+        parser.add_argument("-v", "--verbose", action="count", dest=f"_verbose{depth}", default=default,
+                            help="more log lines on stderr: -v info, -vv debug (default: warnings)")
+    if "-q" not in own and "--quiet" not in own:
+        parser.add_argument("-q", "--quiet", action="count", dest=f"_quiet{depth}", default=default,
+                            help="only errors on stderr, and no progress display")
+    if "--log-file" not in own:
+        parser.add_argument("--log-file", dest=f"_log_file{depth}", metavar="FILE",
+                            default=None if depth == 0 else argparse.SUPPRESS,
+                            help="append a debug log with timestamps to FILE")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in {id(p): p for p in action.choices.values()}.values():
+                add_common_flags(child, depth + 1)
+
+
+def log_options(args: argparse.Namespace) -> tuple[int, str | None]:
+    """(verbosity, log file) from the flags at every level: verbosity is the number of
+    -v less the number of -q (0: the default, warnings)."""
+    values = vars(args)
+    verbose = sum(v for k, v in values.items() if k.startswith("_verbose") and v)
+    quiet = sum(v for k, v in values.items() if k.startswith("_quiet") and v)
+    files = [values[k] for k in sorted(values) if k.startswith("_log_file") and values[k]]
+    return verbose - quiet, (files[-1] if files else None)
+
+
+#: stderr level by verbosity (-q and below: errors only; -vv and above: debug)
+_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+#: lines of library log kept for the end of a command at the default verbosity
+MAX_DEFERRED_LINES = 20
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (a progress display or
+    pytest's capture replaces it after the handler is made)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _DeferredHandler(logging.Handler):
+    """Keeps the records for the end of the command: printed after its output when
+    it succeeds (or its measurement fails), dropped when it ends in an error line,
+    which stays the one line on stderr."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.lines: list[str] = []
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < MAX_DEFERRED_LINES:
+            self.lines.append(self.format(record))
+        else:
+            self.dropped += 1
+
+
+class _LineFormatter(logging.Formatter):
+    """``labpcu: warning: message``, like the error line (a debug line names its
+    logger); an exception as one line, or its traceback with ``traceback`` (-vv)."""
+
+    def __init__(self, traceback: bool = False) -> None:
+        super().__init__()
+        self.traceback = traceback
+
+    def format(self, record: logging.LogRecord) -> str:
+        where = f"[{record.name}] " if record.levelno <= logging.DEBUG else ""
+        text = f"labpcu: {record.levelname.lower()}: {where}{record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            if self.traceback:
+                text += "\n" + self.formatException(record.exc_info)
+            else:
+                text += f" ({type(record.exc_info[1]).__name__}: {error_line(record.exc_info[1])})"
+        return text
+
+
+class CommandLogging:
+    """The ``labpcu`` logger for one command: a stderr handler at the level -v/-q ask
+    for, and a DEBUG file handler with timestamps for --log-file. :meth:`close` puts
+    the logger back as it was (``main`` may run many times in one process)."""
+
+    def __init__(self, verbosity: int, log_file: str | None, *, live: bool = False) -> None:
+        self.logger = logging.getLogger("labpcu")
+        self.level = self.logger.level
+        self.stderr_level = _LEVELS[max(-1, min(2, verbosity))]
+        self.file: logging.FileHandler | None = None
+        if log_file is not None:
+            from labpcu.cli_runs import _check_path
+            from labpcu.paths import check_output_file
+
+            _check_path(lambda: check_output_file(log_file, "log file"))
+            try:
+                self.file = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write the log file {log_file}: {exc.strerror or exc}") from None
+            self.file.setLevel(logging.DEBUG)
+            self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s"))
+        # at the default verbosity and below, what the library logs waits for the end of
+        # the command: no line around its one error line (-v and -vv show it as it comes)
+        self.deferred = None if live or verbosity > 0 else _DeferredHandler(self.stderr_level)
+        self.stderr: logging.Handler = self.deferred or _StderrHandler()
+        self.stderr.setLevel(self.stderr_level)
+        self.stderr.setFormatter(_LineFormatter(traceback=verbosity >= 2))
+        self.handlers = [h for h in (self.stderr, self.file) if h is not None]
+        for handler in self.handlers:
+            self.logger.addHandler(handler)
+        self.logger.setLevel(logging.DEBUG if self.file is not None else self.stderr_level)
+
+    def finish(self, error: str | None = None) -> None:
+        """The command is over: print what was deferred, unless it ended in the error
+        line ``error`` (which the log file gets)."""
+        if self.file is not None and error is not None:
+            self.file.handle(logging.makeLogRecord({"name": "labpcu.cli", "levelno": logging.ERROR,
+                                                    "levelname": "ERROR", "msg": "%s", "args": (error,)}))
+        if self.deferred is not None:
+            if error is None:
+                for line in self.deferred.lines:
+                    print(line, file=sys.stderr)
+                if self.deferred.dropped:
+                    print(f"labpcu: ({self.deferred.dropped} more log lines; --log-file keeps them all)",
+                          file=sys.stderr)
+            self.deferred.lines, self.deferred.dropped = [], 0
+
+    def close(self) -> None:
+        for handler in self.handlers:
+            self.logger.removeHandler(handler)
+            handler.close()
+        self.logger.setLevel(self.level)
 
 
 def _cmd_sim_serve(args: argparse.Namespace) -> int:
@@ -216,44 +361,22 @@ def quiet_library_logs() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from labpcu.cli_runs import cmd_list, cmd_run, cmd_show
-
     quiet_library_logs()
+    logs: CommandLogging | None = None
     try:
         args_list = sys.argv[1:] if argv is None else list(argv)
-        parser = build_parser(with_protocols=bool(args_list) and args_list[0] == "run")
+        parser = build_parser(with_protocols=_command_of(args_list) == "run")
         args = parser.parse_args(values_may_be_negative(parser, args_list))
-        if args.command == "run" and args.protocol:
-            return cmd_run(args)
-        if args.command == "list":
-            return cmd_list(args)
-        if args.command == "show":
-            return cmd_show(args)
-        if args.command == "codebook":
-            from labpcu.cli_codebook import cmd_codebook
-
-            return cmd_codebook(args)
-        if args.command == "store":
-            from labpcu.cli_store import cmd_store
-
-            return cmd_store(args)
-        if args.command == "campaign":
-            from labpcu.cli_campaign import cmd_campaign
-
-            return cmd_campaign(args)
-        if args.command == "gui":
-            from labpcu.gui.app import cmd_gui
-
-            return cmd_gui(args)
-        if args.command == "demo":
-            return _cmd_demo(args)
-        if args.command == "sim" and args.sim_command == "serve":
-            return _cmd_sim_serve(args)
-        if args.command == "sim" and args.sim_command == "sites":
-            return _cmd_sim_sites(args)
-        parser.print_help()
-        return EXIT_BAD_INPUT
+        verbosity, log_file = log_options(args)
+        args.verbosity, args.quiet = verbosity, verbosity < 0  # -q: no progress display either
+        logs = CommandLogging(verbosity, log_file, live=args.command in ("sim", "gui"))  # long sessions: as it comes
+        logging.getLogger("labpcu.cli").debug("labpcu %s: labpcu %s", __version__, " ".join(args_list))
+        code = _dispatch(parser, args)
+        logs.finish()
+        return code
     except KeyboardInterrupt:
+        if logs is not None:
+            logs.finish()
         print("labpcu: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # `labpcu show 3 | head`: the reader left; not an error
@@ -262,11 +385,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         code = error_exit_code(exc)
         if code is None:
+            if logs is not None:
+                logs.finish()  # what led to the bug, before its traceback
             raise  # a bug: its traceback stays visible
         problems = getattr(exc, "problems", None)  # a campaign file: every mistake, one line each
-        for line in problems if problems else [error_line(exc)]:
+        lines = list(problems) if problems else [error_line(exc)]
+        if logs is not None:
+            logs.finish(error="; ".join(lines))
+        for line in lines:
             print(f"labpcu: error: {line}", file=sys.stderr)
         return code
+    finally:
+        if logs is not None:
+            logs.close()
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand, past any global flag (``labpcu -v --log-file x.log run ...``)."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--log-file":
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labpcu.cli_runs import cmd_list, cmd_run, cmd_show
+
+    if args.command == "run" and args.protocol:
+        return cmd_run(args)
+    if args.command == "list":
+        return cmd_list(args)
+    if args.command == "show":
+        return cmd_show(args)
+    if args.command == "codebook":
+        from labpcu.cli_codebook import cmd_codebook
+
+        return cmd_codebook(args)
+    if args.command == "store":
+        from labpcu.cli_store import cmd_store
+
+        return cmd_store(args)
+    if args.command == "campaign":
+        from labpcu.cli_campaign import cmd_campaign
+
+        return cmd_campaign(args)
+    if args.command == "gui":
+        from labpcu.gui.app import cmd_gui
+
+        return cmd_gui(args)
+    if args.command == "demo":
+        return _cmd_demo(args)
+    if args.command == "sim" and args.sim_command == "serve":
+        return _cmd_sim_serve(args)
+    if args.command == "sim" and args.sim_command == "sites":
+        return _cmd_sim_sites(args)
+    parser.print_help()
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

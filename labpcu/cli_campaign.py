@@ -41,7 +41,6 @@ def add_parser(sub: Any, seed_type: Any) -> None:
         if name in ("validate", "run", "resume"):
             p.add_argument("--seed", type=seed_type, default=None, help="simulated wafer seed (default: the file's)")
         if name in ("run", "resume"):
-            p.add_argument("--quiet", action="store_true", help="no progress display")
             p.add_argument("--json", action="store_true", help="stream every event as a JSON line on stdout")
             p.add_argument("--fresh-wafer", action="store_true",
                            help="start the simulated wafer afresh instead of continuing the store's")
@@ -120,8 +119,13 @@ def _run(campaign: Any, store_path: Path, args: argparse.Namespace, *, resume: b
                                 fresh_wafer=args.fresh_wafer, metadata=metadata)
         if args.json:
             engine.subscribe(_json_line)
-        elif not args.quiet:
-            engine.subscribe(CampaignProgress())
+        elif not args.quiet:  # -q: errors only, no progress display
+            from rich.console import Console
+
+            from labpcu.progress import display_mode
+
+            # a terminal or a notebook gets the bar; a pipe or a file only the failed tasks
+            engine.subscribe(CampaignProgress() if display_mode(Console(stderr=True)) else _failed_task_line)
         outcome = engine.run()
     finally:
         try:
@@ -225,6 +229,16 @@ class CampaignProgress:
                 self._bar.update(self._task, eta="paused: `labpcu campaign unpause FILE` goes on")
         elif isinstance(event, CampaignState) and event.state != "running":
             self._bar.stop()
+
+
+def _failed_task_line(event: Any) -> None:
+    """Without a bar (stderr is a pipe or a file): a task that did not complete, as a line."""
+    import sys
+
+    from labpcu.campaign.engine import TaskFinished
+
+    if isinstance(event, TaskFinished) and event.status != "completed":
+        print(f"{event.task}: {event.status} ({event.run_id}) {event.error}", file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:
