@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from typing import Any
 
 DEFAULT_NAME = "default"
@@ -148,19 +147,11 @@ def _existing_store(path: str) -> Any:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
-    """A rich table on a terminal, plain aligned columns otherwise (pipes, grep)."""
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
+    """A rich table on a terminal (or in a notebook), plain aligned columns otherwise
+    (pipes, grep): the same output as ``labpcu list``."""
+    from labpcu.cli_runs import print_table
 
-        table = Table(*header)
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-        return
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(header, rows, right=(4, 5))
 
 
 def _fmt(value: float) -> str:

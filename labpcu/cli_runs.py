@@ -59,8 +59,13 @@ def add_parsers(sub: Any, seed_type: Any, *, protocols: bool = True) -> None:
         for spec in cls.Params.specs():
             _add_param_flag(group, spec)
 
-    lst = sub.add_parser("list", help="list protocols, devices or runs")
+    lst = sub.add_parser("list", help="list protocols, devices or runs",
+                         description="List protocols, devices or runs: a table on a terminal, plain aligned "
+                                     "columns (nothing cut) in a pipe, or --json / --csv for programs.")
     lst.add_argument("what", choices=("protocols", "devices", "runs"), help="what to list")
+    fmt = lst.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON array of objects on stdout")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row on stdout")
     lst.add_argument("--file", default=None, help=f"run store for `list runs` (default {DEFAULT_FILE})")
     lst.add_argument("--bench", default=None, help="bench file for `list devices` (default: the simulated bench)")
     lst.add_argument("--protocol", default=None, help="runs of this protocol only")
@@ -74,6 +79,9 @@ def add_parsers(sub: Any, seed_type: Any, *, protocols: bool = True) -> None:
     show.add_argument("--file", default=None, help=f"run store (default {DEFAULT_FILE})")
     show.add_argument("--plot", default=None, metavar="PNG", help="write the run's standard plot to this image file")
     show.add_argument("--csv", default=None, metavar="CSV", help="write the run's data to this CSV file")
+    show.add_argument("--json", action="store_true",
+                      help="the run's metadata, parameters, results and columns (units) as JSON on stdout "
+                           "(arrays as lists, NaN and infinities as null)")
 
 
 def _add_param_flag(group: Any, spec: ParamSpec) -> None:
@@ -124,7 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         restore_wafer(bench, store, fresh=args.fresh_wafer)  # continue on the wafer the store's runs left
         runner = Runner(bench, store)
         runner.documents_at_finish = lambda: wafer_documents(bench)  # stored with the run's end
-        runner.subscribe(ProgressBar())
+        if not getattr(args, "quiet", False):
+            runner.subscribe(ProgressBar())
         outcome = runner.run(proto, params, devs, metadata=run_metadata(args))
     except BaseException as exc:
         try:
@@ -255,33 +264,181 @@ def expand_devices(items: list[str], bench: Any) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=None if Console().is_terminal else 160)
+    fmt = "json" if getattr(args, "json", False) else "csv" if getattr(args, "csv", False) else None
     if args.what == "protocols":
         from labpcu.protocols import registry
 
-        table = Table("protocol", "what it measures", "parameters")
-        for name, cls in registry.protocols().items():
-            table.add_row(name, cls.title, ", ".join(s.name for s in cls.Params.specs()))
-        console.print(table)
-    elif args.what == "devices":
-        table = Table("device", "site", "where", "x (mm)", "y (mm)")
+        header = ["protocol", "what it measures", "parameters"]
+        records = [{"protocol": name, "title": cls.title,
+                    "parameters": [{"name": s.name, "unit": s.unit, "default": s.default, "help": s.help}
+                                   for s in cls.Params.specs()]}
+                   for name, cls in registry.protocols().items()]
+        rows = [[r["protocol"], r["title"], ", ".join(p["name"] for p in r["parameters"])] for r in records]
+        csv_rows = [{"protocol": r["protocol"], "title": r["title"], "parameters": " ".join(
+            p["name"] for p in r["parameters"])} for r in records]
+        return _emit(fmt, header, rows, records, csv_rows)
+    if args.what == "devices":
+        header = ["device", "site", "where", "x (mm)", "y (mm)"]
         layout = offline_bench(args.bench, None).layout
-        for did, dev in layout.devices.items():
-            where = f"array {dev.array} row {dev.row} col {dev.col}" if dev.array else "single"
-            table.add_row(did, dev.site, where, f"{dev.x_mm:.1f}", f"{dev.y_mm:.1f}")
-        console.print(table)
+        records = [{"device": did, "site": dev.site, "array": dev.array or None, "row": dev.row if dev.array else None,
+                    "col": dev.col if dev.array else None, "x_mm": dev.x_mm, "y_mm": dev.y_mm}
+                   for did, dev in layout.devices.items()]
+        rows = [[r["device"], r["site"], f"array {r['array']} row {r['row']} col {r['col']}" if r["array"] else "single",
+                 f"{r['x_mm']:.1f}", f"{r['y_mm']:.1f}"] for r in records]
+        return _emit(fmt, header, rows, records, records, right=(3, 4))
+    store = _store(args.file)
+    filters = {k: getattr(args, k) for k in ("protocol", "status", "device", "sample", "operator")}
+    if filters["status"] is not None:
+        from labpcu.data.store import STATUSES
+
+        _check_known("status", filters["status"], STATUSES)
+    df = store.runs(**filters)
+    if df.empty and any(v is not None for v in filters.values()):
+        _check_filters(store, filters, args.bench)  # a value no run could match is a mistake, not "no runs"
+    records = [_run_record(run_id, row) for run_id, row in df.iterrows()]
+    header = ["run", "protocol", "status", "started", "points", "devices", "error"]
+    rows = [[r["run_id"], r["protocol"], r["status"], row["started"].strftime("%Y-%m-%d %H:%M:%S"), str(r["n_points"]),
+             ", ".join(r["devices"]), r["error"]] for r, (_, row) in zip(records, df.iterrows())]
+    csv_rows = [{**{k: r[k] for k in ("run_id", "protocol", "status", "started", "finished", "duration_s", "n_points")},
+                 "devices": " ".join(r["devices"]), "sample": r["sample"], "operator": r["operator"], "error": r["error"]}
+                for r in records]
+    return _emit(fmt, header, rows, records, csv_rows, right=(4,), cut={5: 40, 6: 60}, whole=(0, 1, 2, 3))
+
+
+def _run_record(run_id: str, row: Any) -> dict[str, Any]:
+    """A row of ``Store.runs()`` as plain values: ISO times, devices as a list."""
+    metadata = row["metadata"] if isinstance(row["metadata"], dict) else {}
+    sample = metadata.get("sample") if isinstance(metadata.get("sample"), dict) else {}
+    finished = row["finished"]
+    return {"run_id": str(run_id), "protocol": row["protocol"], "status": row["status"],
+            "started": row["started"].isoformat(), "finished": None if finished is None or finished != finished
+            else finished.isoformat(), "duration_s": row["duration"], "n_points": int(row["n_points"]),
+            "devices": [d for d in row["devices"].split(", ") if d], "error": row["error"],
+            "sample": sample.get("name"), "operator": sample.get("operator"), "metadata": metadata}
+
+
+def _check_known(what: str, value: str, known: Any, plural: str | None = None, where: str = "", hint: str = "") -> None:
+    """``value`` must be one of ``known`` (a set is sorted, a sequence keeps its order):
+    else one line naming them, and the closest."""
+    import difflib
+
+    known = sorted(map(str, known)) if isinstance(known, (set, frozenset)) else list(dict.fromkeys(map(str, known)))
+    if value in known:
+        return
+    close = difflib.get_close_matches(value, known, n=1)
+    close_hint = f" (did you mean {close[0]!r}?)" if close else ""
+    shown = ", ".join(known[:25]) + (f", … ({len(known)} in all)" if len(known) > 25 else "")
+    plural = plural or (what + "es" if what.endswith("s") else what + "s")
+    listing = f"{plural}{where}: {shown}" if known else f"no run{where} has a {what}"
+    raise UsageError(f"unknown {what} {show_value(value)}{close_hint}{hint}; {listing}")
+
+
+def _check_filters(store: Any, filters: dict[str, Any], bench: str | None) -> None:
+    """Which filter of an empty `list runs` names nothing that exists: an unknown
+    protocol, a device on no wafer and in no run, a sample or operator no run has."""
+    everything = store.runs()
+    where = f" in {store.path}"
+    if filters["protocol"] is not None:
+        from labpcu.protocols import registry
+
+        _check_known("protocol", filters["protocol"], set(registry.names()) | set(everything["protocol"]))
+    if filters["device"] is not None:
+        measured = {d for ds in everything["devices"] for d in ds.split(", ") if d}
+        try:
+            on_wafer = set(offline_bench(bench, None).layout.devices)
+        except UsageError:  # a bad bench file: the runs' devices are still known
+            on_wafer = set()
+        if filters["device"] not in measured | on_wafer:
+            _check_known("device", filters["device"], measured, where=where,
+                         hint=" (not on the wafer: devices like S01, A1-R2C3)")
+    samples, operators, any_sample = set(), set(), set()
+    for metadata in everything["metadata"]:
+        sample = metadata.get("sample") if isinstance(metadata, dict) else None
+        if isinstance(sample, dict):
+            any_sample |= {str(v) for v in sample.values()}
+            samples |= {str(v) for k, v in sample.items() if k not in ("operator", "notes")}
+            if sample.get("operator") is not None:
+                operators.add(str(sample["operator"]))
+    if filters["sample"] is not None and filters["sample"] not in any_sample:
+        _check_known("sample", filters["sample"], samples, where=where)
+    if filters["operator"] is not None:
+        _check_known("operator", filters["operator"], operators, where=where)
+
+
+def _emit(fmt: str | None, header: list[str], rows: list[list[str]], records: list[dict[str, Any]],
+          csv_rows: list[dict[str, Any]], right: tuple[int, ...] = (), cut: Mapping[int, int] | None = None,
+          whole: tuple[int, ...] = (0,)) -> int:
+    """A listing as JSON, CSV, a rich table (terminal, notebook) or plain columns."""
+    if fmt == "json":
+        print_json(records)
+    elif fmt == "csv":
+        import csv
+        import sys
+
+        fields = list(csv_rows[0]) if csv_rows else header
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None or v != v else v for k, v in r.items()} for r in csv_rows)
     else:
-        df = _store(args.file).runs(protocol=args.protocol, status=args.status, device=args.device,
-                                    sample=args.sample, operator=args.operator)
-        table = Table("run", "protocol", "status", "started", "points", "devices", "error")
-        for run_id, row in df.iterrows():
-            table.add_row(str(run_id), row["protocol"], row["status"], f"{row['started']:%Y-%m-%d %H:%M:%S}",
-                          str(row["n_points"]), _short(row["devices"], 40), _short(row["error"], 60))
-        console.print(table)
+        print_table(header, rows, right=right, cut=cut, whole=whole)
     return EXIT_OK
+
+
+def print_table(header: list[str], rows: list[list[str]], *, right: tuple[int, ...] = (),
+                cut: Mapping[int, int] | None = None, whole: tuple[int, ...] = (0,)) -> None:
+    """On a terminal (or in a notebook): a rich table, long cells cut to ``cut[column]``
+    characters. Otherwise (a pipe, a file): plain columns two spaces apart, a header
+    line, no box drawing, nothing cut, lines as long as they need."""
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal or console.is_jupyter:
+        from rich.table import Table
+
+        table = Table(*header)
+        for k in right:
+            table.columns[k].justify = "right"
+        for k in whole:  # ids and times are not folded (other columns wrap)
+            table.columns[k].no_wrap = True
+        for row in rows:
+            table.add_row(*(_short(c, (cut or {}).get(k, len(c))) for k, c in enumerate(row)))
+        console.print(table)
+        return
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    for row in [header, *rows]:
+        cells = [c.rjust(w) if k in right and row is not header else c.ljust(w) for k, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+
+
+def print_json(value: Any) -> None:
+    """``value`` as JSON on stdout: numpy arrays and scalars as plain lists and
+    numbers, NaN and infinities as null (strict JSON any reader takes)."""
+    import json
+
+    print(json.dumps(plain_json(value), indent=2, allow_nan=False, ensure_ascii=False))
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` with only JSON types: dicts, lists, str, int, finite float, bool, None."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return plain_json(value.tolist())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return plain_json(value.item())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, complex):
+        return {"real": plain_json(value.real), "imag": plain_json(value.imag)}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -290,21 +447,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = _store(args.file)
     run_id = resolve_run(store, args.run)
     info = store.info(run_id)
-    print(f"run {run_id}: {info.protocol}, {info.status}" + (f" ({info.error})" if info.error else ""))
-    print(f"  devices: {', '.join(info.devices)}")
-    print(f"  started {info.started}, finished {info.finished or '-'}; {info.n_points} points; labpcu {info.labpcu_version}")
-    bench = info.bench
-    if bench:
-        print(f"  bench: {bench.get('name', '?')}" + (f" (simulated, seed {bench.get('seed')})" if bench.get("simulated") else ""))
-    print("  parameters:")
-    for name, value in info.parameters.items():
-        unit = info.parameter_units.get(name, "")
-        print(f"    {name} = {value}{' ' + unit if unit else ''}")
-    print("  columns: " + ", ".join(f"{n} ({u})" if u else n for n, u in info.columns.items()))
-    if info.results:
-        print("  results:")
-        for line in format_results(info.results):
-            print(f"    {line}")
+    say = print
+    if getattr(args, "json", False):
+        say = _to_stderr  # stdout holds the JSON document only
+        print_json(run_document(info))
+    else:
+        _show_text(info)
     if args.plot or args.csv:
         from labpcu.paths import check_output_file
 
@@ -321,7 +469,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 write_csv(df, info, args.csv)
             except OSError as exc:
                 raise UsageError(f"cannot write the CSV file {args.csv}: {exc.strerror or exc}") from None
-            print(f"  data written to {args.csv}")
+            say(f"  data written to {args.csv}")
         if args.plot:
             from labpcu.data.plot import render_plot
 
@@ -330,8 +478,46 @@ def cmd_show(args: argparse.Namespace) -> int:
                 render_plot(df, cls.plot, args.plot, title=f"{run_id} · {', '.join(info.devices[:4])}")
             except OSError as exc:
                 raise UsageError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
-            print(f"  plot written to {args.plot}")
+            say(f"  plot written to {args.plot}")
     return EXIT_OK
+
+
+def _to_stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
+def run_document(info: Any) -> dict[str, Any]:
+    """What ``show --json`` prints: a run's metadata, parameters (with their units),
+    results and columns (name -> unit), as plain JSON values."""
+    return plain_json({
+        "run_id": info.run_id, "protocol": info.protocol, "status": info.status, "error": info.error,
+        "devices": list(info.devices), "started": info.started, "finished": info.finished or None,
+        "n_points": info.n_points, "labpcu_version": info.labpcu_version, "uuid": info.uuid, "bench": info.bench,
+        "bench_time_start": info.bench_time_start, "bench_time_end": info.bench_time_end,
+        "metadata": info.metadata, "parameters": info.parameters, "parameter_units": info.parameter_units,
+        "results": info.results, "columns": info.columns,
+    })
+
+
+def _show_text(info: Any) -> None:
+    run_id = info.run_id
+    print(f"run {run_id}: {info.protocol}, {info.status}" + (f" ({info.error})" if info.error else ""))
+    print(f"  devices: {', '.join(info.devices)}")
+    print(f"  started {info.started}, finished {info.finished or '-'}; {info.n_points} points; labpcu {info.labpcu_version}")
+    bench = info.bench
+    if bench:
+        print(f"  bench: {bench.get('name', '?')}" + (f" (simulated, seed {bench.get('seed')})" if bench.get("simulated") else ""))
+    print("  parameters:")
+    for name, value in info.parameters.items():
+        unit = info.parameter_units.get(name, "")
+        print(f"    {name} = {value}{' ' + unit if unit else ''}")
+    print("  columns: " + ", ".join(f"{n} ({u})" if u else n for n, u in info.columns.items()))
+    if info.results:
+        print("  results:")
+        for line in format_results(info.results):
+            print(f"    {line}")
 
 
 # ----------------------------------------------------------------------- helpers
@@ -387,4 +573,5 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-__all__ = ["ParameterError", "UsageError", "add_parsers", "cmd_list", "cmd_run", "cmd_show"]
+__all__ = ["ParameterError", "UsageError", "add_parsers", "cmd_list", "cmd_run", "cmd_show", "plain_json", "print_json",
+           "print_table", "run_document"]
