@@ -109,8 +109,8 @@ class MainWindow:
 
         self.wafer_map.selection_changed.connect(self.form.set_devices)
         self.form.queued.connect(self.queue.add_step)
-        self.worker.event.connect(self.live_plot.on_event)
-        self.worker.event.connect(self._on_event)
+        self.worker.run_event.connect(self.live_plot.on_event)
+        self.worker.run_event.connect(self._on_event)
         self.worker.bench_state.connect(self._on_bench_state)
         self.worker.busy.connect(self._on_busy)
         self.worker.failed.connect(self._on_failed)

@@ -1,7 +1,8 @@
 """The GUI's worker: the one thread that owns the Bench.
 
 All instrument I/O happens here, never on the GUI thread, so the window never blocks.
-The panels talk to the worker only through Qt signals and the thread-safe calls
+The panels talk to the worker only through Qt signals (:attr:`BenchWorker.run_event`
+carries the runs' events) and the thread-safe calls
 below (``request_*``, :meth:`abort`, :meth:`pause`, :meth:`resume`); the worker runs
 the queue as a campaign (:class:`~labpcu.campaign.engine.CampaignEngine`), so whatever
 the GUI queues can be saved, resumed and run from the command line.
@@ -66,8 +67,9 @@ class _Answer:
 class BenchWorker(QObject):
     """Owns the Bench in its own thread. Create it with :func:`start_worker`."""
 
-    #: every Runner event and campaign event (labpcu.runner.*, labpcu.campaign.engine.*)
-    event = pyqtSignal(object)
+    #: every Runner event and campaign event (labpcu.runner.*, labpcu.campaign.engine.*);
+    #: not named ``event``, which would hide QObject.event() and break the thread
+    run_event = pyqtSignal(object)
     #: a :class:`BenchState` after every change
     bench_state = pyqtSignal(object)
     #: True while a queue runs
@@ -90,6 +92,7 @@ class BenchWorker(QObject):
         self.store_path = Path(store) if store is not None else None
         self.bench: Any = None
         self.engine: Any = None
+        self.identities: dict[str, str] = {}  # read once when the bench opens
         self._answer: _Answer | None = None
         self._open.connect(self._do_open)
         self._close.connect(self._do_close)
@@ -153,6 +156,8 @@ class BenchWorker(QObject):
             self._do_close()
         try:
             self.bench = Bench.from_file(bench_file, seed=seed, operator=self._operator)
+            self.identities = {name: str(info.get("identity", "")) for name, info in
+                               self.bench.snapshot().get("instruments", {}).items()}
         except Exception as exc:  # noqa: BLE001 - shown to the operator, one line
             self.bench = None
             self.failed.emit(f"cannot open the bench: {_line(exc)}")
@@ -208,22 +213,23 @@ class BenchWorker(QObject):
             self.queue_finished.emit(outcome)
 
     def _on_event(self, event: Any) -> None:
-        self.event.emit(event)
+        self.run_event.emit(event)
         name = type(event).__name__
         if name in ("StatusChanged", "TaskFinished", "TaskStarted"):
             self._publish()
 
     def _publish(self) -> None:
-        self.bench_state.emit(bench_state(self.bench, busy=self.engine is not None))
+        self.bench_state.emit(bench_state(self.bench, busy=self.engine is not None, identities=self.identities))
 
 
-def bench_state(bench: Any, busy: bool = False) -> BenchState:
+def bench_state(bench: Any, busy: bool = False, identities: dict[str, str] | None = None) -> BenchState:
     """A :class:`BenchState` from the Bench's own bookkeeping (no instrument I/O: the
     roles know what they applied; the safe state reads the instruments back)."""
     if bench is None:
         return BenchState(False, note="not connected")
     instruments = tuple(
-        InstrumentState(name, spec.model, spec.address, _identity(bench, name), name in bench.drivers)
+        InstrumentState(name, spec.model, spec.address, (identities or {}).get(name) or _identity(bench, name),
+                        name in bench.drivers)
         for name, spec in bench.config.instruments.items())
     outputs = []
     for name, smu in sorted(bench.smus.items()):
