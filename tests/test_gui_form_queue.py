@@ -395,3 +395,6 @@ def test_abort_current_run(qtbot, bench_worker, offline, tmp_path):
         panel.abort_button.click()
     assert blocker.args[0].state == "aborted"
     assert "aborted" in panel.task_states.values()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
+    assert "Aborted" in panel.status.text() and panel.run_button.isEnabled()
+    _shot(panel, tmp_path, "queue_aborted.png")

@@ -145,7 +145,7 @@ class QueuePanel(QWidget):
         self.problem_box = QPlainTextEdit(self)
         self.problem_box.setObjectName("problems")
         self.problem_box.setReadOnly(True)
-        self.problem_box.setMaximumHeight(110)
+        self.problem_box.setMaximumHeight(150)
         self.problem_box.setStyleSheet("QPlainTextEdit { color: #c62828; }")
         self.problem_box.setVisible(False)
 
@@ -175,7 +175,7 @@ class QueuePanel(QWidget):
         layout.addWidget(self.problem_box)
 
         worker.busy.connect(self.set_busy)
-        worker.event.connect(self.on_event)
+        _event_signal(worker).connect(self.on_event)
         worker.queue_finished.connect(self.on_finished)
         worker.failed.connect(self.on_failed)
         self._refresh()
@@ -363,7 +363,7 @@ class QueuePanel(QWidget):
         try:
             campaign = check_campaign(path, self.bench)
         except CampaignError as exc:
-            self._show_problems(exc.problems, f"{path} is not a valid campaign")
+            self._show_problems(exc.problems, f"{Path(path).name} is not a valid campaign")
             return None
         self.steps = list(campaign.steps)
         self._sample, self._seed, self._store, self._source = dict(campaign.sample), campaign.seed, \
@@ -593,6 +593,16 @@ class QueuePanel(QWidget):
 
 
 # ---------------------------------------------------------------------- helpers
+def _event_signal(worker: Any) -> Any:
+    """The worker's signal for runner and campaign events: ``event`` (a name that
+    shadows ``QObject.event()``: it may be renamed ``events``)."""
+    for name in ("events", "event"):
+        signal = getattr(worker, name, None)
+        if hasattr(signal, "connect"):
+            return signal
+    raise TypeError(f"{type(worker).__name__} has no event signal")
+
+
 def _new_name() -> str:
     return "queue " + time.strftime("%Y-%m-%d %H:%M:%S")
 
