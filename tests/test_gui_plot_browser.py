@@ -29,7 +29,7 @@ from labpcu.data.ideal import evaluate  # noqa: E402
 from labpcu.data.store import Store  # noqa: E402
 from labpcu.gui.codebook_viewer import PROGRAMMING, WEIGHT_NOISE, CodebookViewer  # noqa: E402
 from labpcu.gui.data_browser import DataBrowser  # noqa: E402
-from labpcu.gui.live_plot import LivePlot  # noqa: E402
+from labpcu.gui.live_plot import EventBatcher, LivePlot  # noqa: E402
 from labpcu.gui.log_panel import LogPanel  # noqa: E402
 from labpcu.runner import Points, RunStarted, StatusChanged  # noqa: E402
 
@@ -274,6 +274,38 @@ def test_100k_points_in_blocks_keep_the_event_loop_responsive(qtbot, shots) -> N
     assert curve.opts["autoDownsample"] and curve.opts["downsampleMethod"] == "peak" and curve.opts["clipToView"]
     assert len(gaps) > 50 and max(gaps) < 1.0, max(gaps)  # generous: a 2-core CI box shares its time
     grab(plot, shots / "live_plot_100k.png")
+
+
+def test_event_batcher_delivers_every_one_point_block_in_batches(qtbot) -> None:
+    """20,000 one-point blocks queued from a thread through an EventBatcher reach the
+    plot in order, in far fewer deliveries than events."""
+    from labpcu.protocols.base import PlotSpec
+
+    plot = LivePlot()
+    qtbot.addWidget(plot)
+    spec = PlotSpec("v", ("i",), group="device", yscale="log", abs_y=True)
+    batcher = EventBatcher()
+    batches: list[int] = []
+    batcher.events.connect(lambda events: batches.append(len(events)))
+    batcher.events.connect(plot.on_events)
+    n = 20_000
+    columns = (Column("v", "V"), Column("i", "A"), Column("device", dtype="str"))
+
+    def produce() -> None:
+        batcher(RunStarted("00007-iv_sweep", "iv_sweep", ("S01", "S02"), {}, columns))
+        for k in range(n):
+            batcher(Points("00007-iv_sweep", {"v": k * 1e-3, "i": -k * 1e-9, "device": f"S0{1 + k % 2}"}, k + 1))
+        batcher(StatusChanged("00007-iv_sweep", "completed"))
+
+    plot.start_run("00007-iv_sweep", "iv_sweep", ("S01", "S02"), columns, spec=spec)
+    thread, box = run_in_thread(produce)
+    qtbot.waitUntil(lambda: not thread.is_alive() and plot.status == "completed", timeout=30_000)
+    assert plot.points == n and sum(batches) == n + 2 and len(batches) < n / 10
+    x, y = plot.data("i", "S02")
+    np.testing.assert_array_equal(x, np.arange(1, n, 2) * 1e-3)
+    np.testing.assert_array_equal(y, np.arange(1, n, 2) * 1e-9)  # |i|
+    x, y = plot.data("i", "S01")
+    assert np.isnan(y[0]) and np.all(y[1:] > 0)  # |0| has no place on a log axis
 
 
 # ====================================================================== data browser

@@ -22,13 +22,15 @@ one look the same.
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import QTimer, pyqtSignal, pyqtSlot
+from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from labpcu.protocols.base import PlotSpec
@@ -164,12 +166,21 @@ class _Grow:
 
 
 class _Trace:
-    __slots__ = ("x", "y", "curve", "dirty")
+    __slots__ = ("x", "y", "px", "py", "curve", "dirty")
 
     def __init__(self, curve: pg.PlotDataItem) -> None:
         self.x, self.y = _Grow(), _Grow()
+        self.px: list[float] = []  # one-point blocks wait here as floats (no numpy call per point)
+        self.py: list[float] = []
         self.curve = curve
         self.dirty = False
+
+    def settle(self) -> None:
+        if self.px:
+            self.x.extend(np.array(self.px, dtype=float))
+            self.y.extend(np.array(self.py, dtype=float))
+            self.px.clear()
+            self.py.clear()
 
 
 def block_columns(block: Mapping[str, Any], names: Sequence[str]) -> tuple[int, dict[str, np.ndarray]]:
@@ -190,6 +201,67 @@ def block_columns(block: Mapping[str, Any], names: Sequence[str]) -> tuple[int, 
             a = a.ravel()
             out[name] = a[:n] if len(a) >= n else np.concatenate([a, np.full(n - len(a), np.nan)])
     return n, out
+
+
+# ====================================================================== batching
+class EventBatcher(QObject):
+    """Runner events from any thread, delivered to the GUI thread in batches.
+
+    A queued Qt signal per event costs a cross-thread post and a GIL hand-over each; at
+    thousands of one-point blocks a second that, not the plot, is the limit. Call the
+    batcher from the producing thread (``runner.subscribe(batcher)``, or
+    ``worker.event.connect(batcher, Qt.DirectConnection)``): it appends to a queue and
+    wakes the GUI thread once per batch; :attr:`events` then carries lists of events,
+    at most ``budget_s`` of work per turn of the event loop, so timers and paints run
+    in between::
+
+        batcher = EventBatcher()
+        batcher.events.connect(plot.on_events)
+        runner.subscribe(batcher)
+    """
+
+    events = pyqtSignal(list)
+    _wake = pyqtSignal()
+
+    def __init__(self, parent: QObject | None = None, *, budget_s: float = 0.008, chunk: int = 128) -> None:
+        super().__init__(parent)
+        self.budget_s = budget_s
+        self.chunk = chunk
+        self._pending: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._signalled = False
+        self._wake.connect(self._drain, Qt.QueuedConnection)
+
+    def __call__(self, event: Any) -> None:
+        """Queue one event (any thread)."""
+        with self._lock:
+            self._pending.append(event)
+            if self._signalled:
+                return
+            self._signalled = True
+        try:
+            self._wake.emit()
+        except RuntimeError:  # the batcher is gone (window closed)
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            items = list(self._pending)
+            self._pending.clear()
+        deadline = time.perf_counter() + self.budget_s
+        done = 0
+        while done < len(items):
+            self.events.emit(items[done:done + self.chunk])
+            done += self.chunk
+            if time.perf_counter() > deadline:
+                break
+        with self._lock:
+            if done < len(items):
+                self._pending.extendleft(reversed(items[done:]))
+            if self._pending:
+                QTimer.singleShot(0, self._drain)  # the rest next turn, after timers and paints
+            else:
+                self._signalled = False
 
 
 # ====================================================================== the widget
@@ -251,9 +323,16 @@ class LivePlot(QWidget):
         """Everything received for one trace (as drawn: |y|, NaN off a log axis)."""
         assert self.spec is not None, "no run"
         t = self._traces[(group, ycol or self.spec.y[0])]
+        t.settle()
         return t.x.view(), t.y.view()
 
     # -------------------------------------------------- events
+    @pyqtSlot(list)
+    def on_events(self, events: list) -> None:
+        """A batch of events (from an :class:`EventBatcher`)."""
+        for event in events:
+            self.on_event(event)
+
     @pyqtSlot(object)
     def on_event(self, event: Any) -> None:
         kind = type(event).__name__
@@ -309,6 +388,8 @@ class LivePlot(QWidget):
         if spec is None:
             return
         names = [spec.x, *spec.y, *([spec.group] if spec.group else [])]
+        if self._add_point(spec, block, rows):
+            return
         n, cols = block_columns(block, names)
         self.points += n
         self.rows = rows if rows is not None else self.points
@@ -335,6 +416,43 @@ class LivePlot(QWidget):
         if not self._timer.isActive():
             self._timer.start()
 
+    def _add_point(self, spec: PlotSpec, block: Mapping[str, Any], rows: int | None) -> bool:
+        """A block of one point (plain numbers): appended as floats, no numpy. False
+        when the block holds arrays (the general path)."""
+        x = block.get(spec.x)
+        if not isinstance(x, _SCALARS):
+            return False
+        ys = []
+        for ycol in spec.y:
+            y = block.get(ycol, _NAN)
+            if not isinstance(y, _SCALARS):
+                return False
+            ys.append(y)
+        key = None
+        if spec.group is not None:
+            g = block.get(spec.group)
+            if isinstance(g, (np.ndarray, list, tuple)):
+                return False
+            key = _key(g)
+        x = float(x)
+        if spec.xscale == "log" and not x > 0:
+            x = _NAN
+        for ycol, y in zip(spec.y, ys):
+            y = float(y)
+            if spec.abs_y:
+                y = abs(y)
+            if spec.yscale == "log" and not y > 0:
+                y = _NAN
+            trace = self._traces.get((key, ycol)) or self._trace(key, ycol)
+            trace.px.append(x)
+            trace.py.append(y)
+            trace.dirty = True
+        self.points += 1
+        self.rows = rows if rows is not None else self.points
+        if not self._timer.isActive():
+            self._timer.start()
+        return True
+
     def _trace(self, group: Any, ycol: str) -> _Trace:
         trace = self._traces.get((group, ycol))
         if trace is None:
@@ -354,6 +472,7 @@ class LivePlot(QWidget):
         drew = False
         for t in self._traces.values():
             if t.dirty:
+                t.settle()
                 t.curve.setData(t.x.view(), t.y.view())
                 t.dirty = False
                 drew = True
@@ -384,6 +503,10 @@ class LivePlot(QWidget):
             self.bar.setValue(0)
             self.bar.setFormat(message or ("running" if self.status == "running" else ""))
         self.status_changed.emit(f"{self.run_id} {self.status} {self.rows}")
+
+
+_SCALARS = (int, float, np.integer, np.floating, np.bool_, bool)
+_NAN = float("nan")
 
 
 def _key(value: Any) -> Any:
