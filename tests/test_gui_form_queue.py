@@ -12,7 +12,6 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 pytest.importorskip("pytestqt")
-from PyQt5.QtCore import pyqtSignal  # noqa: E402
 from PyQt5.QtWidgets import QCheckBox, QComboBox, QLineEdit  # noqa: E402
 
 from labpcu.bench import Bench  # noqa: E402
@@ -52,29 +51,15 @@ def form(qtbot, offline) -> ProtocolForm:
     return f
 
 
-def _worker_bug() -> str:
-    """worker.py's ``event`` signal shadows ``QObject.event()``: a BenchWorker moved to its
-    thread dies on its first Qt event. Until it is renamed the worker lives in the GUI
-    thread here (its requests then run synchronously, through the same signals)."""
-    return "BenchWorker.event shadows QObject.event()" if isinstance(vars(BenchWorker).get("event"),
-                                                                        pyqtSignal) else ""
-
-
 @pytest.fixture
 def bench_worker(qtbot):
-    thread = None
-    if _worker_bug():
-        worker = BenchWorker()
-    else:
-        worker, thread = start_worker()
+    """A worker in its own thread with the simulated bench (seed 0) open."""
+    worker, thread = start_worker()
     with qtbot.waitSignal(worker.bench_state, timeout=30000):
         worker.request_open(None, 0)
-    assert worker.bench is not None
+    qtbot.waitUntil(lambda: worker.bench is not None, timeout=30000)
     yield worker
-    if thread is not None:
-        stop_worker(worker, thread)
-    else:
-        worker.request_close()
+    stop_worker(worker, thread)
 
 
 def _cli_error(capsys, argv: list[str]) -> str:
@@ -385,7 +370,6 @@ def test_resume_interrupted_measures_only_what_is_left(qtbot, bench_worker, offl
     _shot(panel, tmp_path, "queue_resumed.png")
 
 
-@pytest.mark.skipif(bool(_worker_bug()), reason="needs the worker in its own thread: " + _worker_bug())
 def test_abort_current_run(qtbot, bench_worker, offline, tmp_path):
     panel = _panel(qtbot, bench_worker, tmp_path / "a.h5", offline)
     panel.add_step(Step("long", "iv_sweep", ("S01", "S02", "S03", "S04"), params={"points": 2001}))

@@ -26,7 +26,7 @@ from typing import Any
 
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit,
-                             QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+                             QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from labpcu.campaign.plan import Step
 from labpcu.campaign.writer import loaded_value

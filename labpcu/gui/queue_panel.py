@@ -594,9 +594,9 @@ class QueuePanel(QWidget):
 
 # ---------------------------------------------------------------------- helpers
 def _event_signal(worker: Any) -> Any:
-    """The worker's signal for runner and campaign events: ``event`` (a name that
-    shadows ``QObject.event()``: it may be renamed ``events``)."""
-    for name in ("events", "event"):
+    """The worker's signal for runner and campaign events: ``run_event`` (``event`` in
+    the first worker, a name that shadowed ``QObject.event()``)."""
+    for name in ("run_event", "event"):
         signal = getattr(worker, name, None)
         if hasattr(signal, "connect"):
             return signal
