@@ -235,7 +235,7 @@ def test_queue_edits_saves_and_loads(qtbot, offline, tmp_path, capsys):
                             params={"targets": (50e-6,)}, on_fail="continue"))
     c = panel.add_step(Step("screen", "retention", ("S03",), params={"duration": 20.0, "interval": 10.0}))
     assert c.name == "screen-2" and _order(panel) == ["screen", "program", "screen-2"]
-    assert panel.run_button.isEnabled() and "3 steps, 5 runs" in panel.summary.text()
+    assert panel.run_button.isEnabled() and "3 steps, up to 5 runs" in panel.summary.text()
     assert all(panel.tree.topLevelItem(i).text(4) not in ("", "?") for i in range(3))  # estimates
 
     panel.tree.setCurrentItem(panel.tree.topLevelItem(2))

@@ -468,9 +468,10 @@ class QueuePanel(QWidget):
         current = self.selected_index()
         self.tree.clear()
         campaign = self.campaign()
-        total_time, total_runs, unknown = 0.0, 0, False
+        total_time, total_runs, unknown, bound = 0.0, 0, False, False
         for index, step in enumerate(self.steps):
             tasks, exact = self._tasks(campaign, step, index)
+            bound = bound or not exact
             estimate, runs = self._estimate(step, tasks)
             if estimate is None:
                 unknown = True
@@ -506,8 +507,9 @@ class QueuePanel(QWidget):
             self.tree.setCurrentItem(self.tree.topLevelItem(min(current, len(self.steps) - 1)))
         n = len(self.steps)
         eta = format_duration(total_time) + (" or more" if unknown else "")
-        self.summary.setText(f"{n} step{'s' if n != 1 else ''}, {total_runs} run{'s' if total_runs != 1 else ''}, "
-                             f"about {eta} of bench time" if n else "The queue is empty: queue a protocol from "
+        up_to = "up to " if bound else ""
+        self.summary.setText(f"{n} step{'s' if n != 1 else ''}, {up_to}{total_runs} run{'s' if total_runs != 1 else ''}, "
+                             f"{up_to}about {eta} of bench time" if n else "The queue is empty: queue a protocol from "
                                                                     "the form.")
         self.store_label.setText(str(self.current_store(campaign)))
         self._update_buttons()
