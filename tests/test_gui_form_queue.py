@@ -155,6 +155,8 @@ def test_out_of_limit_level_shows_prepares_message(form, qtbot, offline, capsys,
         prepare("iv_sweep", {"stop": 30.0}, ["S01"], offline)
     assert form.message_text() == str(exc.value)  # ... not the bench's
     assert "bench limit" in form.message_text() and form.message.isVisible()
+    assert "border" in form.field("stop").editor.styleSheet()  # the changed level is marked
+    assert form.field("start").editor.styleSheet() == ""
     assert not form.queue_button.isEnabled()
     cli = _cli_error(capsys, ["run", "iv_sweep", "--device", "S01", "--stop", "30", "--out", str(tmp_path / "x.h5")])
     assert cli.endswith(form.message_text())

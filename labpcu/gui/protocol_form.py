@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QFontMetrics
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit,
                              QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
@@ -64,6 +65,9 @@ class ParamField:
         tip = spec.describe()
         self.label = QLabel(spec.name, parent)
         self.label.setToolTip(tip)
+        bold = self.label.font()
+        bold.setBold(True)  # room for the bold a changed value gets
+        self.label.setMinimumWidth(QFontMetrics(bold).horizontalAdvance(spec.name) + 4)
         self.editor: QWidget
         if spec.kind is bool and not spec.is_list:
             box = QCheckBox(parent)
@@ -381,6 +385,10 @@ class ProtocolForm(QWidget):
         color = ERROR_COLOR if error else (OK_COLOR if valid else HINT_COLOR)
         self.message.setStyleSheet(f"color: {color};")
         flagged = {name for name, f in self.fields.items() if error and f.changed and _names(message, name)}
+        if error and not flagged:  # a level the bench refuses ("levels = 30 V exceeds ..."): the changed
+            flagged = {name for name, f in self.fields.items()  # values in that unit are the suspects
+                       if f.changed and f.spec.unit and re.search(rf"\d\s*[fpnuµmkMG]?{re.escape(f.spec.unit)}\b",
+                                                                  message)}
         for name, f in self.fields.items():
             f.show_state(flagged=name in flagged)
         self.queue_button.setEnabled(valid)
