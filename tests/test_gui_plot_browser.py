@@ -50,6 +50,10 @@ def shots(tmp_path: Path) -> Path:
 
 
 def grab(widget, path: Path) -> Path:
+    from PyQt5.QtWidgets import QApplication
+
+    for _ in range(3):  # pyqtgraph lays its axes out on posted events: let them run first
+        QApplication.processEvents()
     assert widget.grab().save(str(path)), f"could not write {path}"
     return path
 

@@ -658,6 +658,9 @@ class DataBrowser(QWidget):
             if not path:
                 return None
         path = Path(path)
+        from PyQt5.QtWidgets import QApplication
+
+        QApplication.sendPostedEvents()  # pyqtgraph lays out axes and labels on posted events
         if not self.plot.grab().save(str(path), "PNG"):
             raise OSError(f"cannot write {path}")
         return path
