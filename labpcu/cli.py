@@ -149,16 +149,16 @@ class _DeferredHandler(logging.Handler):
 
 
 class _LineFormatter(logging.Formatter):
-    """``labpcu: warning: message``, like the error line (a debug line names its
-    logger); an exception as one line, or its traceback with ``traceback`` (-vv)."""
+    """``labpcu.bench: warning: message``: the logger, so that a logged error is never
+    mistaken for the command's own ``labpcu: error:`` line; an exception as one line,
+    or its traceback with ``traceback`` (-vv)."""
 
     def __init__(self, traceback: bool = False) -> None:
         super().__init__()
         self.traceback = traceback
 
     def format(self, record: logging.LogRecord) -> str:
-        where = f"[{record.name}] " if record.levelno <= logging.DEBUG else ""
-        text = f"labpcu: {record.levelname.lower()}: {where}{record.getMessage()}"
+        text = f"{record.name}: {record.levelname.lower()}: {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             if self.traceback:
                 text += "\n" + self.formatException(record.exc_info)

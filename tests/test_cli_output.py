@@ -237,16 +237,16 @@ def test_verbosity_flags_before_or_after_the_subcommand(chatty, capsys, flags, s
             "between": ["list", *flags, "runs"]}[where]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0 and out == "the listing\n"
-    mine = "\n".join(ln for ln in err.splitlines() if "[labpcu.cli]" not in ln)  # -vv: the command line, too
-    levels = [m.group(1) for m in re.finditer(r"^labpcu: (\w+): ", mine, re.M)]
+    levels = [m.group(1) for m in re.finditer(r"^labpcu\.somewhere: (\w+): ", err, re.M)]
     assert levels == shown, err
+    assert "labpcu: error" not in err  # a logged error is not the command's error line
     if "debug" in shown:
-        assert "labpcu: debug: [labpcu.somewhere] a debug record" in err
+        assert "labpcu.somewhere: debug: a debug record" in err
 
 
 def test_flags_at_two_levels_add_up(chatty, capsys):
     code, _, err = run_cli(capsys, "-v", "list", "runs", "-v")
-    assert code == 0 and "labpcu: debug: " in err
+    assert code == 0 and "labpcu.somewhere: debug: " in err
 
 
 def test_every_subcommand_takes_the_flags():
@@ -268,7 +268,7 @@ def test_every_subcommand_takes_the_flags():
 def test_the_log_file_gets_everything_with_timestamps(chatty, tmp_path, capsys):
     log = tmp_path / "labpcu.log"
     code, out, err = run_cli(capsys, "list", "runs", "-q", "--log-file", str(log))
-    assert code == 0 and [ln.split(":")[1].strip() for ln in err.splitlines()] == ["error"]
+    assert code == 0 and err == "labpcu.somewhere: error: an error record\n"
     lines = log.read_text().splitlines()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
     for level, text in [("DEBUG", "a debug record"), ("INFO", "an info record"), ("WARNING", "a warning record"),
@@ -297,8 +297,9 @@ def test_library_logs_add_no_line_to_the_error_line(monkeypatch, tmp_path, capsy
     code, out, err = run_cli(capsys, "list", "runs")
     assert code == 2 and err == "labpcu: error: the store is gone\n" and out == ""
     code, out, err = run_cli(capsys, "list", "runs", "-v")
-    assert code == 2 and err.splitlines() == ["labpcu: warning: reopening the connection to k2612a",
-                                              "labpcu: error: 00001 failed: lost", "labpcu: error: the store is gone"]
+    assert code == 2 and err.splitlines() == ["labpcu.bench: warning: reopening the connection to k2612a",
+                                              "labpcu.runner: error: 00001 failed: lost",
+                                              "labpcu: error: the store is gone"]
     log = tmp_path / "l.log"
     run_cli(capsys, "list", "runs", "--log-file", str(log))
     text = log.read_text()
