@@ -13,9 +13,11 @@ point-by-point protocols yield them). A 1 ms QTimer records the event loop's gap
 point to a list and calls ``setData`` with everything on every point (fewer points:
 it is quadratic).
 
-Browser: ``DataBrowser(store)`` built, shown and painted once, on a store of 10,000 runs
-(made once with the Store API and kept, ~5 min; ``--store`` reuses a file). Goal:
-under 1 s. Baseline: ``Store.runs()`` alone, the read the browser cannot avoid.
+Browser: ``DataBrowser(store)`` on a store of 10,000 runs (made once with the Store API
+and kept, ~10 min; ``--store`` reuses a file): the window painted (the run list is read
+in a background thread), then the list painted, with the event loop's longest gap
+meanwhile. Goal: under 1 s. Baseline: ``Store.runs()`` alone, the read the browser
+cannot avoid; and the browser's own work with that read answered from memory.
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_gui.py [--store runs10k.h5]
 """
@@ -33,7 +35,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PyQt5.QtCore import QObject, QTimer, pyqtSignal  # noqa: E402
+from PyQt5.QtCore import QEventLoop, QObject, QTimer, pyqtSignal  # noqa: E402
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 
 from _table import report  # noqa: E402
@@ -146,7 +148,7 @@ def ingest(app: QApplication, plot: Any, n_points: int, block: int, batched: boo
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     while producer.is_alive() or plot.status != "completed":
-        app.processEvents()
+        app.processEvents(QEventLoop.WaitForMoreEvents)  # as exec() does: sleep until an event comes
     elapsed = time.perf_counter() - start
     watch.stop()
     app.processEvents()
@@ -177,46 +179,68 @@ def make_store(path: Path, n: int = N_RUNS) -> Path:
     return path
 
 
-def _open(app: QApplication, path: Path) -> tuple[DataBrowser, float]:
-    t = time.perf_counter()
+def _open(app: QApplication, path: Path) -> tuple[DataBrowser, float, float, float]:
+    """(browser, seconds to the window painted, seconds to the list painted, the event
+    loop's longest gap meanwhile in ms)."""
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    watch = QTimer()
+    watch.setInterval(1)
+    watch.timeout.connect(tick)
+    watch.start()
+    last[0] = t = time.perf_counter()
     browser = DataBrowser(path)
     browser.resize(1300, 700)
     browser.show()
     app.processEvents()  # the first paint
-    return browser, time.perf_counter() - t
+    shown = time.perf_counter() - t
+    while browser.loading or browser.refreshes == 0:
+        app.processEvents(QEventLoop.WaitForMoreEvents)  # as exec() does: sleep until an event comes
+    app.processEvents()  # the list painted
+    listed = time.perf_counter() - t
+    tick()
+    watch.stop()
+    return browser, shown, listed, max(gaps) * 1000
 
 
 def open_browser(app: QApplication, path: Path, repeat: int = 3) -> dict[str, float]:
-    """Best of ``repeat``: Store.runs() alone; the browser opened; the browser opened
-    with Store.runs() answered from memory (its own work: model, filters, first paint);
-    a change of filters."""
-    best_open, best_runs, best_own, best_filter = (float("inf"),) * 4
+    """Best of ``repeat``: Store.runs() alone; the browser opened (window, then list);
+    the browser with Store.runs() answered from memory (its own work: model, filters,
+    paint); a change of filters."""
+    best = {k: float("inf") for k in ("runs_only", "shown", "listed", "gap", "own", "filter")}
     n = 0
     for _ in range(repeat):
         t = time.perf_counter()
         df = Store(path).runs()
-        best_runs = min(best_runs, time.perf_counter() - t)
+        best["runs_only"] = min(best["runs_only"], time.perf_counter() - t)
         n = len(df)
-        browser, seconds = _open(app, path)
-        best_open = min(best_open, seconds)
+        browser, shown, listed, gap = _open(app, path)
+        best["shown"], best["listed"], best["gap"] = (min(best["shown"], shown), min(best["listed"], listed),
+                                                      min(best["gap"], gap))
         assert len(browser.run_ids()) >= n
         browser.close()
         browser.deleteLater()
         real_runs = Store.runs
         Store.runs = lambda self, *a, **k: df.copy()  # type: ignore[method-assign]
         try:
-            browser, seconds = _open(app, path)
+            browser, _, own, _ = _open(app, path)
         finally:
             Store.runs = real_runs  # type: ignore[method-assign]
-        best_own = min(best_own, seconds)
+        best["own"] = min(best["own"], own)
         t = time.perf_counter()
         browser.set_filters(protocol="retention", device="S02", sample="W1")
         app.processEvents()
-        best_filter = min(best_filter, time.perf_counter() - t)
+        best["filter"] = min(best["filter"], time.perf_counter() - t)
         browser.close()
         browser.deleteLater()
         app.processEvents()
-    return {"runs": n, "open": best_open, "runs_only": best_runs, "own": best_own, "filter": best_filter}
+    return {"runs": n, **best}
 
 
 def main() -> None:
@@ -236,6 +260,7 @@ def main() -> None:
         plot = LivePlot()
         plot.resize(900, 520)
         plot.show()
+        ingest(app, plot, 1_000, block, batched)  # warm up: the window is on screen before a run starts
         results[block, batched] = r = ingest(app, plot, args.points, block, batched)
         plot.close()
         how = "EventBatcher" if batched else "a signal per event"
@@ -246,6 +271,7 @@ def main() -> None:
     naive = NaivePlot()
     naive.widget.resize(900, 520)
     naive.widget.show()
+    ingest(app, NaivePlot(), 100, 1)
     nr = ingest(app, naive, args.naive_points, 1)
     naive.widget.close()
     rows.append({"case": "baseline: setData on every point", "points": nr["points"], "points/s": nr["rate"],
@@ -255,10 +281,13 @@ def main() -> None:
 
     path = make_store(args.store)
     b = open_browser(app, path)
-    rows = [{"case": f"DataBrowser open + first paint ({b['runs']:,} runs)", "seconds": b["open"],
-             "goal": f"< {GOAL_OPEN:g} s", "verdict": "ok" if b["open"] < GOAL_OPEN else "MISSED"},
+    rows = [{"case": f"DataBrowser: window painted ({b['runs']:,} runs)", "seconds": b["shown"],
+             "goal": f"< {GOAL_OPEN:g} s", "verdict": "ok" if b["shown"] < GOAL_OPEN else "MISSED"},
+            {"case": "DataBrowser: run list painted", "seconds": b["listed"], "goal": f"< {GOAL_OPEN:g} s",
+             "verdict": ("ok" if b["listed"] < GOAL_OPEN else "MISSED")
+             + f" (longest event-loop gap meanwhile {b['gap']:.0f} ms)"},
             {"case": "baseline: Store.runs() alone", "seconds": b["runs_only"], "goal": "-",
-             "verdict": f"{b['runs_only'] / b['open']:.0%} of the open"},
+             "verdict": f"{b['runs_only'] / b['listed']:.0%} of the listing"},
             {"case": "the browser's own work (Store.runs() answered from memory)", "seconds": b["own"],
              "goal": f"< {GOAL_OPEN:g} s", "verdict": "ok" if b["own"] < GOAL_OPEN else "MISSED"},
             {"case": "change the filters (protocol, device, sample)", "seconds": b["filter"], "goal": "-",

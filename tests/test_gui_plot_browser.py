@@ -318,6 +318,7 @@ def test_browser_lists_filters_opens_overlays_and_exports(qtbot, run_store, tmp_
     qtbot.addWidget(browser)
     browser.resize(1300, 700)
     browser.show()
+    qtbot.waitUntil(lambda: not browser.loading and browser.refreshes == 1, timeout=10_000)  # read in a thread
     ids = browser.run_ids()
     assert sorted(ids) == ["00001-iv_sweep", "00002-iv_sweep", "00003-binary_switch", "00004-retention"]
     assert ids[0] == "00004-retention"  # newest first
@@ -421,7 +422,7 @@ def test_browser_never_changes_a_run_being_written(qtbot, tmp_path) -> None:
     assert len(runs) == n_runs + 1 and (runs["status"] == "completed").all(), runs["status"].value_counts()
     assert (runs["n_points"].iloc[1:] == reads).all()
     assert browser.refreshes >= 3 and len(set(opened)) >= 2  # it really read meanwhile
-    browser.refresh()
+    browser.refresh(wait=True)
     assert len(browser.run_ids()) == n_runs + 1
 
 

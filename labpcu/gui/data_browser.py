@@ -7,6 +7,8 @@
     browser.select_runs(["00001-iv_sweep", "00004-iv_sweep"])   # overlaid on one plot
     browser.export_csv("run.csv"); browser.export_png("plot.png")
 
+The run list is read in a background thread, so a big store (or a slow disk) never
+freezes the window; opening a run reads it on the GUI thread (one run is quick).
 It only reads, through the store's public API (:meth:`Store.runs`, :meth:`Store.info`,
 :meth:`Store.read`), so it may watch a file a campaign is writing: refresh it (the
 button, :meth:`refresh`, or :meth:`set_auto_refresh`) and a run being written grows in
@@ -21,6 +23,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,11 +235,17 @@ class DataBrowser(QWidget):
 
     #: the run(s) now open (first is the one in the table and tree)
     runs_opened = pyqtSignal(list)
+    #: the run list, read in a background thread: (DataFrame or None, error or None)
+    _runs_read = pyqtSignal(object, object)
 
     def __init__(self, store_path: str | Path, parent: QWidget | None = None, *,
-                 auto_refresh_ms: int = 0) -> None:
+                 auto_refresh_ms: int = 0, background: bool = True) -> None:
         super().__init__(parent)
         self.store = Store(store_path)
+        self.background = background
+        self._loading = False
+        self._again = False
+        self._runs_read.connect(self._background_done, Qt.QueuedConnection)
         self.all_runs = pd.DataFrame()  # Store.runs(), unfiltered
         self.open_ids: list[str] = []
         self.open_info: Any = None
@@ -366,14 +375,53 @@ class DataBrowser(QWidget):
         else:
             self._timer.stop()
 
-    def refresh(self) -> None:
+    @property
+    def loading(self) -> bool:
+        """A background read of the run list is under way."""
+        return self._loading
+
+    def refresh(self, wait: bool = False) -> None:
         """Read the run list again (one ``Store.runs()``), keep the filters and the
-        selection, and reload an open run that has grown or changed status."""
+        selection, and reload an open run that has grown or changed status. The read
+        runs in a background thread (a big store takes seconds to list, and the window
+        must not freeze meanwhile) unless ``wait`` or the browser was made with
+        ``background=False``; a refresh asked for during one is done after it."""
+        if wait or not self.background:
+            self._apply_runs(*self._read_runs())
+            return
+        if self._loading:
+            self._again = True
+            return
+        self._loading = True
+        if not len(self.all_runs):
+            self.count.setText(f"reading {self.store.path.name}…")
+
+        def work() -> None:
+            result = self._read_runs()
+            try:
+                self._runs_read.emit(*result)
+            except RuntimeError:  # the browser was closed meanwhile
+                pass
+
+        threading.Thread(target=work, name="labpcu browser: run list", daemon=True).start()
+
+    def _read_runs(self) -> tuple[pd.DataFrame | None, BaseException | None]:
         try:
-            runs = self.store.runs() if self.store.path.exists() else None
-        except Exception as exc:  # noqa: BLE001 - a file being written or damaged: say so, keep what we had
+            return (self.store.runs() if self.store.path.exists() else None), None
+        except Exception as exc:  # noqa: BLE001 - a file being written or damaged: shown, not raised
+            return None, exc
+
+    def _background_done(self, runs: pd.DataFrame | None, error: BaseException | None) -> None:
+        self._loading = False
+        self._apply_runs(runs, error)
+        if self._again:
+            self._again = False
+            self.refresh()
+
+    def _apply_runs(self, runs: pd.DataFrame | None, error: BaseException | None) -> None:
+        if error is not None:  # keep what we had, and say why it is not newer
             self.count.setText(f"<span style='color:#c62828'>cannot read {self.store.path.name}: "
-                               f"{_first_line(exc)}</span>")
+                               f"{_first_line(error)}</span>")
             return
         self.refreshes += 1
         if runs is None:
@@ -381,8 +429,8 @@ class DataBrowser(QWidget):
         else:
             meta = runs["metadata"].tolist()
             texts = [sample_text(m) for m in meta]
-            runs = runs.assign(duration=runs["duration"].round(3), sample=[t[0] for t in texts], operator=[t[1] for t in texts],
-                               _hay=[_sample_haystack(m) for m in meta],
+            runs = runs.assign(duration=runs["duration"].round(3), sample=[t[0] for t in texts],
+                               operator=[t[1] for t in texts], _hay=[_sample_haystack(m) for m in meta],
                                _devices_lc=runs["devices"].str.lower())
             self.all_runs = runs
         protocols = sorted(set(self.all_runs["protocol"])) if len(self.all_runs) else []

@@ -118,7 +118,7 @@ def configure_axes(item: pg.PlotItem, spec: PlotSpec, units: Mapping[str, str], 
 def curve_style(spec: PlotSpec, colour: Any) -> dict[str, Any]:
     if spec.kind == "scatter":
         return {"pen": None, "symbol": "o", "symbolSize": 4, "symbolPen": None, "symbolBrush": colour}
-    return {"pen": pg.mkPen(colour, width=1.5), "symbol": None}
+    return {"pen": pg.mkPen(colour, width=1), "symbol": None}  # width 1: the raster engine draws thin lines fast
 
 
 def prepare_values(spec: PlotSpec, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
