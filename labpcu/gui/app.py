@@ -79,11 +79,14 @@ class MainWindow:
         left.addWidget(self.bench_panel)
         left.addWidget(self.wafer_map)
         left.setStretchFactor(1, 3)
+        left.setSizes([400, 600])  # the wafer map gets the room; the bench panel scrolls its tables
         run_tab = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
         run_tab.addWidget(self.form)
         run_tab.addWidget(self.queue)
         run_tab.setStretchFactor(0, 3)
         run_tab.setStretchFactor(1, 2)
+        # the form's limits column stays readable: sizes set once the window has its size
+        QtCore.QTimer.singleShot(0, lambda: run_tab.setSizes([3 * run_tab.width() // 5, 2 * run_tab.width() // 5]))
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.addTab(run_tab, "Run")
         self.tabs.addTab(self.live_plot, "Live plot")
@@ -99,6 +102,7 @@ class MainWindow:
         main.addWidget(right)
         main.setStretchFactor(0, 2)
         main.setStretchFactor(1, 3)
+        main.setSizes([640, 960])
         win.setCentralWidget(main)
 
         self.clock_label = QtWidgets.QLabel("bench clock —")
