@@ -35,6 +35,7 @@ from PyQt5.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -106,7 +107,18 @@ class CodebookViewer(QWidget):
         self.details.setTextFormat(Qt.RichText)
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self._colorbar: Any = None
+        # the error map lives in its own plot, made once (a colour bar created and removed
+        # per view leaves pyqtgraph painting a dead item)
+        self.map_plot = plot_frame()
+        self.map_item = self.map_plot.getPlotItem()
+        self.map_image = pg.ImageItem()
+        self.map_item.addItem(self.map_image)
+        self.colorbar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=pg.colormap.get("CET-D1"), label="mean − ideal",
+                                        interactive=False)
+        self.colorbar.setImageItem(self.map_image, insert_in=self.map_item)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.plot)
+        self.stack.addWidget(self.map_plot)
 
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -116,7 +128,7 @@ class CodebookViewer(QWidget):
         mode_row.addWidget(QLabel("2-D view"))
         mode_row.addWidget(self.mode)
         rl.addLayout(mode_row)
-        rl.addWidget(self.plot, 1)
+        rl.addWidget(self.stack, 1)
         scroll = QScrollArea()
         scroll.setWidget(self.details)
         scroll.setWidgetResizable(True)
@@ -223,7 +235,8 @@ class CodebookViewer(QWidget):
         self.entries.blockSignals(True)
         self.entries.clear()
         for name, table in cb.operators.items():
-            item = QListWidgetItem(f"{name}   ({table.kind}, {'×'.join(map(str, table.grid_shape))})")
+            item = QListWidgetItem(f"{name}   ({'×'.join(map(str, table.grid_shape))})")
+            item.setToolTip(f"{table.kind}, ideal {table.ideal}, {table.n_devices} devices")
             item.setData(Qt.UserRole, name)
             self.entries.addItem(item)
         for name, present in ((PROGRAMMING, cb.programming is not None), (WEIGHT_NOISE, cb.weight_noise is not None)):
@@ -245,11 +258,7 @@ class CodebookViewer(QWidget):
         self.item.clear()
         self.legend.clear()
         self.legend.setVisible(True)
-        if self._colorbar is not None:
-            self.plot.getPlotItem().layout.removeItem(self._colorbar)
-            self._colorbar.setParentItem(None)
-            self._colorbar.deleteLater()
-            self._colorbar = None
+        self.stack.setCurrentWidget(self.plot)
         self.item.setLogMode(False, False)
         self.item.setAspectLocked(False)
         self.drawn = {}
@@ -340,18 +349,17 @@ class CodebookViewer(QWidget):
         x1, x2 = (np.asarray(a, dtype=float) for a in t.axes[:2])
         err = np.asarray(t.mean, dtype=float) - np.asarray(t.ideal_values, dtype=float)
         lim = float(np.nanmax(np.abs(err))) or 1.0
-        img = pg.ImageItem(err)  # rows: x1, columns: x2 (pyqtgraph's x is the first axis)
         dx1 = (x1[-1] - x1[0]) / max(len(x1) - 1, 1) or 1.0
         dx2 = (x2[-1] - x2[0]) / max(len(x2) - 1, 1) or 1.0
-        img.setRect(x1[0] - dx1 / 2, x2[0] - dx2 / 2, dx1 * len(x1), dx2 * len(x2))
-        self.item.addItem(img)
-        self._colorbar = pg.ColorBarItem(values=(-lim, lim), colorMap=pg.colormap.get("CET-D1"), label="mean − ideal")
-        self._colorbar.setImageItem(img, insert_in=self.item)
-        self.legend.setVisible(False)
+        self.map_image.setImage(np.nan_to_num(err), autoLevels=False)  # rows: x1 (pyqtgraph's x), columns: x2
+        self.map_image.setRect(x1[0] - dx1 / 2, x2[0] - dx2 / 2, dx1 * len(x1), dx2 * len(x2))
+        self.colorbar.setLevels(values=(-lim, lim))
+        self.map_item.autoRange()
+        self.stack.setCurrentWidget(self.map_plot)
         self.drawn["error"] = err
-        self.item.setLabel("bottom", f"{t.axis_names[0] if t.axis_names else 'x1'} (network units)")
-        self.item.setLabel("left", f"{t.axis_names[1] if len(t.axis_names) > 1 else 'x2'} (network units)")
-        self.item.setTitle(f"{t.name}: mean − ideal on the grid (max |error| {lim:.3g})")
+        self.map_item.setLabel("bottom", f"{t.axis_names[0] if t.axis_names else 'x1'} (network units)")
+        self.map_item.setLabel("left", f"{t.axis_names[1] if len(t.axis_names) > 1 else 'x2'} (network units)")
+        self.map_item.setTitle(f"{t.name}: mean − ideal on the grid (max |error| {lim:.3g})")
 
     def _draw_programming(self, p: Any) -> None:
         x = np.asarray(p.target_fraction, dtype=float)
