@@ -323,10 +323,13 @@ def test_layout_is_readable_with_plain_h5py(store: Store) -> None:
 
         data = run["data"]
         assert list(data) == ["v", "label"]  # declaration order
+        point = run["point"]  # the columns' dimension: an empty netCDF dimension scale, as long as they are
+        assert h5py.h5ds.is_scale(point.id) and point.shape == (3,) and point.maxshape == (None,)
         for name, units in (("v", "V"), ("label", "")):
             ds = data[name]
             assert ds.ndim == 1 and ds.shape == (3,) and ds.maxshape == (None,) and ds.chunks is not None
             assert ds.attrs["units"] == units and "description" in ds.attrs
+            assert ds.dims[0][0] == point
         assert data["v"].attrs["description"] == "applied" and data["v"][:].tolist() == [0.0, 0.5, 1.0]
         assert h5py.check_string_dtype(data["label"].dtype).encoding == "utf-8"
         assert data["label"].asstr()[:].tolist() == ["a", "é", "😀"]

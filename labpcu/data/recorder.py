@@ -61,6 +61,11 @@ class RunRecorder:
         self._file = h5file
         data = h5file["runs"][run_id]["data"]
         self._datasets = [data[c.name] for c in columns]
+        # the run's ``point`` dimension scale (netCDF readers), unless a column is the
+        # dimension itself: resized after every column, so its length is always the rows
+        # every column holds (what a plain reader may read)
+        scale = h5file["runs"][run_id].get("point") if "point" not in (c.name for c in columns) else None
+        self._scale = scale if isinstance(scale, h5py.Dataset) else None
         self._names = [c.name for c in columns]
         self._str_columns = [i for i, c in enumerate(columns) if c.dtype == "str"]
         self._capacity = block_rows
@@ -155,6 +160,8 @@ class RunRecorder:
                 ds[self._on_disk:end] = chunk
                 if k == 0:
                     crash_point("recorder.write")  # one column written, the others not yet
+            if self._scale is not None:
+                self._scale.resize((end,))
             self._file.flush()
             self._on_disk = end
             self._pending = 0

@@ -83,7 +83,28 @@ STATUSES = ("running", "completed", "aborted", "failed", "interrupted")
 #: oldest HDF5 file format that has SWMR; files stay readable by HDF5 1.10 and later
 LIBVER = ("v110", "v110")
 _STR = h5py.string_dtype()
-_CHUNK_ROWS = 8192
+#: rows per chunk of a run's columns (1 KB of float64). Not compressed: under SWMR a
+#: chunk flushed again (a slow run's last, partial chunk, once a second) keeps its place
+#: only if its size does not change, and HDF5 never reuses space a SWMR writer frees (a
+#: reader may still be reading it), so a compressed chunk would leave a copy behind at
+#: every flush (measured: 1.7x to 50x the raw size, flushing every 1,000 to 10 rows). A
+#: small chunk keeps the last, partly filled one cheap: an 11-point run takes 1 KB per
+#: column, a long run its raw size plus < 1 KB per column and its chunk index (~3 %)
+_CHUNK_ROWS = 128
+#: attributes kept in the object header (compact) up to this many, instead of a heap
+#: and a B-tree of their own per group: a run's group has about 17
+_MAX_COMPACT_ATTRS = 64
+#: the dimension of a run's columns, for netCDF readers (xarray's h5netcdf engine): a
+#: dimension scale in the run's data group, as netCDF-4 writes a dimension that is not
+#: also a variable (no data of its own)
+POINT_DIM = "point"
+_NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+#: the run index: one row per run, so that listing, numbering and claiming runs read a
+#: few small datasets instead of every run's group (see :func:`_index_append`)
+INDEX = "index"
+_INDEX_STR = ("run_id", "protocol", "status", "started", "finished", "devices", "error", "uuid", "metadata")
+_INDEX_COLUMNS = (*_INDEX_STR, "n_points")
+_INDEX_CHUNK = 256
 #: how long a reader retries a file a writer is updating before giving up
 READ_RETRY_S = 3.0
 _HOST = socket.gethostname()
@@ -127,7 +148,7 @@ class Store:
     """
 
     def __init__(self, path: str | Path, *, flush_interval: float = 1.0, block_rows: int = 65536,
-                 lock_timeout: float = 5.0) -> None:
+                 lock_timeout: float = 5.0, durable: bool = True) -> None:
         self.path = Path(path)
         if not flush_interval > 0:
             raise StoreError(f"flush_interval must be > 0 s, not {flush_interval!r}")
@@ -139,6 +160,11 @@ class Store:
         self.block_rows = int(block_rows)
         #: how long a writer waits for another one to end before StoreBusyError
         self.lock_timeout = float(lock_timeout)
+        #: fsync each write session (the journal, then the file). False skips the fsyncs
+        #: (for bulk imports, tests and benchmarks): a killed process still leaves every
+        #: session all or nothing, since the kernel keeps the writes' order, but a power
+        #: loss or an OS crash may not
+        self.durable = bool(durable)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -257,7 +283,7 @@ class Store:
     def _journaled(self, claim: bool) -> Iterator[h5py.File]:
         """The body of :meth:`_session`, for a caller holding the lock and the gate."""
         self._prepare_for_write()
-        jf = JournaledFile(self.path)
+        jf = JournaledFile(self.path, durable=self.durable)
         try:
             f = h5py.File(jf, "r+", libver=LIBVER)
         except Exception as exc:
@@ -313,7 +339,14 @@ class Store:
         """Every run id, oldest first."""
         if not self.path.exists():
             return []
-        return self._read(lambda f: sorted(f["runs"]) if "runs" in f else [])
+
+        def scan(f: h5py.File) -> list[str]:
+            ix = _index(f)
+            if ix is not None:
+                return sorted(ix["run_id"].asstr()[:])
+            return sorted(f["runs"]) if "runs" in f else []
+
+        return self._read(scan)
 
     def runs(
         self,
@@ -333,7 +366,10 @@ class Store:
             raise StoreError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
 
         def scan(f: h5py.File) -> list[dict[str, Any]]:
-            rows = []
+            ix = _index(f)
+            if ix is not None:
+                return _index_scan(f, ix)
+            rows = []  # a store from before the index (or one whose index is stale): every run's group
             for run_id, grp in sorted(f.get("runs", {}).items()):
                 a = grp.attrs
                 devices = tuple(from_json(a.get("devices", "[]")))
@@ -425,16 +461,19 @@ class Store:
 
         def scan(f: h5py.File) -> pd.DataFrame:
             grp = _run_group(f, run_id, self.path)
+            # first: a live run's columns are refreshed here, and a handle opened before
+            # another one's refresh can keep a stale chunk index (HDF5 then reads one
+            # chunk's data for another once a column has several chunks)
+            n_rows = _n_points(grp)
             ordered = _ordered(grp.get("data", {}))
             names = [n for n, _ in ordered] if columns is None else list(columns)
             by_name = dict(ordered)
             for n in names:
                 if n not in by_name:
                     raise StoreError(f"run {run_id} has no column {n!r}; it has {', '.join(by_name) or 'none'}")
-            n_rows = _n_points(grp)
             out: dict[str, Any] = {}
             for n in names:
-                ds = by_name[n]  # _n_points refreshed it if the run is live
+                ds = by_name[n]
                 if h5py.check_string_dtype(ds.dtype) is not None:
                     out[n] = pd.Series(ds.asstr()[:n_rows], dtype=object)
                 else:
@@ -502,9 +541,11 @@ class Store:
             with session_gate(self.path):  # until SWMR is on: readers wait meanwhile
                 with self._session(lock, claim=True, gated=True) as fw:
                     runs = fw["runs"]
-                    number = 1 + max((int(k.split("-", 1)[0]) for k in runs if k.split("-", 1)[0].isdigit()), default=0)
-                    run_id = f"{number:05d}-{protocol}"
-                    grp = runs.create_group(run_id)
+                    ix = _writable_index(fw)
+                    n_rows = ix["run_id"].shape[0]  # rows are in run order: the newest is last
+                    last = ix["run_id"].asstr()[n_rows - 1] if n_rows else ""
+                    run_id = f"{_run_number(last) + 1:05d}-{protocol}"
+                    grp = _new_group(runs, run_id)
                     a = grp.attrs
                     a["protocol"] = protocol
                     for key, text in meta.items():
@@ -520,13 +561,9 @@ class Store:
                     a["uuid"] = run_uuid
                     a["bench_time_start"] = float(bench_time_start)
                     a["bench_time_end"] = float("nan")
-                    data = grp.create_group("data", track_order=True)
-                    for col in cols:
-                        ds = data.create_dataset(col.name, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
-                                                 dtype=_STR if col.dtype == "str" else col.dtype)
-                        ds.attrs["units"] = col.unit
-                        ds.attrs["description"] = col.description
-                    grp.create_group("results")
+                    _make_columns(_new_group(grp, "data", track_order=True), cols)
+                    _new_group(grp, "results")
+                    _index_append(ix, _index_values(grp, run_id))
                     crash_point("begin_run.created")
                 crash_point("begin_run.committed")
                 # a fresh handle, so SWMR's is the only one; creating objects is done
@@ -582,6 +619,10 @@ class Store:
         with self._session(lock) as f:
             grp = _run_group(f, run_id, self.path)
             a = grp.attrs
+            # read first: this loads the newest global heap collection (the run's text
+            # attributes are in it), which HDF5 then fills with this session's text
+            # instead of starting a new 4 KB collection
+            _s(a.get("status"))
             if results:  # first, so a result that cannot be stored turns the status to failed
                 try:
                     write_tree(grp.require_group("results"), results)
@@ -599,6 +640,7 @@ class Store:
             a["finished"] = now_iso()
             a["n_points"] = _n_points(grp) if n_points is None else int(n_points)
             a["bench_time_end"] = float(bench_time_end)
+            _index_update(f, run_id, grp)
             crash_point("finish_run.status")
         crash_point("finish_run.committed")
         return status, error
@@ -610,6 +652,29 @@ class Store:
             if "results" in grp:
                 del grp["results"]
             write_tree(grp.create_group("results"), results)
+
+
+def _index_scan(f: h5py.File, ix: h5py.Group) -> list[dict[str, Any]]:
+    """:meth:`Store.runs`'s rows from the index: a few dataset reads whatever the number
+    of runs. Only a run still marked running is looked up in its group (its rows so far)."""
+    cols = {name: ix[name].asstr()[:] for name in _INDEX_STR}
+    n_points = ix["n_points"][:]
+    runs = f["runs"]
+    rows = []
+    for k in np.argsort(cols["run_id"], kind="stable"):
+        run_id = str(cols["run_id"][k])
+        status = str(cols["status"][k])
+        devices = tuple(from_json(cols["devices"][k]))
+        n = int(n_points[k])
+        if status == "running":
+            n = _n_points(runs[run_id])
+        rows.append({
+            "run_id": run_id, "protocol": str(cols["protocol"][k]), "status": status,
+            "started": str(cols["started"][k]), "finished": str(cols["finished"][k]),
+            "devices": ", ".join(devices), "n_points": n, "error": str(cols["error"][k]),
+            "_devices": devices, "_uuid": str(cols["uuid"][k]), "metadata": from_json(cols["metadata"][k]),
+        })
+    return rows
 
 
 class _Lease:
@@ -715,7 +780,13 @@ def _mark_dead_runs(f: h5py.File, tail: int | None = None) -> list[str]:
     (repair). Returns the runs marked."""
     marked = []
     runs = f.get("runs", {})
-    names = sorted(runs) if tail is None else sorted(runs)[-tail:]
+    if tail is None:
+        names = sorted(runs)
+    else:  # the index's newest rows: no walk over every run's name
+        ix = _writable_index(f)
+        n = ix["run_id"].shape[0]
+        lo = max(0, n - tail)
+        names = [r for r, st in zip(ix["run_id"].asstr()[lo:n], ix["status"].asstr()[lo:n]) if st == "running"]
     for run_id in names:
         grp = runs[run_id]
         if _s(grp.attrs.get("status")) == "running":
@@ -724,7 +795,162 @@ def _mark_dead_runs(f: h5py.File, tail: int | None = None) -> list[str]:
                                   "or lost power); the points flushed before then are kept")
             grp.attrs["n_points"] = _n_points(grp)
             marked.append(run_id)
+            if tail is not None:
+                _index_update(f, run_id, grp)
+    if tail is None and marked:
+        _build_index(f)
     return marked
+
+
+# ------------------------------------------------------------------ the layout
+def _new_group(parent: h5py.Group, name: str, *, track_order: bool = False) -> h5py.Group:
+    """A group whose attributes stay in its object header (compact) rather than in a
+    fractal heap and B-tree of their own, a few KB per run saved; ``track_order``
+    keeps its links in creation order."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_attr_phase_change(_MAX_COMPACT_ATTRS, _MAX_COMPACT_ATTRS - 8)
+    if track_order:
+        flags = h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED
+        gcpl.set_link_creation_order(flags)
+        gcpl.set_attr_creation_order(flags)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode("utf-8"), gcpl=gcpl))
+
+
+def _make_columns(data: h5py.Group, cols: Sequence[Column]) -> None:
+    """A run's columns, empty and resizable, with their ``point`` dimension: a column
+    named ``point`` is the dimension itself (a coordinate), otherwise an empty dimension
+    scale ``point`` beside ``data`` in the run's group (netCDF-4's "dimension but not a
+    variable", which netCDF readers see from the data group too; ``data`` keeps only
+    columns) that the recorder keeps as long as the rows every column holds."""
+    datasets = []
+    for col in cols:
+        ds = data.create_dataset(col.name, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
+                                 dtype=_STR if col.dtype == "str" else col.dtype)
+        ds.attrs["units"] = col.unit
+        ds.attrs["description"] = col.description
+        datasets.append(ds)
+    by_name = dict(zip((c.name for c in cols), datasets))
+    if POINT_DIM in by_name:
+        scale = by_name[POINT_DIM]
+        scale.make_scale(POINT_DIM)
+    else:
+        scale = data.parent.create_dataset(POINT_DIM, shape=(0,), maxshape=(None,), chunks=(_CHUNK_ROWS,),
+                                           dtype="f4")
+        scale.make_scale(_NOT_A_VARIABLE)
+    for ds in datasets:
+        if ds is not scale:
+            ds.dims[0].attach_scale(scale)
+
+
+def _point_scale(grp: h5py.Group) -> h5py.Dataset | None:
+    """A run's empty ``point`` dimension scale (not a column), if it has one."""
+    ds = grp.get(POINT_DIM)
+    if isinstance(ds, h5py.Dataset) and _s(ds.attrs.get("NAME", "")) == _NOT_A_VARIABLE:
+        return ds
+    return None
+
+
+# ------------------------------------------------------------------ the index
+def _index(f: h5py.File) -> h5py.Group | None:
+    """The run index, if present and in step with ``/runs`` (one row per run: a store
+    written by a labpcu without the index, or a run group deleted by hand, makes it
+    stale, and then it is not used; the next write session rebuilds it)."""
+    ix = f.get(INDEX)
+    runs = f.get("runs")
+    if not isinstance(ix, h5py.Group) or runs is None:
+        return None
+    try:
+        n = {ix[c].shape[0] for c in _INDEX_COLUMNS}
+    except KeyError:
+        return None
+    if len(n) != 1 or n.pop() != len(runs):
+        return None
+    return ix
+
+
+def _index_values(grp: h5py.Group, run_id: str) -> dict[str, Any]:
+    """A run's index row, from its group's attributes."""
+    a = grp.attrs
+    row = {k: _s(a.get(k)) for k in _INDEX_STR if k != "run_id"}
+    row["run_id"] = run_id
+    row["devices"] = row["devices"] or "[]"
+    row["metadata"] = row["metadata"] or "{}"
+    row["n_points"] = int(a.get("n_points", -1))
+    return row
+
+
+def _run_number(run_id: str) -> int:
+    head = run_id.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _build_index(f: h5py.File) -> h5py.Group:
+    """(Re)build the run index from the run groups (a store from before the index, or
+    one whose index went stale): one pass over every run, in a write session."""
+    if INDEX in f:
+        del f[INDEX]
+    runs = f.require_group("runs")
+    ids = sorted(runs, key=lambda r: (_run_number(r), r))
+    rows = [_index_values(runs[r], r) for r in ids]
+    ix = f.create_group(INDEX)
+    n = len(rows)
+    for name in _INDEX_COLUMNS:
+        if name == "n_points":
+            values: Any = np.array([r[name] for r in rows], dtype=np.int64)
+            ds = ix.create_dataset(name, data=values, maxshape=(None,), chunks=(_INDEX_CHUNK,))
+        else:
+            values = np.array([r[name] for r in rows], dtype=object) if n else np.empty(0, dtype=object)
+            ds = ix.create_dataset(name, data=values, dtype=_STR, maxshape=(None,), chunks=(_INDEX_CHUNK,))
+    scale = ix["run_id"]
+    scale.make_scale("run_id")
+    for name in _INDEX_COLUMNS:
+        if name != "run_id":
+            ix[name].dims[0].attach_scale(scale)
+    return ix
+
+
+def _writable_index(f: h5py.File) -> h5py.Group:
+    """The index, in a write session: rebuilt first if missing or stale."""
+    ix = _index(f)
+    return ix if ix is not None else _build_index(f)
+
+
+def _index_append(ix: h5py.Group, row: Mapping[str, Any]) -> None:
+    """A new run's row (in the journaled session that makes the run, so the index and
+    the runs agree after a crash at any instant). The index is not compressed: a row
+    is written in place, where a compressed chunk would be rewritten elsewhere."""
+    n = ix["run_id"].shape[0]
+    for name in _INDEX_COLUMNS:
+        ds = ix[name]
+        ds.resize((n + 1,))
+        ds[n] = row[name]
+
+
+def _index_row(ix: h5py.Group, run_id: str) -> int | None:
+    """The row of ``run_id``: looked for among the newest rows first (the run being
+    ended is nearly always one of them)."""
+    ids = ix["run_id"]
+    n = ids.shape[0]
+    start = max(0, n - 64)
+    for lo, hi in ((start, n), (0, start)):
+        if hi > lo:
+            found = np.flatnonzero(ids.asstr()[lo:hi] == run_id)
+            if found.size:
+                return lo + int(found[-1])
+    return None
+
+
+def _index_update(f: h5py.File, run_id: str, grp: h5py.Group) -> None:
+    """Copy a run's status, end and n_points from its group into its index row (in the
+    session that changed them)."""
+    ix = _writable_index(f)
+    row = _index_row(ix, run_id)
+    if row is None:  # cannot happen with an index in step with /runs: rebuild rather than guess
+        _build_index(f)
+        return
+    values = _index_values(grp, run_id)
+    for name in ("status", "finished", "error", "n_points"):
+        ix[name][row] = values[name]
 
 
 def _h5open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
@@ -838,6 +1064,7 @@ class StoreCheck:
     truncated: dict[str, dict[str, int]] = field(default_factory=dict)
     n_points_mismatch: dict[str, tuple[int, int]] = field(default_factory=dict)
     unreadable: str = ""
+    index: str = ""  # how the run index disagrees with the runs ("" when it agrees or is absent)
 
     @property
     def problems(self) -> list[str]:
@@ -858,6 +1085,8 @@ class StoreCheck:
                 for r, lengths in self.truncated.items()]
         out += [f"run {r}: n_points says {stored}, its columns hold {actual}"
                 for r, (stored, actual) in self.n_points_mismatch.items()]
+        if self.index:
+            out.append(f"the run index disagrees with the runs ({self.index}): `labpcu store repair` rebuilds it")
         return out
 
     @property
@@ -895,23 +1124,27 @@ def check_store(path: str | Path, *, _holding_lock: bool = False) -> StoreCheck:
                 _check_schema(f, path)
         except OSError as exc:
             plain_error = _first_line(exc)
-        dead, truncated, mismatch, unreadable = _inspect_runs(path, state.run_uuid if live else None)
+        dead, truncated, mismatch, unreadable, index = _inspect_runs(path, state.run_uuid if live else None)
     return StoreCheck(path, plain_open=not plain_error, plain_error=plain_error, flags=None if sb is None else sb.flags,
                       journal=False, writer=state.describe() if live else "",
-                      dead_running=tuple(dead), truncated=truncated, n_points_mismatch=mismatch, unreadable=unreadable)
+                      dead_running=tuple(dead), truncated=truncated, n_points_mismatch=mismatch, unreadable=unreadable,
+                      index=index)
 
 
 def _inspect_runs(path: Path, live_uuid: str | None) -> tuple[list[str], dict[str, dict[str, int]],
-                                                             dict[str, tuple[int, int]], str]:
+                                                             dict[str, tuple[int, int]], str, str]:
     """Runs marked running whose writer is gone, columns of unequal length, n_points
-    that disagree; and what HDF5 tripped on, if it did."""
+    that disagree, how the run index disagrees with the runs; and what HDF5 tripped
+    on, if it did."""
     dead: list[str] = []
     truncated: dict[str, dict[str, int]] = {}
     mismatch: dict[str, tuple[int, int]] = {}
     unreadable = ""
+    index = ""
     try:
         with h5py.File(path, "r", swmr=True, locking=False) as f:
             _check_schema(f, path)
+            index = _index_disagreement(f, live_uuid)
             for run_id, grp in f.get("runs", {}).items():
                 a = grp.attrs
                 running = _s(a.get("status")) == "running"
@@ -930,7 +1163,32 @@ def _inspect_runs(path: Path, live_uuid: str | None) -> tuple[list[str], dict[st
         raise
     except Exception as exc:  # noqa: BLE001 - whatever HDF5 trips on is the finding
         unreadable = _first_line(exc)
-    return dead, truncated, mismatch, unreadable
+    return dead, truncated, mismatch, unreadable, index
+
+
+def _index_disagreement(f: h5py.File, live_uuid: str | None) -> str:
+    """"" if the run index agrees with every run's group (or there is no index yet:
+    the first write makes it), else what differs. A live run's row may lag its group."""
+    if INDEX not in f:
+        return ""
+    ix = _index(f)
+    if ix is None:
+        n = f[INDEX]["run_id"].shape[0] if "run_id" in f[INDEX] else 0
+        return f"{n} rows for {len(f.get('runs', {}))} runs"
+    runs = f["runs"]
+    cols = {name: ix[name].asstr()[:] for name in _INDEX_STR}
+    n_points = ix["n_points"][:]
+    for k, run_id in enumerate(cols["run_id"]):
+        if run_id not in runs:
+            return f"row {k} names run {run_id}, which is not in /runs"
+        if live_uuid is not None and cols["uuid"][k] == live_uuid:
+            continue
+        want = _index_values(runs[run_id], run_id)
+        for name in _INDEX_COLUMNS:
+            got = int(n_points[k]) if name == "n_points" else cols[name][k]
+            if got != want[name]:
+                return f"run {run_id}'s {name} is {want[name]!r} in its group, {got!r} in the index"
+    return ""
 
 
 def repair_store(path: str | Path, *, timeout: float = 5.0) -> tuple[StoreCheck, list[str], StoreCheck]:
@@ -958,18 +1216,25 @@ def repair_store(path: str | Path, *, timeout: float = 5.0) -> tuple[StoreCheck,
             _copy_clean(path)
             actions.append("copied every object into a clean file (the flags could not be cleared in place)")
             mid = check_store(path, _holding_lock=True)
-        if mid.dead_running or mid.truncated or mid.n_points_mismatch:
+        if mid.dead_running or mid.truncated or mid.n_points_mismatch or mid.index:
             with Store(path)._session(lock) as f:
                 actions += [f"marked run {r} interrupted" for r in _mark_dead_runs(f)]
                 for run_id, lengths in mid.truncated.items():
                     n = min(lengths.values())
-                    for name, ds in _ordered(f["runs"][run_id]["data"]):
+                    data = f["runs"][run_id]["data"]
+                    for name, ds in _ordered(data):
                         if ds.shape[0] != n:
                             ds.resize((n,))
+                    scale = _point_scale(f["runs"][run_id])
+                    if scale is not None and scale.shape[0] != n:
+                        scale.resize((n,))
                     actions.append(f"trimmed run {run_id}'s columns to the {n} rows all of them hold")
                 for run_id, (stored, actual) in mid.n_points_mismatch.items():
                     f["runs"][run_id].attrs["n_points"] = actual
                     actions.append(f"set run {run_id}'s n_points from {stored} to {actual}")
+                if mid.index or mid.truncated or mid.n_points_mismatch:
+                    _build_index(f)
+                    actions.append(f"rebuilt the run index from the {len(f['runs'])} runs")
         after = check_store(path, _holding_lock=True)
     finally:
         lock.release()
