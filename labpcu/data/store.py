@@ -8,8 +8,10 @@
                                   finished, status, error, n_points, pid, host, uuid,
                                   bench_time_start, bench_time_end
     /runs/<run_id>/data/<column>   chunked, resizable 1-D datasets of equal length;
-                                   attrs: units, description
+                                   attrs: units, description; dimension: point
+    /runs/<run_id>/point           the columns' netCDF dimension scale (no data of its own)
     /runs/<run_id>/results         attributes and small datasets (see labpcu.data.tree)
+    /index/<field>                 the run index, one row per run (see _index_append)
 
 Why the file is opened the way it is (the crash-safety pieces are in
 :mod:`labpcu.data.integrity`):
@@ -95,8 +97,8 @@ _CHUNK_ROWS = 128
 #: and a B-tree of their own per group: a run's group has about 17
 _MAX_COMPACT_ATTRS = 64
 #: the dimension of a run's columns, for netCDF readers (xarray's h5netcdf engine): a
-#: dimension scale in the run's data group, as netCDF-4 writes a dimension that is not
-#: also a variable (no data of its own)
+#: dimension scale in the run's group, beside ``data``, as netCDF-4 writes a dimension
+#: that is not also a variable (no data of its own)
 POINT_DIM = "point"
 _NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
 #: the run index: one row per run, so that listing, numbering and claiming runs read a
