@@ -10,8 +10,10 @@ the matrix joins to the site, without knowing any device state:
   the sources it reaches through undriven nodes (the maximum principle). Each net gets
   an interval, and an element between nets ``a`` and ``b`` sees at most
   ``max(hi_a − lo_b, hi_b − lo_a)``. A connected source whose output is off counts as
-  0 V (a 2600 in its normal off-mode holds 0 V; for a B1500A, whose output switch
-  opens, that is a safe over-estimate).
+  0 V if it holds 0 V when off (a 2600 in its normal off-mode) and as absent if its
+  output relay opens (a B1500A): its net then floats between the other sources, and
+  taking it for 0 V would under-estimate (found by the fuzz test: M1 saw 1.87 V
+  between +1 V on CL1 and a BL pulled to −1 V, with an off B1500A on CL2).
 * **Current.** Passive elements make no circulating currents and current only flows
   downhill, so the current through an element is part of the total flow from the
   terminals that source current to those that sink it. That flow is at most half the
@@ -84,12 +86,57 @@ class ElementGuard:
     """The element limits of one site and one set of connections.
 
     Built when the relays change (:meth:`Bench.connect`); :meth:`check` runs before
-    every level, output or sweep, with the state of every connected terminal.
+    every level, output or sweep, with the state of every connected terminal. Which
+    terminals drive their nets depends on the states: an output that opens its relay
+    when off (a B1500A) leaves its net floating, between whatever the other sources
+    put around it, so the nets and regions are worked out per set of driving
+    terminals (kept, since that set changes only when an output turns on or off).
     """
 
     def __init__(self, elements: Iterable[Element], limits: Mapping[str, Limits],
                  connections: Mapping[str, Iterable[str]]) -> None:
         """``connections``: terminal → the nets its pads reach."""
+        self.limits = dict(limits)
+        self.all_elements = list(elements)
+        self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
+        self._structures: dict[frozenset[str], _Structure] = {}
+
+    @property
+    def terminals(self) -> frozenset[str]:
+        return frozenset(self.terminal_nets)
+
+    def structure(self, driving: frozenset[str]) -> _Structure:
+        found = self._structures.get(driving)
+        if found is None:
+            nets = {t: n for t, n in self.terminal_nets.items() if t in driving}
+            found = self._structures[driving] = _Structure(self.all_elements, self.limits, nets)
+        return found
+
+    def _driving(self, states: Mapping[str, TerminalState]) -> frozenset[str]:
+        return frozenset(t for t in self.terminal_nets if not states.get(t, OFF).floating)
+
+    def bounds(self, states: Mapping[str, TerminalState]) -> dict[str, tuple[float, float]]:
+        """Element label → (largest |V| across it, largest |I| through it); elements
+        no driving terminal reaches see nothing."""
+        found = self.structure(self._driving(states)).bounds(states)
+        return {e.label: found.get(e.label, (0.0, 0.0)) for e in self.all_elements}
+
+    def check(self, states: Mapping[str, TerminalState], changing: str = "") -> None:
+        """Raise :class:`LimitError` (one line) if any element could see more than its
+        type's limit with these terminal states."""
+        self.structure(self._driving(states)).check(states, changing)
+
+    def addressed_kinds(self) -> set[str]:
+        """The element types the connection addresses (every connected terminal driving)."""
+        return self.structure(frozenset(self.terminal_nets)).addressed_kinds()
+
+
+class _Structure:
+    """The nets, regions and bounding terminals for one set of driving terminals."""
+
+    def __init__(self, elements: Iterable[Element], limits: Mapping[str, Limits],
+                 connections: Mapping[str, Iterable[str]]) -> None:
+        """``connections``: driving terminal → the nets its pads reach."""
         self.limits = dict(limits)
         self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
         driven: dict[str, list[str]] = {}

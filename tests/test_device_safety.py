@@ -348,3 +348,19 @@ def test_an_operator_compliance_the_bench_would_refuse_is_refused_before_any_mes
     with pytest.raises(ParameterError, match=rf"{protocol}: i_compliance = 0\.001 A on 4 terminals"):
         Runner(bench, tmp_path / "r.h5", handle_sigint=False).run(protocol, {"i_compliance": 1e-3}, UNIT)
     assert sent(bench) == before and not (tmp_path / "r.h5").exists()
+
+
+def test_an_off_b1500a_leaves_its_net_floating_not_at_0_v(bench):
+    """Found by the fuzz test: with b1500a.1 off on CL2 (its output relay open), CL2
+    floats between +1 V on CL1 and a BL pulled towards −1 V, and M1 saw 1.87 V. Taking
+    the off B1500A for 0 V had bounded M1 at 1 V; it is now refused before it is sent."""
+    bench.move_to("S01")
+    bench.connect({A: "S01.BL", B: "S01.CL1", "b1500a.1": "S01.CL2"})
+    bench.smu(A).source_current(-4.5e-4, 1.0)
+    bench.smu(A).output_on()
+    bench.smu(B).source_voltage(1.0, 7e-4)
+    before = sent(bench)
+    with pytest.raises(LimitError, match=r"S01\.M1 \(m1\) could see 2 V"):
+        bench.smu(B).output_on()
+    assert sent(bench) == before
+    assert over_limit(bench) == {}

@@ -45,6 +45,7 @@ class TerminalState:
     current: float = 0.0  # A it can drive (compliance, level, or off-state limit)
     live: bool = False
     push: int = 0  # a current source: +1 pushes current into the circuit, -1 draws it
+    floating: bool = False  # off with its output relay open: it does not drive its net
 
     @classmethod
     def voltage(cls, lo: float, hi: float, compliance: float) -> TerminalState:
@@ -181,11 +182,13 @@ class _SmuBase(ABC):
 
     #: A an output can carry while off (0: its output relay opens)
     off_current: float = 0.0
+    #: an output that is off opens its relay (its net floats) rather than holding 0 V
+    off_floats: bool = True
 
     @property
     def state(self) -> TerminalState:
         """What this terminal applies now, for the bench's element limits."""
-        return self._given if self._on else TerminalState(current=self.off_current)
+        return self._given if self._on else TerminalState(current=self.off_current, floating=self.off_floats)
 
     def _propose(self, state: TerminalState, **others: TerminalState) -> None:
         """Ask the bench whether every device element stays within its limits with
@@ -283,6 +286,7 @@ class K2600Smu(_SmuBase):
 
     #: in the normal off-mode the channel holds 0 V up to ``offlimiti`` (1 mA at reset)
     off_current = 1e-3
+    off_floats = False
 
     def __init__(self, name: str, channel) -> None:  # channel: keithley2600.SMUChannel
         spec = channel.parent.spec
