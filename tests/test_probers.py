@@ -187,6 +187,7 @@ def test_cli_on_a_real_bench_without_a_prober_table_asks_the_operator(toy_regist
         assert load_bench(path).prober_spec == ProberSpec("manual", given=False)
         monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
         code, out, err = run_cli(capsys, "run", "toy_reads", "--device", "A1-R1C1", "--reads", "2",
+                                 "--every", "50 ms",  # a real bench waits on the wall clock
                                  "--bench", str(path), "--out", str(tmp_path / "r.h5"))
     assert code == 0, err
     assert "completed: 2 points" in out
