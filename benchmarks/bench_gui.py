@@ -164,7 +164,7 @@ def make_store(path: Path, n: int = N_RUNS) -> Path:
     """A store of ``n`` short runs (4 protocols, 20 devices, 3 samples, every 10th
     aborted), through the Store API; resumed if a previous build was cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(path)
+    store = Store(path, durable=False)  # no fsync per run: minutes, not most of an hour
     have = len(store.run_ids())
     cols = [Column("v", "V"), Column("i", "A"), Column("device", dtype="str")]
     protocols = ("iv_sweep", "retention", "ispp", "multiplier")
