@@ -83,7 +83,7 @@ def request_for(site_id: str, devices: Iterable[str]) -> ProberRequest:
 def abort_run(reason: str) -> BaseException:
     """The exception that ends a run through the runner's abort path (status
     ``aborted``, the bench made safe)."""
-    from labpcu.runner import RunAborted  # the runner imports the bench: import late
+    from labpcu.aborts import RunAborted
 
     return RunAborted(reason)
 

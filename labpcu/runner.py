@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labpcu.aborts import RunAborted
 from labpcu.bench import Bench, SafeStateError
 from labpcu.clock import WallClock
 from labpcu.data.columns import Column
@@ -108,10 +109,6 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return self.status == "completed"
-
-
-class RunAborted(Exception):
-    """Raised inside a protocol at its next step after :meth:`Runner.abort`."""
 
 
 # ---------------------------------------------------------------------- context

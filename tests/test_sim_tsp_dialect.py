@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from labpcu.sim.tsp.dialect import DialectError, transform
 from labpcu.sim.tsp.k2600 import K2612AEmulator
 from labpcu.sim.tsp.k3706 import K3706AEmulator
+from labpcu.sim.tsp.stdlib import StdlibEmulator
 from labpcu.sim.tsp.runtime import BUDGET_MESSAGE, TspEmulator
 
 
-class PlainTsp(TspEmulator):
+class PlainTsp(StdlibEmulator):
     """A TSP instrument with nothing but the runtime's own tables."""
 
     model = "PLAIN"

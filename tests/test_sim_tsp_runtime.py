@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labpcu.sim.tsp.stdlib import StdlibEmulator
 from labpcu.sim.tsp.runtime import (
     BUDGET_MESSAGE,
     TspEmulator,
@@ -90,7 +91,7 @@ class Column(TspObject):
         return len(self.values)
 
 
-class DemoEmulator(TspEmulator):
+class DemoEmulator(StdlibEmulator):
     model = "DEMO1"
     firmware = "9.9.9"
     description = "demo TSP instrument"

@@ -119,9 +119,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from labpcu.sim.tsp.stdlib import StdlibEmulator
 from labpcu.sim.tsp.runtime import (
     OVERFLOW_READING,
-    TspEmulator,
     TspError,
     TspObject,
     TspParameterError,
@@ -1910,7 +1910,7 @@ class _PulseAbort(Exception):
 
 
 # ------------------------------------------------------------------- emulator
-class K2612AEmulator(TspEmulator):
+class K2612AEmulator(StdlibEmulator):
     """Keithley 2612A (or another 2600A/B model from :data:`MODELS`)."""
 
     model = "2612A"

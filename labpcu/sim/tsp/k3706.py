@@ -45,8 +45,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from labpcu.sim.emulator import ErrorQueue, InstrumentError
+from labpcu.sim.tsp.stdlib import StdlibEmulator
 from labpcu.sim.tsp.runtime import (
-    TspEmulator,
     TspError,
     TspObject,
     TspParameterError,
@@ -584,7 +584,7 @@ class _Setup(TspObject):
             self.emu.apply_setup(self.saved)
 
 
-class K3706AEmulator(TspEmulator):
+class K3706AEmulator(StdlibEmulator):
     """Keithley 3706A with 3730 cards in the bench's matrix slots (default 1 and 2)."""
 
     model = "3706A"

@@ -73,7 +73,7 @@ functions", so ``print(10/2)`` gives ``5.00000e+00``, not ``5``. ``tostring`` us
 bytes (``format.byteorder``, default SWAPPED = little-endian) + newline; ``print``
 is always ASCII.
 
-Generic tables (:mod:`labpcu.sim.tsp.stdlib`): ``bit``, ``display``, ``digio``,
+Generic tables (:mod:`labpcu.sim.tsp.stdlib`, through its ``StdlibEmulator``): ``bit``, ``display``, ``digio``,
 ``userstring`` for every instrument; an instrument's own ``display`` table is wrapped
 to keep its constants and fields and gain the text state.
 
@@ -882,10 +882,9 @@ class TspEmulator(Emulator):
         self._units = 0
         self._running = False
         self.format = _Format(self)
-        from labpcu.sim.tsp import stdlib  # noqa: PLC0415 - stdlib imports this module
-
-        #: instrument-generic tables (``bit``, ``display``, ``digio``, ``userstring``)
-        self.stdlib: dict[str, Any] = stdlib.make_tables(self)
+        #: instrument-generic tables (``bit``, ``display``, ``digio``, ``userstring``):
+        #: :class:`labpcu.sim.tsp.stdlib.StdlibEmulator` provides them
+        self.stdlib: dict[str, Any] = self.make_generic_tables()
         self._display_wrappers: dict[int, Any] = {}
         self._gc_threshold_kb: float | None = None
         self.errorqueue = _ErrorQueue(self)
@@ -1002,16 +1001,16 @@ class TspEmulator(Emulator):
         rt.base_names = set(rt.env.keys())
         return rt
 
-    def _stateful_display(self, table: TspTable) -> Any:
-        """An instrument's own ``display`` table, made stateful (stdlib.Display.adopt);
-        one wrapper per table, so its text survives a power cycle of the Lua state."""
-        wrapper = self._display_wrappers.get(id(table))
-        if wrapper is None or wrapper.base is not table:
-            from labpcu.sim.tsp.stdlib import Display  # noqa: PLC0415
+    def make_generic_tables(self) -> dict[str, Any]:
+        """Instrument-generic tables installed beside the instrument's own; none here
+        (the runtime stays free of them), :class:`labpcu.sim.tsp.stdlib.StdlibEmulator`
+        gives the real instruments theirs."""
+        return {}
 
-            wrapper = Display.adopt(table)
-            self._display_wrappers[id(table)] = wrapper
-        return wrapper
+    def _stateful_display(self, table: TspTable) -> Any:
+        """An instrument's own ``display`` table as scripts see it (made stateful by
+        :class:`labpcu.sim.tsp.stdlib.StdlibEmulator`)."""
+        return table
 
     def _precision_changed(self) -> None:
         if self._rt is not None:

@@ -35,9 +35,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labpcu.sim.tsp.runtime import (
+    TspEmulator,
     TspError,
     TspObject,
     TspParameterError,
@@ -48,10 +49,7 @@ from labpcu.sim.tsp.runtime import (
     as_text,
 )
 
-if TYPE_CHECKING:
-    from labpcu.sim.tsp.runtime import TspEmulator
-
-__all__ = ["BitLib", "DigIo", "Display", "UserStrings"]
+__all__ = ["BitLib", "DigIo", "Display", "StdlibEmulator", "UserStrings"]
 
 _MASK = 0xFFFFFFFF
 
@@ -468,3 +466,20 @@ class UserStrings(TspObject):
 def make_tables(emu: TspEmulator) -> dict[str, Any]:
     """The generic tables for one emulator (called from its constructor)."""
     return {"bit": BitLib(), "display": Display(), "digio": DigIo(emu), "userstring": UserStrings()}
+
+
+class StdlibEmulator(TspEmulator):
+    """A TSP instrument with the generic tables a real 2600B or 3706A has. The
+    runtime only offers the hooks, so it does not import this module (one-way)."""
+
+    def make_generic_tables(self) -> dict[str, Any]:
+        return make_tables(self)
+
+    def _stateful_display(self, table: TspTable) -> Any:
+        """An instrument's own ``display`` table, made stateful (:meth:`Display.adopt`);
+        one wrapper per table, so its text survives a power cycle of the Lua state."""
+        wrapper = self._display_wrappers.get(id(table))
+        if wrapper is None or wrapper.base is not table:
+            wrapper = Display.adopt(table)
+            self._display_wrappers[id(table)] = wrapper
+        return wrapper
