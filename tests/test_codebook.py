@@ -629,13 +629,16 @@ def test_round_trip(tmp_path, store_ids, codebook, form) -> None:
 
 
 def test_codebook_convenience_methods(tmp_path, store_ids) -> None:
+    from labpcu.data.codebook_io import export_codebook, load_codebook
+    from labpcu.data.lookup import Lookup
+
     cb = Codebook.from_store(store_ids[0], [store_ids[1]["softmax"]])
     assert list(cb) == ["softmax"] and len(cb) == 1
-    (path,) = cb.save(tmp_path / "sm.h5")
-    assert Codebook.load(path).equals(cb)
-    (folder,) = cb.save(tmp_path / "npz", format="npz")
-    assert Codebook.load(folder).equals(cb)
-    assert cb["softmax"].lookup()(np.array([0.5]))[0] == pytest.approx(cb["softmax"].mean[5])
+    (path,) = export_codebook(cb, tmp_path / "sm.h5")
+    assert load_codebook(path).equals(cb)
+    (folder,) = export_codebook(cb, tmp_path / "npz", format="npz")
+    assert load_codebook(folder).equals(cb)
+    assert Lookup(cb["softmax"])(np.array([0.5]))[0] == pytest.approx(cb["softmax"].mean[5])
     with pytest.raises(KeyError, match="no operator 'gelu' in the codebook; it has softmax"):
         cb["gelu"]
 

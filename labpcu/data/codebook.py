@@ -50,8 +50,6 @@ from labpcu.data.ideal import get_ideal
 if TYPE_CHECKING:
     import pandas as pd
 
-    from labpcu.data.lookup import Lookup
-
 SCHEMA = "labpcu-codebook"
 #: the codebook file format's version (docs/codebook-format.md); labpcu.data.codebook_io also reads version 1
 SCHEMA_VERSION = 2
@@ -194,12 +192,6 @@ class OperatorTable:
         mean_rel = float(np.average(rel, weights=None if w is None else w[nonzero])) if rel.size else math.nan
         return mean_abs, mean_rel
 
-    def lookup(self, mode: str = "mean", *, noise_scale: float | None = None, rng: Any = None) -> Lookup:
-        """A numpy evaluator of this table (see :class:`labpcu.data.lookup.Lookup`)."""
-        from labpcu.data.lookup import Lookup
-
-        return Lookup(self, mode=mode, noise_scale=noise_scale, rng=rng)
-
     def equals(self, other: object) -> bool:
         """Field-by-field equality (arrays exactly, NaN equal to NaN)."""
         return isinstance(other, OperatorTable) and _fields_equal(self, other)
@@ -283,18 +275,6 @@ class Codebook:
     @classmethod
     def from_store(cls, store_path: str | Path, run_ids: Sequence[str] | None = None) -> Codebook:
         return build_codebook(store_path, run_ids)
-
-    @classmethod
-    def load(cls, path: str | Path, name: str | None = None) -> Codebook:
-        from labpcu.data.codebook_io import load_codebook
-
-        return load_codebook(path, name)
-
-    def save(self, path: str | Path, format: str = "hdf5") -> list[Path]:
-        """Write to ``path``: an HDF5 file, or a folder of npz files + manifest.json."""
-        from labpcu.data.codebook_io import export_codebook
-
-        return export_codebook(self, path, format=format)
 
     def equals(self, other: object) -> bool:
         if not isinstance(other, Codebook) or set(self.operators) != set(other.operators):
