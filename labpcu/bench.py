@@ -303,16 +303,18 @@ class Bench:
                 cps.append(cp)
         return cps
 
-    def limits_for(self, connections: Mapping[str, str | Sequence[str]], device_type: str | None = None) -> Limits | None:
+    def limits_for(self, connections: Mapping[str, str | Sequence[str]], device_type: str | None = None,
+                   guard: ElementGuard | None = None) -> Limits | None:
         """The per-terminal caps of a connection: the strictest limits of the element
         types it addresses (CL2 and BL reach M2 and, in parallel, D2). ``device_type``
         declares what is under test and is checked against the pads (M1 pads cannot be
         declared a diode); it never loosens a cap. The limits across each element are
-        checked on top of these (:mod:`labpcu.device_limits`)."""
+        checked on top of these (:mod:`labpcu.device_limits`); ``guard``: the connection's
+        :class:`ElementGuard` if the caller already built it."""
         lims = self.config.limits
         if device_type is not None and device_type not in lims:
             raise LimitError(f"no limits for device type {device_type!r} in the bench file; have {', '.join(lims)}")
-        reached = self._element_guard(connections).addressed_kinds() & set(lims)
+        reached = (guard or self._element_guard(connections)).addressed_kinds() & set(lims)
         if device_type is not None and reached and device_type not in reached:
             raise LimitError(f"these pads reach {' and '.join(sorted(reached))}, not a {device_type}: "
                              f"device_type must name what the pads connect")
@@ -335,8 +337,8 @@ class Bench:
         from then on every level is checked against the limits across each element.
         """
         cps = self.route(connections)
-        limits = self.limits_for(connections, device_type)
         guard = self._element_guard(connections)
+        limits = self.limits_for(connections, device_type, guard)
         if self.matrix is None:
             raise LimitError("this bench has no switch matrix")
         if self.welded:
@@ -441,8 +443,7 @@ class Bench:
             if name in skip:
                 continue
             try:
-                drain = getattr(driver, "drain_errors", None) or driver.check_errors
-                self._held_errors += [f"{name}: error {code}: {message}" for code, message in drain()]
+                self._held_errors += _queued_errors(name, driver)
             except Exception as exc:  # noqa: BLE001 - the steps below meet that link again
                 log.warning("could not read the error queue of %s: %s", name, _first_line(exc))
 
@@ -577,9 +578,7 @@ class Bench:
         found, self._held_errors = self._held_errors, []
         try:
             for name, driver in self.drivers.items():
-                drain = getattr(driver, "drain_errors", None) or driver.check_errors
-                for code, message in drain():
-                    found.append(f"{name}: error {code}: {message}")
+                found += _queued_errors(name, driver)
         except BaseException:
             self._held_errors = found + self._held_errors  # kept for the next ask
             raise
@@ -617,6 +616,11 @@ def _names(wanted: str | Sequence[str]) -> list[str]:
 
 def _cp_text(cps: Iterable[Crosspoint]) -> str:
     return ", ".join(f"{s}{r}{c:02d}" for s, r, c in sorted(cps))
+
+
+def _queued_errors(name: str, driver: Any) -> list[str]:
+    """Empty one instrument's error queue (every driver has ``drain_errors``); a line each."""
+    return [f"{name}: error {code}: {message}" for code, message in driver.drain_errors()]
 
 
 def _named(name: str, exc: BaseException) -> str:
