@@ -72,7 +72,10 @@ def check_wafer(store: Any, seed: int | None, *, fresh: bool = False) -> None:
     seed (``seed`` None: not a simulated bench)."""
     if seed is None or fresh or not store.path.exists():
         return
-    state = store.read_document(DOCUMENT)
+    _check_seed(store.read_document(DOCUMENT), seed, store)
+
+
+def _check_seed(state: dict[str, Any] | None, seed: int, store: Any) -> None:
     if state is not None and int(state.get("seed", -1)) != seed:
         raise WaferStateError(f"{store.path} holds the simulated wafer of seed {state.get('seed')}, not {seed}: "
                               f"use --seed {state.get('seed')}, another store, or --fresh-wafer")
@@ -86,7 +89,7 @@ def restore_wafer(bench: Any, store: Any, *, fresh: bool = False) -> bool:
     state = store.read_document(DOCUMENT)
     if state is None:
         return False
-    check_wafer(store, bench.sim.bench.seed)
+    _check_seed(state, bench.sim.bench.seed, store)  # the state just read, not a second read
     apply_state(bench.sim.bench, state)
     bench.move_to(state["site"])
     return True
