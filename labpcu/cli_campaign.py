@@ -144,7 +144,7 @@ def _run(campaign: Any, store_path: Path, args: argparse.Namespace, *, resume: b
 def status_document(campaign: Any, store_path: Path, bench: Any) -> dict[str, Any]:
     """The campaign's progress: name, complete, and per step its devices' statuses
     and runs (what ``status --json`` prints)."""
-    from labpcu.campaign.engine import CampaignEngine, campaign_runs
+    from labpcu.campaign.engine import campaign_runs, step_devices
     from labpcu.campaign.plan import tasks_of
     from labpcu.campaign.validate import together
     from labpcu.data.store import Store
@@ -153,11 +153,9 @@ def status_document(campaign: Any, store_path: Path, bench: Any) -> dict[str, An
     done = campaign_runs(campaign, store)
     steps = []
     complete = True
-    probe = CampaignEngine.__new__(CampaignEngine)  # only its device selection is used
-    probe.campaign, probe.bench, probe.store = campaign, bench, store
     for index, step in enumerate(campaign.steps):
         devices: dict[str, dict[str, Any]] = {}
-        for task in tasks_of(step, index, probe._devices(step, done), together(step)):
+        for task in tasks_of(step, index, step_devices(campaign, step, done, store, bench), together(step)):
             record = done.get(task.key)
             status = record.status if record is not None else "pending"
             if record is None or not record.done:

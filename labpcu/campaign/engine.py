@@ -290,27 +290,7 @@ class CampaignEngine:
 
     # -- selection ----------------------------------------------------------------
     def _devices(self, step: Step, done: Mapping[str, TaskRecord]) -> list[str]:
-        if not isinstance(step.devices, Selection):
-            return candidate_devices(self.campaign, step, self.bench)
-        sel = step.devices
-        source = self.campaign.step(sel.from_step)
-        chosen: list[str] = []
-        for record in done.values():
-            if record.step != source.name:
-                continue
-            info = self.store.info(record.run_id)
-            proto = registry.get(info.protocol)()
-            passed = proto.passed(info.results) if info.status == "completed" else None
-            failed = info.results.get("failed_devices", {}) if isinstance(info.results, Mapping) else {}
-            for device in record.devices:
-                values = device_values(device, info.status, info.results, device in failed, passed)
-                try:
-                    if matches(sel.where, values, device) and device not in chosen:
-                        chosen.append(device)
-                except SelectionError as exc:
-                    raise CampaignRefused(f"step {step.name!r}: {exc}") from None
-        order = candidate_devices(self.campaign, step, self.bench)
-        return [d for d in order if d in chosen]
+        return step_devices(self.campaign, step, done, self.store, self.bench)
 
     # -- resume checks and the simulated wafer --------------------------------------
     def _check_unchanged(self, done: Mapping[str, TaskRecord]) -> None:
@@ -332,6 +312,32 @@ class CampaignEngine:
 
     def _restore_wafer(self) -> None:
         restore_wafer(self.bench, self.store, fresh=self.fresh_wafer)
+
+
+def step_devices(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord], store: Any, bench: Any) -> list[str]:
+    """The devices a step runs on: its list, or those of the step it selects from
+    whose results pass ``where`` (in the order of the candidates). ``bench`` only
+    needs its layout: an offline bench serves ``labpcu campaign status``."""
+    if not isinstance(step.devices, Selection):
+        return candidate_devices(campaign, step, bench)
+    sel = step.devices
+    source = campaign.step(sel.from_step)
+    chosen: set[str] = set()
+    for record in done.values():
+        if record.step != source.name:
+            continue
+        info = store.info(record.run_id)
+        proto = registry.get(info.protocol)()
+        passed = proto.passed(info.results) if info.status == "completed" else None
+        failed = info.results.get("failed_devices", {}) if isinstance(info.results, Mapping) else {}
+        for device in record.devices:
+            values = device_values(device, info.status, info.results, device in failed, passed)
+            try:
+                if matches(sel.where, values, device):
+                    chosen.add(device)
+            except SelectionError as exc:
+                raise CampaignRefused(f"step {step.name!r}: {exc}") from None
+    return [d for d in candidate_devices(campaign, step, bench) if d in chosen]
 
 
 def _params_of(proto: Any, task: Task) -> Any:
