@@ -25,8 +25,10 @@ import numpy as np
 
 from labpcu.clock import VirtualClock
 from labpcu.sim.circuit import Netlist, Solution, solve
-from labpcu.sim.diode import diode_iv
+from labpcu.sim.diode import DiodeParams, saturation_current, thermal_voltage
 from labpcu.sim.pcu import ELEMENTS, PCU
+from labpcu.sim.physics import DEFAULT_PHYSICS, T_REF_K, Physics
+from labpcu.sim.stage import StageTemperature
 from labpcu.sim.wafer import Site, Wafer, make_wafer
 from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS, Crosspoint, SimWiring, net_label, site_pins
 
@@ -106,10 +108,31 @@ class _Topology:
     node_of_label: dict[str, int]
     m1: list[tuple[PCU, int, int]]  # device, node n1, node n2
     m2: list[tuple[PCU, int, int]]  # device, node n2, node BL
-    dio: Netlist  # diodes only (static per topology)
+    dio: Netlist  # diodes only, at the reference temperature (static per topology)
     terminal_node: dict[str, int]
     device_nodes: frozenset[int] = frozenset()  # nodes that some device element touches
     dio_labels: tuple[str, ...] = ()  # "S01.D1", in the order of the diode arrays
+    dio_params: tuple[DiodeParams, ...] = ()
+    _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
+
+    def diodes_at(self, temperature: float, lux: float, leak: bool) -> Netlist:
+        """The diodes at stage temperature ``temperature`` (K) under ``lux`` of lamp
+        light, with or without their soft leakage (cached: the stage moves slowly)."""
+        key = (round(temperature, 6), lux, leak)
+        if self._dio_at is not None and self._dio_at[0] == key:
+            return self._dio_at[1]
+        d, ps = self.dio, self.dio_params
+        net = Netlist(self.n_nodes)
+        net.dio_a, net.dio_k, net.dio_rs, net.dio_gsh = d.dio_a, d.dio_k, d.dio_rs, d.dio_gsh
+        n = np.array([p.n for p in ps])
+        net.dio_i0 = saturation_current(np.array([p.i0 for p in ps]), n, np.array([p.ea for p in ps]),
+                                        ps[0].temperature if ps else T_REF_K, temperature)
+        net.dio_nvt = n * thermal_voltage(temperature)
+        net.dio_iph = np.array([p.responsivity for p in ps]) * lux
+        net.dio_ileak = np.array([p.i_leak for p in ps]) if leak else np.zeros(len(ps))
+        net.dio_vleak = np.array([p.v_leak for p in ps])
+        self._dio_at = (key, net)
+        return net
 
 
 @dataclass
@@ -140,9 +163,13 @@ class SimBench:
         wiring: SimWiring | None = None,
         site: str | None = None,
         wafer: Wafer | None = None,
+        physics: Physics | None = None,
     ) -> None:
         self.seed = int(seed)
-        self.wafer = wafer if wafer is not None else make_wafer(self.seed)
+        #: conditions and switched-off mechanisms (:mod:`labpcu.sim.physics`)
+        self.physics = physics if physics is not None else DEFAULT_PHYSICS
+        self.wafer = wafer if wafer is not None else make_wafer(self.seed, self.physics)
+        self.stage = StageTemperature(self.physics, self.seed)
         self.wiring = wiring or SimWiring()
         self.lock = threading.RLock()
         self.clock = VirtualClock()
@@ -333,6 +360,7 @@ class SimBench:
         m2: list[tuple[PCU, int, int]] = []
         dio_rows: list[tuple[int, int, float, float, float, float]] = []
         dio_labels: list[str] = []
+        dio_params: list[DiodeParams] = []
         for did in self._site.devices:
             dev = self.wafer.device(did)
             nodes = {n: node(f"N:{net_label(self.wafer, did, n)}") for n in ("WL", "BL", "n1", "n2")}
@@ -343,6 +371,7 @@ class SimBench:
                     dio_rs = (a, b, p.i0, p.nvt, p.rs, 1.0 / p.rsh)
                     dio_rows.append(dio_rs)
                     dio_labels.append(f"{did}.{el.name}")
+                    dio_params.append(p)
                 elif el.kind == "m1":
                     m1.append((dev, a, b))
                 else:
@@ -359,7 +388,8 @@ class SimBench:
         device_nodes = frozenset(
             [n for _, a, b in m1 + m2 for n in (a, b)] + [int(x) for x in dio.dio_a] + [int(x) for x in dio.dio_k]
         )
-        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node, device_nodes, tuple(dio_labels))
+        return _Topology(n_nodes, labels, m1, m2, dio, terminal_node, device_nodes, tuple(dio_labels),
+                         tuple(dio_params))
 
     @property
     def topology(self) -> _Topology:
@@ -372,10 +402,11 @@ class SimBench:
         topo = self.topology
         t = self.clock.now()
         net = Netlist(topo.n_nodes)
-        d = topo.dio
+        d = self._diodes(topo, t)
         net.dio_a, net.dio_k, net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh = (
             d.dio_a, d.dio_k, d.dio_i0, d.dio_nvt, d.dio_rs, d.dio_gsh,
         )
+        net.dio_iph, net.dio_ileak, net.dio_vleak = d.dio_iph, d.dio_ileak, d.dio_vleak
         n1, n2 = len(topo.m1), len(topo.m2)
         a = np.empty(n1 + n2, int)
         b = np.empty(n1 + n2, int)
@@ -396,6 +427,14 @@ class SimBench:
             net.src_level = np.array([a[1] for a in applied], float)
             net.src_limit = np.array([a[2] for a in applied], float)
         return net, names
+
+    def stage_temperature(self, t: float | None = None) -> float:
+        """The stage temperature (K) at bench time ``t`` (default: now)."""
+        return self.stage.at(self.clock.now() if t is None else t)
+
+    def _diodes(self, topo: _Topology, t: float) -> Netlist:
+        ph = self.physics
+        return topo.diodes_at(self.stage.at(t), ph.light_lux, ph.on("diode_leakage"))
 
     def solve(self, noisy: bool = False) -> tuple[Solution, list[str]]:
         """Solve the circuit as it is now; returns the solution and the names of the
@@ -436,10 +475,10 @@ class SimBench:
         for dev, a, b in topo.m2:
             v = float(sol.v[a] - sol.v[b])
             seen.append((f"{dev.id}.M2", abs(v), abs(v / dev.m2.resistance(t))))
-        d = topo.dio
+        d = self._diodes(topo, t)
         if len(d.dio_a):
             vd = sol.v[d.dio_a] - sol.v[d.dio_k]
-            i, _ = diode_iv(vd, d.dio_i0, d.dio_nvt, d.dio_rs, d.dio_gsh)
+            i, _ = d.diode_currents(vd)
             seen += [(label, abs(float(v)), abs(float(c))) for label, v, c in zip(topo.dio_labels, vd, i)]
         for label, v, i in seen:
             old_v, old_i = self.stress.get(label, (0.0, 0.0))

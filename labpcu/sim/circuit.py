@@ -50,6 +50,10 @@ class Netlist:
     dio_nvt: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dio_rs: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dio_gsh: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # photocurrent (A), soft leakage prefactor (A) and voltage scale (V); see diode_iv
+    dio_iph: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dio_ileak: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dio_vleak: np.ndarray = field(default_factory=lambda: np.ones(0))
     # sources to ground: node, voltage mode?, level (V or A), limit (A or V)
     src_node: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     src_is_v: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
@@ -61,13 +65,22 @@ class Netlist:
         self.res_b = np.append(self.res_b, b)
         self.res_g = np.append(self.res_g, g)
 
-    def add_diode(self, a: int, k: int, i0: float, nvt: float, rs: float, gsh: float) -> None:
+    def add_diode(self, a: int, k: int, i0: float, nvt: float, rs: float, gsh: float,
+                  iph: float = 0.0, i_leak: float = 0.0, v_leak: float = 1.0) -> None:
         self.dio_a = np.append(self.dio_a, a)
         self.dio_k = np.append(self.dio_k, k)
         self.dio_i0 = np.append(self.dio_i0, i0)
         self.dio_nvt = np.append(self.dio_nvt, nvt)
         self.dio_rs = np.append(self.dio_rs, rs)
         self.dio_gsh = np.append(self.dio_gsh, gsh)
+        self.dio_iph = np.append(self.dio_iph, iph)
+        self.dio_ileak = np.append(self.dio_ileak, i_leak)
+        self.dio_vleak = np.append(self.dio_vleak, v_leak)
+
+    def diode_currents(self, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Current and conductance of every diode at junction-terminal voltages ``vd``."""
+        return diode_iv(vd, self.dio_i0, self.dio_nvt, self.dio_rs, self.dio_gsh,
+                        self.dio_iph, self.dio_ileak, self.dio_vleak)
 
     def add_source(self, node: int, voltage_mode: bool, level: float, limit: float = np.inf) -> int:
         self.src_node = np.append(self.src_node, node)
@@ -108,7 +121,7 @@ def _node_currents(net: Netlist, G: np.ndarray, v: np.ndarray) -> tuple[np.ndarr
     out = G @ v
     if len(net.dio_a):
         vd = v[net.dio_a] - v[net.dio_k]
-        i, g = diode_iv(vd, net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh)
+        i, g = net.diode_currents(vd)
         np.add.at(out, net.dio_a, i)
         np.add.at(out, net.dio_k, -i)
     else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from labpcu.sim.adapter import SimAdapter
 from labpcu.sim.bench import DEFAULT_SEED, SimBench
 from labpcu.sim.emulator import Emulator
+from labpcu.sim.physics import Physics
 from labpcu.sim.server import SimServer
 
 #: instrument name → model, as in the default bench file
@@ -47,8 +48,8 @@ class SimRig:
     emulators: dict[str, Emulator] = field(default_factory=dict)
 
     @classmethod
-    def default(cls, seed: int = DEFAULT_SEED, site: str | None = None) -> SimRig:
-        bench = SimBench(seed=seed, site=site)
+    def default(cls, seed: int = DEFAULT_SEED, site: str | None = None, physics: Physics | None = None) -> SimRig:
+        bench = SimBench(seed=seed, site=site, physics=physics)
         rig = cls(bench)
         for name, model in DEFAULT_INSTRUMENTS.items():
             rig.emulators[name] = make_emulator(model, bench, name)

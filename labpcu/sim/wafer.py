@@ -19,6 +19,7 @@ import numpy as np
 from labpcu.sim.diode import DiodeParams
 from labpcu.sim.memristor import BinaryMemristor, M1Params, M2Params, MultiStateMemristor
 from labpcu.sim.pcu import PCU
+from labpcu.sim.physics import DEFAULT_PHYSICS, Physics
 
 WAFER_DIAMETER_MM = 101.6
 ARRAY_PITCH_MM = 24.0  # distance between array centres
@@ -130,8 +131,9 @@ def _make_pcu(index: int, seed: int, device_id: str, site: str, x: float, y: flo
     )
 
 
-def make_wafer(seed: int = 0) -> Wafer:
-    """Build the default wafer layout with seeded variation."""
+def make_wafer(seed: int = 0, physics: Physics | None = None) -> Wafer:
+    """Build the default wafer layout with seeded variation (drawn as ``physics`` says)."""
+    physics = physics if physics is not None else DEFAULT_PHYSICS
     wafer = Wafer(seed=seed)
     index = 0
     for a in range(N_ARRAYS):
