@@ -39,6 +39,7 @@ from labpcu.instruments.roles import (
     SourceMeasureUnit,
     SwitchMatrix,
 )
+from labpcu.sim.physics import Physics
 from labpcu.sim.wafer import Site, Wafer, make_wafer
 from labpcu.sim.wiring import site_pins
 
@@ -99,6 +100,7 @@ class Bench:
         seed: int | None = None,
         prober: Callable[[str], None] | Any = None,
         operator: Callable[[Any], bool] | None = None,
+        physics: Physics | None = None,
     ) -> Bench:
         """Load a bench file (default: the simulated bench), open every instrument, and
         put the bench in its safe state. ``seed`` overrides the file's wafer seed.
@@ -107,15 +109,20 @@ class Bench:
         a manual prober sends each :class:`~labpcu.probers.ProberRequest` to
         ``operator`` (True: the probes are there; False: abort). ``prober`` (a
         callable taking a site id, or an object with ``move_to``) replaces the
-        file's prober. The prober is built before any instrument is opened."""
+        file's prober. The prober is built before any instrument is opened.
+        ``physics`` replaces the simulated wafer's physics (the file's ``[sim]`` and
+        ``[conditions]`` tables); a real bench refuses it."""
         from labpcu.probers import make_prober
 
         config = load_bench(path)
+        if physics is not None and not config.simulated:
+            raise LimitError("physics settings apply to a simulated bench only; this bench file is real")
         sim = None
         if any(i.simulated for i in config.instruments.values()):
             if not config.simulated:
                 raise LimitError("a bench is either all simulated (address \"sim\") or all real; this file mixes both")
-            sim = _make_sim_rig(config, config.seed if seed is None else seed)
+            sim = _make_sim_rig(config, config.seed if seed is None else seed,
+                                physics if physics is not None else config.physics())
         layout = sim.bench.wafer if sim is not None else make_wafer(0)  # the standard 101-PCU layout
         probe = make_prober(config, layout.sites, sim, operator=operator) if prober is None else prober
         if sim is not None and getattr(probe, "site", None) not in (None, sim.bench.site.id):
@@ -585,6 +592,15 @@ class Bench:
         return found
 
     # ----------------------------------------------------------------- metadata
+    def conditions(self) -> dict[str, float | None]:
+        """Stage temperature (K) and light (lux) the devices sit in, stored with every
+        run: a simulated bench's own; a real bench's as its file states them (None:
+        not stated). The simulated stage reports its temperature now, wander included."""
+        if self.sim is not None:
+            sb = self.sim.bench
+            return {"temperature_K": round(sb.stage_temperature(), 4), "light_lux": sb.physics.light_lux}
+        return self.config.conditions.to_dict()
+
     def snapshot(self) -> dict[str, Any]:
         """Identities and wiring, for a run's metadata."""
         instruments = {}
@@ -601,6 +617,8 @@ class Bench:
             "labpcu": __version__,
             "simulated": self.sim is not None,
             "seed": self.sim.bench.seed if self.sim is not None else None,
+            "conditions": self.conditions(),
+            "physics": self.sim.bench.physics.to_dict() if self.sim is not None else None,
             "site": self._site.id,
             "instruments": instruments,
             "matrix_rows": {str(k): v for k, v in m.rows.items()},
@@ -634,7 +652,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _make_sim_rig(config: BenchConfig, seed: int):
+def _make_sim_rig(config: BenchConfig, seed: int, physics: Physics):
     """A simulated bench wired exactly as the bench file says."""
     from labpcu.sim.bench import SimBench
     from labpcu.sim.rig import SimRig, make_emulator
@@ -648,7 +666,7 @@ def _make_sim_rig(config: BenchConfig, seed: int):
         array_pins=dict(config.fixture.array),
         quad_pins=tuple(config.fixture.quad),
     )
-    rig = SimRig(SimBench(seed=seed, wiring=wiring))
+    rig = SimRig(SimBench(seed=seed, wiring=wiring, physics=physics))
     for name, spec in config.instruments.items():
         rig.emulators[name] = make_emulator(spec.model, rig.bench, name)
     return rig

@@ -15,9 +15,12 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labpcu.instruments.models import MODELS, ModelInfo
+
+if TYPE_CHECKING:
+    from labpcu.sim.physics import Physics
 
 DEVICE_TYPES = ("diode", "m1", "m2")
 MATRIX_SLOTS = range(1, 7)
@@ -110,6 +113,19 @@ class ProberSpec:
 
 
 @dataclass(frozen=True)
+class Conditions:
+    """What the devices sit in, stored with every run: the stage (chuck) temperature and
+    the light on the wafer. ``None``: not stated (a real bench without a thermal chuck
+    records it as unknown; a simulated one uses the physics defaults)."""
+
+    temperature_K: float | None = None
+    light_lux: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"temperature_K": self.temperature_K, "light_lux": self.light_lux}
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     name: str
     wafer: str  # "sim" or a wafer-map file
@@ -121,6 +137,21 @@ class BenchConfig:
     source: str = "<string>"
     text: str = field(default="", repr=False)
     prober: ProberSpec | None = None  # None: built without a file; the default kind applies
+    conditions: Conditions = field(default_factory=lambda: Conditions())
+    sim: dict[str, Any] = field(default_factory=dict)  # the [sim] table: Physics settings
+
+    def physics(self, **override: Any) -> Physics:
+        """The simulated wafer's physics: the ``[sim]`` table with the ``[conditions]``
+        (a simulated stage sits at the stated temperature, under the stated light)."""
+        from labpcu.sim.physics import Physics
+
+        data = dict(self.sim)
+        if self.conditions.temperature_K is not None:
+            data["temperature_K"] = self.conditions.temperature_K
+        if self.conditions.light_lux is not None:
+            data["light_lux"] = self.conditions.light_lux
+        data.update(override)
+        return Physics.from_dict(data)
 
     @property
     def simulated(self) -> bool:
@@ -277,7 +308,8 @@ class _Validator:
 
     # -- sections
     def run(self, source: str, text: str) -> BenchConfig | None:
-        self.unknown_keys(self.data, (), {"bench", "instruments", "matrix", "fixture", "limits", "prober"})
+        self.unknown_keys(self.data, (), {"bench", "instruments", "matrix", "fixture", "limits", "prober",
+                                          "conditions", "sim"})
         bench = self.get(self.data, ("bench",), dict, default={}) or {}
         self.unknown_keys(bench, ("bench",), {"name", "wafer", "seed"})
         name = self.get(bench, ("bench", "name"), str, default="bench")
@@ -290,9 +322,48 @@ class _Validator:
         fixture = self.fixture(matrix)
         limits = self.limits(instruments, matrix)
         prober = self.prober(instruments)
+        conditions = self.conditions()
+        sim = self.sim_table(instruments, conditions)
         if self.problems:
             return None
-        return BenchConfig(name, wafer, seed, instruments, matrix, fixture, limits, source, text, prober)
+        return BenchConfig(name, wafer, seed, instruments, matrix, fixture, limits, source, text, prober,
+                           conditions, sim)
+
+    def conditions(self) -> Conditions:
+        """``[conditions]``: temperature_K (stage set point) and light_lux (lamp)."""
+        table = self.get(self.data, ("conditions",), dict, required=False, default={}) or {}
+        self.unknown_keys(table, ("conditions",), {"temperature_K", "light_lux"})
+        t = self.get(table, ("conditions", "temperature_K"), (int, float), required=False, default=None)
+        if t is not None and not 200.0 <= t <= 400.0:
+            self.bad(("conditions", "temperature_K"), f"must be 200-400 K, not {t!r}")
+            t = None
+        lux = self.get(table, ("conditions", "light_lux"), (int, float), required=False, default=None)
+        if lux is not None and not 0.0 <= lux <= 1e5:
+            self.bad(("conditions", "light_lux"), f"must be 0-100000 lux, not {lux!r}")
+            lux = None
+        return Conditions(None if t is None else float(t), None if lux is None else float(lux))
+
+    def sim_table(self, instruments: dict[str, InstrumentSpec], conditions: Conditions) -> dict[str, Any]:
+        """``[sim]``: the simulated wafer's physics (mechanisms switched off, defect
+        rate, stage temperature wander); only on a simulated bench."""
+        if "sim" not in self.data:
+            return {}
+        from labpcu.sim.physics import Physics, PhysicsError
+
+        table = self.get(self.data, ("sim",), dict, required=False, default={}) or {}
+        if instruments and not all(i.simulated for i in instruments.values()):
+            self.bad(("sim",), "only a simulated bench (every address \"sim\") has simulated physics")
+            return {}
+        self.unknown_keys(table, ("sim",), {"off", "defect_rate", "temperature_wander_K"})
+        off = self.get(table, ("sim", "off"), list, required=False, default=[])
+        data: dict[str, Any] = {k: v for k, v in table.items() if k != "off"}
+        data["off"] = off or []
+        try:
+            Physics.from_dict({**data, **{k: v for k, v in conditions.to_dict().items() if v is not None}})
+        except (PhysicsError, TypeError, ValueError) as exc:
+            self.bad(("sim",), str(exc))
+            return {}
+        return data
 
     def instruments(self) -> dict[str, InstrumentSpec]:
         table = self.get(self.data, ("instruments",), dict, default={}) or {}

@@ -99,7 +99,7 @@ class M2Params:
 
     v_set: float = 0.45  # V across M2 (n2 minus BL) that forms the filament
     v_reset: float = -0.25  # V that ruptures it
-    r_off: float = 2e10  # Ω, high-resistance state
+    r_off: float = 2e11  # Ω, high-resistance state: 1 pA at 0.2 V, far below D2 (sigmoid mode)
     k_on: float = 0.2  # V; LRS resistance = k_on / (current that flowed while forming)
     r_on_min: float = 50.0  # Ω, strongest filament
     r_on_max: float = 5e3  # Ω, weakest filament that still counts as LRS

@@ -72,12 +72,38 @@ def _spatial_factor(x_mm: float, y_mm: float) -> float:
     return 1.0 + 0.03 * r2
 
 
-def _draw_diode(rng: np.random.Generator, thickness: float) -> DiodeParams:
+#: diode constants of the default wafer (means; each device draws its own around them).
+#: I0 and the soft leakage follow the paper's circuits rather than a textbook junction:
+#: the back-to-back pair (sigmoid mode) saturates at I0, so I0 must stand well above
+#: M2's off-state leakage and the instruments' floor (the paper: "M2 off has no
+#: influence"), and below what keeps M2's LRS/HRS read ratio at +0.1 V above 10^6
+#: (D2 is reverse biased in parallel with M2). The leakage sets the rectification at
+#: ±1 V to ~10^4, the order of the paper's I–V, while staying soft at ±0.2 V.
+DIODE_I0 = 2e-10  # A at 25 °C
+DIODE_N = 1.8
+DIODE_N_SIGMA = 0.04
+DIODE_RS = 300.0  # Ω
+DIODE_RSH = 1e12  # Ω, ohmic shunt
+DIODE_I_LEAK = 0.5e-12  # A, soft leakage prefactor: I = i_leak·sinh(V/v_leak)
+DIODE_V_LEAK = 0.08  # V
+DIODE_EA = 0.95  # eV: forward voltage moves ≈ −2 mV/K at constant current
+#: A/lux: ~0.3 A/W over a 0.1 mm² device, ~4 W/m² per 1,000 lux of white light
+DIODE_RESPONSIVITY = 1.2e-10
+
+
+def _draw_diode(rng: np.random.Generator, thickness: float, physics: Physics) -> DiodeParams:
+    normal = rng.standard_normal(6)  # always six draws: switching spreads off keeps the rest
+    spread = 1.0 if physics.on("device_spread") else 0.0
+    n_spread = DIODE_N_SIGMA if physics.on("ideality_spread") else 0.0
     return DiodeParams(
-        i0=5e-13 * thickness * float(np.exp(0.25 * rng.standard_normal())),
-        n=float(np.clip(1.8 + 0.04 * rng.standard_normal(), 1.5, 2.2)),
-        rs=300.0 * float(np.exp(0.08 * rng.standard_normal())),
-        rsh=5e11 * float(np.exp(0.3 * rng.standard_normal())),
+        i0=DIODE_I0 * thickness * float(np.exp(0.25 * spread * normal[0])),
+        n=float(np.clip(DIODE_N + n_spread * normal[1], 1.5, 2.2)),
+        rs=DIODE_RS * float(np.exp(0.08 * spread * normal[2])),
+        rsh=DIODE_RSH * float(np.exp(0.3 * spread * normal[3])),
+        i_leak=DIODE_I_LEAK * float(np.exp(0.3 * spread * normal[4])),
+        v_leak=DIODE_V_LEAK,
+        ea=DIODE_EA,
+        responsivity=DIODE_RESPONSIVITY * thickness * float(np.exp(0.1 * spread * normal[5])),
     )
 
 
@@ -115,7 +141,8 @@ def _draw_m2(rng: np.random.Generator) -> BinaryMemristor:
     return BinaryMemristor(p)
 
 
-def _make_pcu(index: int, seed: int, device_id: str, site: str, x: float, y: float, **where) -> PCU:
+def _make_pcu(index: int, seed: int, physics: Physics, device_id: str, site: str, x: float, y: float,
+              **where) -> PCU:
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     thickness = _spatial_factor(x, y)
     return PCU(
@@ -123,8 +150,8 @@ def _make_pcu(index: int, seed: int, device_id: str, site: str, x: float, y: flo
         site=site,
         x_mm=x,
         y_mm=y,
-        d1=_draw_diode(rng, thickness),
-        d2=_draw_diode(rng, thickness),
+        d1=_draw_diode(rng, thickness, physics),
+        d2=_draw_diode(rng, thickness, physics),
         m1=_draw_m1(rng, thickness),
         m2=_draw_m2(rng),
         **where,
@@ -146,7 +173,7 @@ def make_wafer(seed: int = 0, physics: Physics | None = None) -> Wafer:
                 did = array_cell_id(aid, r, c)
                 x = ax + (c - 2) * CELL_PITCH_MM
                 y = ay - (r - 2) * CELL_PITCH_MM
-                wafer.devices[did] = _make_pcu(index, seed, did, aid, x, y, array=aid, row=r, col=c)
+                wafer.devices[did] = _make_pcu(index, seed, physics, did, aid, x, y, array=aid, row=r, col=c)
                 ids.append(did)
                 index += 1
         wafer.sites[aid] = Site(aid, "array", tuple(ids))
@@ -156,7 +183,7 @@ def make_wafer(seed: int = 0, physics: Physics | None = None) -> Wafer:
         angle = 2 * math.pi * s / N_SINGLES
         x = SINGLE_RING_RADIUS_MM * math.cos(angle)
         y = SINGLE_RING_RADIUS_MM * math.sin(angle)
-        wafer.devices[did] = _make_pcu(index, seed, did, q, x, y)
+        wafer.devices[did] = _make_pcu(index, seed, physics, did, q, x, y)
         index += 1
         if q in wafer.sites:
             old = wafer.sites[q]
