@@ -133,7 +133,9 @@ from labpcu.sim.tsp.runtime import (
     lua_sequence,
 )
 
+from labpcu.sim.accuracy import ChannelErrors, k2600_table, seed_of
 from labpcu.sim.bench import OFF_HIGH_Z, OFF_ZERO_I, OFF_ZERO_V
+from labpcu.sim.physics import DEFAULT_PHYSICS, Physics
 
 if TYPE_CHECKING:
     from labpcu.sim.bench import SimBench
@@ -152,6 +154,8 @@ OVERRANGE = 1.01
 _TIME_TOLERANCE = 1e-9
 
 VOLTS, AMPS = 1, 0  # smuX.OUTPUT_DCVOLTS, smuX.OUTPUT_DCAMPS
+#: models whose ``measure.delay`` resets to DELAY_AUTO (the others: DELAY_OFF)
+AUTODELAY_MODELS = frozenset({"2634B", "2635A", "2636A", "2635B", "2636B"})
 
 
 @dataclass(frozen=True)
@@ -1175,6 +1179,8 @@ class SmuSource(TspObject):
         elif name in ("rangev", "rangei"):
             self.__dict__[f"_autorange{name[-1]}"] = 0
         self._ch.apply_source()
+        if name in ("levelv", "leveli", "output", "func"):
+            self._ch.settle_source()
 
     @property
     def compliance(self) -> bool:
@@ -1198,7 +1204,8 @@ class SmuMeasure(TspObject):
     autorangei = _Setting(1, _choice(0, 1, 2))
     lowrangev = _Setting(lambda self: self.spec.v_ranges[0], _range_check("v"))
     lowrangei = _Setting(lambda self: self.spec.i_ranges[0], _range_check("i"))
-    delay = _Setting(-1.0, _delay_value)
+    #: 2600A/B manuals: DELAY_OFF on 2601-2614, DELAY_AUTO on the low-current 2634-2636
+    delay = _Setting(lambda self: -1.0 if self.spec.model in AUTODELAY_MODELS else 0.0, _delay_value)
     delayfactor = _Setting(1.0, _number(0.0, 1000.0))
     count = _Setting(1, _count(1, 268_435_455))
     interval = _Setting(0.0, _number(0.0, 1.0))
@@ -1317,9 +1324,9 @@ class SmuChannel(TspObject):
         #: the bench terminal this channel drives
         self.terminal = f"{emu.name}.{name}"
         self._rng = rng
-        # fixed instrument offsets of this channel: fraction of range, and absolute (A)
-        self._offset = {"i": (float(rng.normal(0, 1e-5)), float(rng.normal(0, 0.3e-12))),
-                        "v": (float(rng.normal(0, 1e-5)), 0.0)}
+        self._errors: ChannelErrors | None = None
+        #: the current range of the last current reading (where autorange starts from)
+        self._last_irange = self.spec.i_ranges[0]
         self.source = SmuSource(self)
         self.measure = SmuMeasure(self)
         self.trigger = SmuTrigger(self, first_event_id)
@@ -1374,8 +1381,77 @@ class SmuChannel(TspObject):
             return
         on = src.output == 1
         off_mode, off_limit = self.off_state()
-        self.bench.set_source(self.terminal, output=on, mode="v" if f == VOLTS else "i", level=level, limit=limit,
+        kind = "v" if f == VOLTS else "i"
+        if on and self.physics.on("instrument_accuracy"):
+            level = self.errors.sourced(kind, self.source_range(kind), level)
+        self.bench.set_source(self.terminal, output=on, mode=kind, level=level, limit=limit,
                               off_mode=off_mode, off_limit=off_limit)
+
+    @property
+    def physics(self) -> Physics:
+        return self.bench.physics if self.bench is not None else DEFAULT_PHYSICS
+
+    @property
+    def errors(self) -> ChannelErrors:
+        """This channel's fixed errors per range, drawn from the bench seed and the
+        instrument and channel names (reproducible; another instrument differs)."""
+        if self._errors is None:
+            seed = self.bench.seed if self.bench is not None else 0
+            self._errors = ChannelErrors(k2600_table(self.spec.model), seed_of(seed, self.emu.name, self.lua_path))
+        return self._errors
+
+    def source_range(self, kind: str) -> float:
+        """The source range in use for the applied level (``kind`` "v"/"i")."""
+        src = self.source
+        ranges = self.spec.v_ranges if kind == "v" else self.spec.i_ranges
+        if getattr(src, f"autorange{kind}"):
+            return max(_pick_range(ranges, self._applied_level) or ranges[-1], getattr(src, f"lowrange{kind}"))
+        return getattr(src, f"range{kind}")
+
+    def _measure_irange(self) -> float:
+        """The current range a current reading will start on: the source range when
+        sourcing current, the fixed measure range, or (autorange) the range of the
+        last current reading, at least ``lowrangei``."""
+        m = self.measure
+        if self._applied_func == AMPS:
+            return self.source_range("i")
+        if not m.autorangei:
+            return m.rangei
+        return max(self._last_irange, m.lowrangei)
+
+    def source_delay(self) -> float:
+        """``source.delay`` in seconds; DELAY_AUTO is the output settling time of the
+        ranges in use (data sheet, :mod:`labpcu.sim.accuracy`): of the current range,
+        and sourcing voltage also of the voltage range, whichever is longer (*model*:
+        into a capacitive load the current range's loop sets the settling)."""
+        d = self.source.delay
+        if d != -1.0:
+            return d
+        table = self.errors.table
+        settle = table.at("i", self._measure_irange()).source_settling
+        if self._applied_func == VOLTS:
+            settle = max(settle, table.at("v", self.source_range("v")).source_settling)
+        return settle
+
+    def measure_delay(self, kinds: tuple[str, ...]) -> float:
+        """``measure.delay`` in seconds before the first reading of a measurement;
+        DELAY_AUTO: the current range's autodelay × ``delayfactor`` when a current
+        is measured (i, r, p), none for a voltage reading (2600 manual)."""
+        m = self.measure
+        if m.delay != -1.0:
+            return m.delay
+        if not any(k in "irp" for k in kinds):
+            return 0.0
+        return self.errors.table.at("i", self._measure_irange()).measure_autodelay * m.delayfactor
+
+    def settle_source(self) -> None:
+        """A source change outside a sweep: the instrument waits ``source.delay``
+        before it takes the next command (the bench clock advances)."""
+        if self.source.output != 1 or self.sweep is not None:
+            return
+        d = self.source_delay()
+        if d > 0:
+            self.emu.clock.advance(d)
 
     def off_state(self) -> tuple[str, float]:
         """What the output does while off, as (bench off mode, limit), per the 2600B
@@ -1425,20 +1501,20 @@ class SmuChannel(TspObject):
         return t
 
     def _convert_steps(self, out: list[_Conversion]) -> Iterator[tuple[str, Any]]:
-        """One A/D conversion at the bench: measure.delay, then the integration (the
-        reading is the bench at its start). Appends to ``out``; yields the waits."""
+        """One A/D conversion at the bench: the integration, read at its middle (an
+        integrating converter averages the window; the middle is that average to first
+        order, e.g. of a settling transient). The conversion's timestamp is its start.
+        Appends to ``out``; yields the waits."""
         self.emu.charge(MEASURE_COST)
-        m = self.measure
-        if m.delay > 0:
-            yield ("sleep", m.delay * m.delayfactor)
         t = self.emu.clock.now()
         dur = self._conversion_time()
+        yield ("sleep", dur / 2)
         if self.bench is None:
             out.append(_Conversion(t, 0.0, 0.0, False))
         else:
             r = self.bench.measure(self.terminal, duration=0.0)
             out.append(_Conversion(t, r.i, r.v, r.compliance))
-        yield ("sleep", dur)
+        yield ("sleep", dur - dur / 2)
 
     def _noise_factor(self) -> float:
         m = self.measure
@@ -1461,15 +1537,28 @@ class SmuChannel(TspObject):
             rng = max(_pick_range(ranges, x) or ranges[-1], getattr(m, f"lowrange{kind}"))
         else:
             rng = getattr(m, f"range{kind}")
-        if abs(x) > rng * OVERRANGE:
+        if kind == "i":
+            self._last_irange = rng
+        value = self._as_read(kind, rng, x)
+        if abs(value) > rng * OVERRANGE:
             return OVERFLOW_READING, rng
-        frac, absolute = self._offset[kind]
-        base = 1e-5 * rng + (1e-12 if kind == "i" else 0.0)
-        value = x + frac * rng + absolute + base * self._noise_factor() * float(self._rng.standard_normal())
         rel = m.rel.fields
         if rel[f"enable{kind}"]:
             value -= rel[f"level{kind}"]
         return value, rng
+
+    def _as_read(self, kind: str, rng: float, x: float) -> float:
+        """The true value ``x`` as this channel reads it on range ``rng``: its fixed
+        gain and offset error on that range (``instrument_accuracy``) and the range's
+        noise at the present NPLC and filter (``instrument_noise``)."""
+        if self.bench is None:
+            return x
+        physics = self.physics
+        if physics.on("instrument_accuracy"):
+            x = self.errors.measured(kind, rng, x)
+        if physics.on("instrument_noise"):
+            x += self.errors.table.at(kind, rng).noise_rms * self._noise_factor() * float(self._rng.standard_normal())
+        return x
 
     def take_readings(self, kinds: tuple[str, ...], buffers: tuple[ReadingBuffer | None, ...]) -> list[float]:
         """``measure.count`` conversions, ``measure.interval`` apart, now (the bench
@@ -1491,6 +1580,9 @@ class SmuChannel(TspObject):
                        out: list[float]) -> Iterator[tuple[str, Any]]:
         m = self.measure
         t_prev: float | None = None
+        delay = self.measure_delay(kinds)
+        if delay > 0:  # before the first reading of the count only (2600 manual)
+            yield ("sleep", delay)
         for _ in range(m.count):
             if t_prev is not None and m.interval > 0:
                 wait = t_prev + m.interval - self.emu.clock.now()
@@ -1510,9 +1602,10 @@ class SmuChannel(TspObject):
             t_prev = c.t
 
     def _instant_reading(self, kind: str, buf: ReadingBuffer | None) -> None:
-        """One conversion starting now, stored at once (a timeline drives the clock)."""
+        """The bench at the middle of a conversion, now, stored at once with the
+        conversion's start as its timestamp (a timeline drives the clock)."""
         self.emu.charge(MEASURE_COST)
-        t = self.emu.clock.now()
+        t = self.emu.clock.now() - self._conversion_time() / 2
         if self.bench is None:
             c = _Conversion(t, 0.0, 0.0, False)
         else:
@@ -1621,8 +1714,9 @@ class SmuChannel(TspObject):
                     level = src.points[step % len(src.points)]
                     step += 1
                     self.apply_source(func=src.func, level=level, limit=sweep_limit)
-                if self.source.delay > 0:
-                    yield ("sleep", self.source.delay)
+                delay = self.source_delay()
+                if delay > 0:
+                    yield ("sleep", delay)
                 yield ("emit", trig.SOURCE_COMPLETE_EVENT_ID)
                 yield ("wait", "measure")
                 if trig.measure.action:
@@ -2341,7 +2435,8 @@ end
                     return acts
             acts.append((t, lambda lv=level: ch.apply_source(level=lv)))
             if buf is not None:
-                acts.append((t + cfg["ton"] - t_conv, lambda: ch._instant_reading(kind, buf)))
+                # read at the middle of the conversion that ends with the pulse
+                acts.append((t + cfg["ton"] - t_conv / 2, lambda: ch._instant_reading(kind, buf)))
             acts.append((t + cfg["ton"], lambda: ch.apply_source()))
             t += cfg["ton"] + cfg["toff"]
         acts.append((t, lambda: None))  # the last toff at the bias belongs to the train
