@@ -17,6 +17,7 @@ import pytest
 
 from labpcu.clock import VirtualClock
 from labpcu.sim.b1500 import B1500AEmulator, eng_exponent, format_number
+from labpcu.sim.physics import Physics
 
 ELEMENT = re.compile(r"^([NCTVXWE])([A-J])([IVT])([+-]\d{3}\.\d{3}E[+-]\d{2})$")
 
@@ -43,6 +44,8 @@ class FakeBench:
 
     loads: dict[str, float | None] = field(default_factory=dict)
     seed: int = 1
+    #: exact readings of the loads (the reading accuracy is tested in test_sim_instrument_accuracy)
+    physics: Physics = field(default_factory=lambda: Physics().without("instrument_accuracy"))
 
     def __post_init__(self) -> None:
         self.clock = VirtualClock()
@@ -309,9 +312,10 @@ def test_staircase_fmt_1_0_elements() -> None:
     assert [e[3] for e in data] == pytest.approx([k * 1e-7 for k in range(11)], abs=2e-10)
     elapsed = bench.clock.now() - t0
     assert 0.5 + 11 * 0.01 < elapsed < 0.5 + 11 * 0.01 + 11 * 0.01
-    # hold before the first step, delay before each measurement
+    # hold before the first step, delay before each measurement, then the reading at the
+    # middle of the 1 ms high-speed integration
     times = [t for t, name, _ in bench.measure_log if name == "b1500a.1"][-11:]
-    assert times[0] == pytest.approx(t0 + 0.5 + 0.01)
+    assert times[0] == pytest.approx(t0 + 0.5 + 0.01 + 0.5e-3)
     assert bench.source("b1500a.1").level == 0.0  # WM post 1: back to start
 
 

@@ -22,13 +22,19 @@ from pathlib import Path
 import pytest
 
 from labpcu.sim.b1500 import B1500AEmulator
+from labpcu.sim.physics import Physics
 from labpcu.sim.rig import SimRig
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+#: guide-style scripts against the DC bench: exact readings (the reading accuracy is tested in
+#: test_sim_instrument_accuracy), no transients or parasitic paths (tested with the parasitics)
+BENCH_PHYSICS = Physics().without("instrument_accuracy", "capacitance", "series_resistance", "relay_leakage")
+
+
 def rig_and_emulator() -> tuple[SimRig, B1500AEmulator]:
-    rig = SimRig.default(seed=0, site="Q1")
+    rig = SimRig.default(seed=0, site="Q1", physics=BENCH_PHYSICS)
     emu = rig["b1500a"]
     assert isinstance(emu, B1500AEmulator)
     return rig, emu

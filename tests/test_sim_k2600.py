@@ -23,7 +23,7 @@ A, B = "k2612a.smua", "k2612a.smub"
 
 @pytest.fixture
 def bench() -> SimBench:
-    # the emulator against the DC bench: levels reach it exactly (source accuracy is tested in
+    # the emulator against the DC bench: exact readings (the reading accuracy is tested in
     # test_sim_instrument_accuracy), no transients or parasitic paths (tested with the parasitics)
     return SimBench(seed=0, physics=BENCH_PHYSICS)
 

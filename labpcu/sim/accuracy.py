@@ -7,6 +7,8 @@ lowest range (100 nA) carries ±100 pA, a hundred times its noise. The emulators
 their ranges up here (:func:`k2600_table`, :func:`b1500_table`), draw per channel and
 range a fixed error inside the bounds (:class:`ChannelErrors`) and add the noise per
 range; ``bench.physics`` switches both (``instrument_accuracy``, ``instrument_noise``).
+The source accuracy is tabulated but not applied: the bench gets the programmed level
+(an output's error would move every sourced level by up to its bound; left out).
 
 Sources of the figures (facts carried over, 1-year, 23 °C ± 5 °C, 1 PLC):
 
@@ -247,13 +249,11 @@ def b1500_table(module: str) -> AccuracyTable:
 # ------------------------------------------------------------ one channel's errors
 @dataclass(frozen=True, slots=True)
 class RangeError:
-    """The fixed errors one channel has on one range (fractions, A or V, A/V)."""
+    """The fixed measure errors one channel has on one range (fraction, A or V, A/V)."""
 
     gain: float
     offset: float
     offset_per_volt: float
-    source_gain: float
-    source_offset: float
 
 
 def seed_of(*parts: int | str) -> tuple[int, ...]:
@@ -282,10 +282,9 @@ class ChannelErrors:
         if err is None:
             row = self.table.at(kind, full_scale)
             rng = np.random.default_rng(np.random.SeedSequence([*self.seed, ord(key[0]), round(full_scale * 1e15)]))
-            z = np.clip(rng.standard_normal(5) * DRAW_SIGMA, -DRAW_CLIP, DRAW_CLIP)
+            z = np.clip(rng.standard_normal(3) * DRAW_SIGMA, -DRAW_CLIP, DRAW_CLIP)
             err = RangeError(float(z[0]) * row.measure_gain, float(z[1]) * row.measure_offset,
-                             float(z[2]) * row.offset_per_volt, float(z[3]) * row.source_gain,
-                             float(z[4]) * row.source_offset)
+                             float(z[2]) * row.offset_per_volt)
             self._drawn[key] = err
         return err
 
@@ -293,8 +292,3 @@ class ChannelErrors:
         """``value`` as read on this range: gain, offset and the output-voltage term."""
         e = self.error(kind, full_scale)
         return value * (1.0 + e.gain) + e.offset + e.offset_per_volt * volts
-
-    def sourced(self, kind: str, full_scale: float, level: float) -> float:
-        """What the output really applies when ``level`` is programmed on this range."""
-        e = self.error(kind, full_scale)
-        return level * (1.0 + e.source_gain) + e.source_offset

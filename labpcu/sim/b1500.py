@@ -168,7 +168,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from labpcu.sim.accuracy import AccuracyTable, ChannelErrors, b1500_table, seed_of
 from labpcu.sim.emulator import Emulator
+from labpcu.sim.physics import DEFAULT_PHYSICS, Physics
 
 # --------------------------------------------------------------------------- tables
 #: FLEX voltage range codes → full scale (V)
@@ -187,9 +189,7 @@ DEFAULT_ICOMP = 1e-4  # A, when DV/PV/WV omit it
 DEFAULT_VCOMP = 2.0  # V, when DI/PI/WI omit it
 LINE_FREQUENCY = 50.0  # Hz, for PLC-based integration times
 
-I_NOISE_REL, I_NOISE_FLOOR = 5e-5, 10e-15
-V_NOISE_REL, V_NOISE_FLOOR = 2e-5, 2e-6
-NOISE_REF_APERTURE = 1e-3  # s, integration time at which the σ above apply
+NOISE_REF_APERTURE = 1e-3  # s, integration time at which the data-sheet noise figures apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +221,21 @@ class ModuleSpec:
 
 
 #: Installable modules. The B1517A HR-SMU: ±100 V, ±100 mA (50 mA above 20 V,
-#: 20 mA above 40 V), ranges 0.5 V–100 V and 10 pA–100 mA (1 pA needs an ASU).
+#: 20 mA above 40 V), ranges 0.5 V–100 V and 10 pA–100 mA (1 pA needs an ASU). The
+#: B1511B MP-SMU: the same envelope, current ranges from 1 nA.
 MODULES: dict[str, ModuleSpec] = {
     "B1517A": ModuleSpec(
         "B1517A",
         v_codes=(5, 20, 50, 200, 400, 1000),
         i_codes=tuple(range(9, 20)),
+        v_max=100.0,
+        i_max=0.1,
+        envelope=((20.0, 0.1), (40.0, 0.05), (100.0, 0.02)),
+    ),
+    "B1511B": ModuleSpec(
+        "B1511B",
+        v_codes=(5, 20, 50, 200, 400, 1000),
+        i_codes=tuple(range(11, 20)),
         v_max=100.0,
         i_max=0.1,
         envelope=((20.0, 0.1), (40.0, 0.05), (100.0, 0.02)),
@@ -540,6 +549,7 @@ class B1500AEmulator(Emulator):
         line_frequency: float = LINE_FREQUENCY,
     ) -> None:
         super().__init__(bench, name)
+        self._errors: dict[int, ChannelErrors] = {}
         slots = list(DEFAULT_MODULES if modules is None else modules)
         if len(slots) > 10:
             raise ValueError(f"a B1500A has 10 slots, got {len(slots)} modules")
@@ -701,6 +711,23 @@ class B1500AEmulator(Emulator):
         self.reply(",".join(texts))
 
     # =============================================================== bench glue
+    @property
+    def physics(self) -> Physics:
+        return self.bench.physics if self.bench is not None else DEFAULT_PHYSICS
+
+    def channel_errors(self, ch: _Channel) -> ChannelErrors:
+        """The channel's fixed errors per range (module table; seeded from the bench
+        seed, the emulator name and the slot: reproducible, each channel its own)."""
+        err = self._errors.get(ch.slot)
+        if err is None:
+            seed = self.bench.seed if self.bench is not None else 0
+            err = ChannelErrors(b1500_table(ch.spec.model), seed_of(seed, self.name, ch.slot))
+            self._errors[ch.slot] = err
+        return err
+
+    def table(self, ch: _Channel) -> AccuracyTable:
+        return b1500_table(ch.spec.model)
+
     def _push(self, ch: _Channel) -> None:
         """Tell the bench what the channel applies now."""
         if self.bench is None:
@@ -719,7 +746,9 @@ class B1500AEmulator(Emulator):
     def _bench_read(self, ch: _Channel, duration: float) -> _Reading:
         if self.bench is None:  # nothing connected: an open circuit
             return _Reading(0.0, ch.level if ch.mode == "v" else 0.0, False)
-        r = self.bench.measure(ch.terminal, duration)
+        # an integrating ADC averages its window: read at its middle (first order)
+        self._advance(duration / 2)
+        r = self.bench.measure(ch.terminal, duration - duration / 2)
         return _Reading(float(r.i), float(r.v), bool(r.compliance))
 
     def _timer(self) -> float:
@@ -814,13 +843,20 @@ class B1500AEmulator(Emulator):
         force = "V" if ch.mode == "v" else "I"
         return {0: (side,), 1: ("I",), 2: ("V",), 3: (force,), 4: ("I", "V")}[ch.cmm]
 
-    def _value(self, ch: _Channel, kind: str, raw: float, code: int, k: float) -> tuple[float | None, int]:
-        """Instrument view of a bench value: range, noise, overflow. Returns (value, exp)."""
+    def _value(self, ch: _Channel, kind: str, raw: float, code: int, k: float,
+               volts: float = 0.0) -> tuple[float | None, int]:
+        """Instrument view of a bench value: range, the range's fixed gain and offset
+        error (``instrument_accuracy``; ``volts``, the output voltage, for the current
+        ranges' voltage term), its noise × ``k`` (``instrument_noise``), overflow.
+        Returns (value, exp)."""
         r = self._range_for(ch, kind, code, raw)
-        rel, floor = (I_NOISE_REL, I_NOISE_FLOOR) if kind == "I" else (V_NOISE_REL, V_NOISE_FLOOR)
-        sigma = (rel * r + floor) * k
-        noise = float(self.bench.rng.normal(0.0, sigma)) if self.bench is not None else 0.0
-        value = raw + noise
+        value = raw
+        if self.bench is not None:
+            physics = self.physics
+            if physics.on("instrument_accuracy"):
+                value = self.channel_errors(ch).measured(kind, r, value, volts if kind == "I" else 0.0)
+            if physics.on("instrument_noise"):
+                value += float(self.bench.rng.normal(0.0, self.table(ch).at(kind, r).noise_rms * k))
         exp = eng_exponent(r)
         if abs(value) > OVERRANGE * r:
             return None, exp
@@ -857,7 +893,7 @@ class B1500AEmulator(Emulator):
                 elements.append(Element("N", ch.slot, "T", t, 0))
             other = any(v for s, v in comp.items() if s != ch.slot)
             for q in quantities(ch):
-                value, exp = self._value(ch, q, rd.i if q == "I" else rd.v, codes(ch, q), k)
+                value, exp = self._value(ch, q, rd.i if q == "I" else rd.v, codes(ch, q), k, rd.v)
                 status = "V" if value is None else "C" if comp[ch.slot] else "T" if other else "N"
                 elements.append(Element(status, ch.slot, q, value, exp))
         return elements

@@ -1381,10 +1381,7 @@ class SmuChannel(TspObject):
             return
         on = src.output == 1
         off_mode, off_limit = self.off_state()
-        kind = "v" if f == VOLTS else "i"
-        if on and self.physics.on("instrument_accuracy"):
-            level = self.errors.sourced(kind, self.source_range(kind), level)
-        self.bench.set_source(self.terminal, output=on, mode=kind, level=level, limit=limit,
+        self.bench.set_source(self.terminal, output=on, mode="v" if f == VOLTS else "i", level=level, limit=limit,
                               off_mode=off_mode, off_limit=off_limit)
 
     @property
