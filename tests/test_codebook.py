@@ -451,7 +451,7 @@ def test_bin_quantiles_equal_numpy_and_are_monotone(n_bins: int, sizes: list[int
 def test_hdf5_export_reads_with_plain_h5py(tmp_path, codebook) -> None:
     path = save_hdf5(codebook, tmp_path / "cb.h5")
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema"] == SCHEMA and f.attrs["schema_version"] == SCHEMA_VERSION == 2
+        assert f.attrs["schema"] == SCHEMA and f.attrs["schema_version"] == SCHEMA_VERSION == 3
         assert list(f.attrs["operators"]) == list(codebook.operators)
         assert list(f.attrs["devices"]) == list(DEVICES)
         assert json.loads(f.attrs["source_runs"])[0]["sha256"] == codebook.source_runs[0]["sha256"]
@@ -554,7 +554,7 @@ def test_hdf5_export_opens_whole_in_xarray_with_dimensions_and_units(tmp_path, c
     assert prog["achieved_conductance_mean"].dims == ("level",)
     assert prog["achieved_conductance_mean"].attrs["units"] == "S" and prog["achieved_mean"].attrs["units"] == "1"
     assert tree["weight_noise"].attrs["sigma"] == codebook.weight_noise.sigma
-    assert tree.attrs["schema_version"] == 2
+    assert tree.attrs["schema_version"] == SCHEMA_VERSION
 
 
 def test_a_store_with_runs_and_a_codebook_opens_whole_in_xarray(tmp_path, store_ids, codebook) -> None:
@@ -669,15 +669,15 @@ def test_schema_version_mismatch_names_both_versions(tmp_path, codebook) -> None
     with pytest.raises(SchemaError) as exc:
         load_codebook(path)
     text = one_line(exc)
-    assert "schema version 7" in text and "reads versions 1, 2" in text
+    assert "schema version 7" in text and "reads versions 1, 2, 3" in text
     folder = tmp_path / "npz"
     manifest_path = save_npz(codebook, folder)
     manifest = json.loads(manifest_path.read_text())
-    manifest["schema_version"] = 3
+    manifest["schema_version"] = 4
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(SchemaError) as exc:
         load_codebook(folder)
-    assert "schema version 3" in one_line(exc)
+    assert "schema version 4" in one_line(exc)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.attrs["schema"] = "something"
     with pytest.raises(SchemaError) as exc:

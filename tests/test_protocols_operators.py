@@ -63,7 +63,7 @@ def test_softmax_outputs_sum_to_one_within_the_error(runner):
 
 
 def test_vmm_is_linear_and_stores_its_calibration(runner):
-    out = runner.run("vmm", {"input_sets": (20,)}, UNIT)
+    out = runner.run("vmm", {"input_sets": (20,), "compare_bits": (), "map_levels": ()}, UNIT)
     assert out.ok, out.error
     res = out.results
     assert 0 < res["summary"]["mean_relative_error"] < 0.03

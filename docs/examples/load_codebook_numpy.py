@@ -9,8 +9,8 @@ def load_codebook(folder):
     """{operator: (attributes, arrays)} from manifest.json and its op-*.npz files."""
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    if manifest["schema"] != "labpcu-codebook" or manifest["schema_version"] not in (1, 2):
-        raise ValueError(f"not a labpcu codebook of version 1 or 2: {folder}")
+    if manifest["schema"] != "labpcu-codebook" or manifest["schema_version"] not in (1, 2, 3):
+        raise ValueError(f"not a labpcu codebook of version 1, 2 or 3: {folder}")
     return {e["name"]: (e["attrs"], dict(np.load(folder / e["file"]))) for e in manifest["operators"]}
 
 
@@ -41,3 +41,9 @@ def lookup(table, *xs, mode="mean", rng=None):
     k = np.clip(np.searchsorted(levels, u, side="right") - 1, 0, len(levels) - 2)
     f = (u - levels[k]) / (levels[k + 1] - levels[k])
     return interp(lambda ix: q[ix + (k,)] + f * (q[ix + (k + 1,)] - q[ix + (k,)]))
+
+
+def effective_weight(table, w):
+    """VMM (version 3): the weight the crossbar gives for programmed weights w (fractions of full scale)."""
+    a = table[1]
+    return w * np.interp(np.abs(w), a["effective_weight_requested"], a["effective_weight_gain_mean"])

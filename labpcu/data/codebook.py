@@ -20,6 +20,11 @@ of table:
   centres. Its ideal function on that axis is the identity; ``ideal`` names the network
   operation the curve belongs to.
 
+The VMM table also carries an :class:`EffectiveWeightMap` (``table.effective_weight``),
+from the run's ``results["effective_weight"]``: the weight the crossbar really gives for
+each programmed weight, before any calibration (D1 in series makes it far from
+proportional). A trainer applies it to its weights (``lookup.EffectiveWeight``).
+
 Statistics per grid point: mean, sample std (ddof=1; 0 for a single sample), count, and
 quantiles at :data:`QUANTILE_LEVELS` with numpy's default ("linear") method. Levels 0 and
 1 are the bin's min and max, so quantile sampling spans the measured range. A grid
@@ -51,8 +56,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA = "labpcu-codebook"
-#: the codebook file format's version (docs/codebook-format.md); labpcu.data.codebook_io also reads version 1
-SCHEMA_VERSION = 2
+#: the codebook file format's version (docs/codebook-format.md); labpcu.data.codebook_io also reads 1 and 2
+#: (version 3 added the VMM's effective-weight map)
+SCHEMA_VERSION = 3
 KINDS = ("elementwise1d", "elementwise2d", "vector", "vmm")
 #: kinds whose table is a transfer curve over the ideal output
 TRANSFER_KINDS = ("vector", "vmm")
@@ -148,6 +154,7 @@ class OperatorTable:
     energy_per_op: float = math.nan  # J, mean over the samples (NaN: not recorded)
     dropped: int = 0  # samples left out because y was not finite
     tile_size: tuple[int, ...] = ()  # vmm: crossbar tile (rows, columns), if known
+    effective_weight: EffectiveWeightMap | None = None  # vmm: requested -> effective weight
 
     @property
     def ndim(self) -> int:
@@ -195,6 +202,87 @@ class OperatorTable:
     def equals(self, other: object) -> bool:
         """Field-by-field equality (arrays exactly, NaN equal to NaN)."""
         return isinstance(other, OperatorTable) and _fields_equal(self, other)
+
+
+#: what the effective-weight map's numbers mean (stored with it)
+EFFECTIVE_WEIGHT_DEFINITION = (
+    "weights are fractions of full scale: requested w = G/G_ref (G the programmed M1 conductance, G_ref the "
+    "map's top level), effective w_eff = I/I_ref (I the row current at v_read alone, offset removed, no "
+    "calibration; I_ref/G_ref the mean I/G of the cells at full scale); gain = w_eff/w. Apply as "
+    "w_eff = w * gain(|w|), interpolated linearly in requested and clipped to the measured levels; the sign of "
+    "w is kept (differential pairs)")
+
+
+@dataclass(eq=False)
+class EffectiveWeightMap:
+    """What a VMM crossbar gives for each programmed weight, before any calibration.
+
+    D1 sits in series with every M1, so a row's current at the read pulse is far from
+    proportional to its conductance: small weights come out too large relative to full
+    scale. Per level ``k`` (K levels, the last full scale): ``requested[k]`` (the target
+    as a fraction of ``g_ref``), the mean programmed fraction, the effective weight's
+    mean and std and the gain's (w_eff/w of each cell; ddof=1), the cells measured.
+    ``noise_scope`` is per_device: a cell's deviation from the mean gain is its own
+    diode's, drawn once per weight. Raw samples: ``device``, ``target`` and
+    ``programmed`` (S), ``current`` (A). ``error_*``: |gain − 1| over the samples below
+    full scale (mean, min, max).
+    """
+
+    requested: np.ndarray
+    programmed_mean: np.ndarray
+    effective_mean: np.ndarray
+    effective_std: np.ndarray
+    gain_mean: np.ndarray
+    gain_std: np.ndarray
+    count: np.ndarray
+    g_ref: float  # S
+    i_ref: float  # A
+    v_read: float  # V
+    device: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    target: np.ndarray = field(default_factory=lambda: np.zeros(0))  # S
+    programmed: np.ndarray = field(default_factory=lambda: np.zeros(0))  # S
+    current: np.ndarray = field(default_factory=lambda: np.zeros(0))  # A
+    error_mean: float = math.nan
+    error_min: float = math.nan
+    error_max: float = math.nan
+    noise_scope: str = "per_device"
+    definition: str = EFFECTIVE_WEIGHT_DEFINITION
+    source_run: str = ""
+
+    def equals(self, other: object) -> bool:
+        return isinstance(other, EffectiveWeightMap) and _fields_equal(self, other)
+
+
+def build_effective_weight(result: Mapping[str, Any], source_run: str = "") -> EffectiveWeightMap:
+    """The map from a vmm run's ``results["effective_weight"]`` (arrays ``target``,
+    ``programmed``, ``current``, ``cell``; ``g_ref``, ``i_ref``, ``v_read``): samples
+    grouped by target level, statistics per level."""
+    try:
+        target = np.asarray(result["target"], dtype=np.float64).ravel()
+        programmed = np.asarray(result["programmed"], dtype=np.float64).ravel()
+        current = np.asarray(result["current"], dtype=np.float64).ravel()
+        g_ref, i_ref = float(result["g_ref"]), float(result["i_ref"])
+        v_read = float(result["v_read"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"effective_weight result is incomplete or not numbers: {exc}") from None
+    if not (len(target) == len(programmed) == len(current)) or len(target) < 2:
+        raise ValueError("effective_weight needs target, programmed and current of equal length (>= 2 samples)")
+    if not (g_ref > 0 and i_ref > 0):
+        raise ValueError(f"effective_weight: g_ref and i_ref must be > 0, not {g_ref!r}, {i_ref!r}")
+    cells = np.asarray(result.get("cell", np.full(len(target), "")), dtype=object).ravel()
+    device = np.array([c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in cells], dtype=str)
+    levels, k = np.unique(target, return_inverse=True)
+    w, w_eff = programmed / g_ref, current / i_ref
+    gain = w_eff / w
+    stats = [bin_statistics(k, v, len(levels), np.array([0.5]))[:3] for v in (w, w_eff, gain)]
+    full = k == len(levels) - 1
+    err = np.abs(gain[~full & np.isfinite(gain)] - 1.0)
+    return EffectiveWeightMap(
+        requested=levels / g_ref, programmed_mean=stats[0][0], effective_mean=stats[1][0], effective_std=stats[1][1],
+        gain_mean=stats[2][0], gain_std=stats[2][1], count=stats[2][2], g_ref=g_ref, i_ref=i_ref, v_read=v_read,
+        device=device, target=target, programmed=programmed, current=current,
+        error_mean=float(err.mean()) if err.size else math.nan, error_min=float(err.min()) if err.size else math.nan,
+        error_max=float(err.max()) if err.size else math.nan, source_run=source_run)
 
 
 @dataclass(eq=False)
@@ -300,6 +388,8 @@ def _fields_equal(a: Any, b: Any) -> bool:
 def _value_equal(a: Any, b: Any) -> bool:
     if isinstance(a, Samples) or isinstance(b, Samples):
         return isinstance(a, Samples) and isinstance(b, Samples) and _fields_equal(a, b)
+    if isinstance(a, EffectiveWeightMap) or isinstance(b, EffectiveWeightMap):
+        return isinstance(a, EffectiveWeightMap) and a.equals(b)
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:
@@ -799,6 +889,11 @@ def _run_tables(store: Any, info: Any) -> dict[str, OperatorTable]:
             raise StoreError(f"run {info.run_id}: {exc}") from None
         if kw["kind"] == "vmm" and not tables[name].tile_size:
             tables[name].tile_size = _tile_size(info.results.get("summary"))
+        if kw["kind"] == "vmm" and isinstance(info.results.get("effective_weight"), Mapping):
+            try:
+                tables[name].effective_weight = build_effective_weight(info.results["effective_weight"], info.run_id)
+            except ValueError as exc:
+                raise StoreError(f"run {info.run_id}: {exc}") from None
     return tables
 
 

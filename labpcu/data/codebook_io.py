@@ -1,7 +1,7 @@
 """Codebook files: a standalone HDF5 file, a group in a run store, or a folder of npz.
 
 The format is specified in docs/codebook-format.md (schema ``labpcu-codebook``,
-version 2; version 1 files still load). HDF5 layout (the same under a file's root and
+version 3; versions 1 and 2 still load). HDF5 layout (the same under a file's root and
 under ``/codebooks/<name>/`` of a store)::
 
     /                         attrs: schema="labpcu-codebook", schema_version, labpcu_version,
@@ -16,16 +16,25 @@ under ``/codebooks/<name>/`` of a store)::
     /operators/<op>/samples/x, y, device, repeat, time    raw samples, gzip; dims
                               (sample,) and x (sample, input): ``sample`` is a netCDF
                               dimension without a variable, ``input`` the axis names
+    /operators/vmm/effective_weight/      the VMM's requested -> effective weight map
+                              (version 3): attrs g_ref (S), i_ref (A), v_read (V),
+                              definition, noise_scope, error_mean/min/max, source_run;
+                              requested (level scale), programmed_mean, effective_mean,
+                              effective_std, gain_mean, gain_std, count; samples/device,
+                              target (S), programmed (S), current (A)
     /weight_noise             attrs: sigma, reference, resample, distribution, ...
     /programming/             level (scale), target_fraction, achieved_mean, ... (VMM)
 
 Every array carries a ``units`` attribute (tables are in network units; ``physical_units``,
 ``physical_scale`` and ``physical_offset`` give physical = value · scale + offset).
 Version 2 added the samples' dimensions and the ``units`` attributes; version 1 files
-lack them and read the same.
+lack them and read the same. Version 3 added the VMM's effective-weight map; older
+files read with ``effective_weight = None``.
 
 The npz twin: ``manifest.json`` (every attribute, and each file's sha256) plus one
-``.npz`` per operator with the same datasets (samples as ``samples_x``...; strings
+``.npz`` per operator with the same datasets (samples as ``samples_x``..., the
+effective-weight map as ``effective_weight_<key>`` with its attributes in the
+operator's manifest entry under ``effective_weight``; strings
 as fixed-width unicode, nothing needs pickle) and ``programming.npz``. Both forms
 read back with h5py or numpy alone; :func:`load_codebook` reads either.
 """
@@ -49,6 +58,7 @@ from labpcu.data.codebook import (
     SCHEMA,
     SCHEMA_VERSION,
     Codebook,
+    EffectiveWeightMap,
     OperatorTable,
     ProgrammingTable,
     Samples,
@@ -62,7 +72,7 @@ from labpcu.data.tree import make_dimension
 
 MANIFEST = "manifest.json"
 #: schema versions this labpcu reads (it writes SCHEMA_VERSION)
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 FORMATS = ("hdf5", "npz", "both")
 _STR = h5py.string_dtype()
 #: how each operator attribute is stored and read back (JSON for mappings)
@@ -91,6 +101,13 @@ _PROG_ARRAYS = ("level", "target_fraction", "achieved_mean", "achieved_std", "co
 #: rows per HDF5 chunk of the raw samples
 _SAMPLE_CHUNK = 1 << 18
 _SAMPLE_KEYS = ("x", "y", "device", "repeat", "time")
+#: the effective-weight map: arrays per level, raw samples, attributes
+_EW_LEVEL = ("requested", "programmed_mean", "effective_mean", "effective_std", "gain_mean", "gain_std", "count")
+_EW_SAMPLES = ("device", "target", "programmed", "current")
+_EW_ATTRS = {"g_ref": "float", "i_ref": "float", "v_read": "float", "error_mean": "float", "error_min": "float",
+             "error_max": "float", "noise_scope": "str", "definition": "str", "source_run": "str"}
+#: units of each map array: (unit, physical unit, scale attribute) -- fractions of g_ref or i_ref
+_EW_UNITS = {"requested": "g_ref", "programmed_mean": "g_ref", "effective_mean": "i_ref", "effective_std": "i_ref"}
 
 
 # ====================================================================== attributes
@@ -238,6 +255,45 @@ def _write_operator(g: h5py.Group, t: OperatorTable, compression: str | None) ->
         s["device"].attrs["_Encoding"] = "utf-8"  # fixed-width UTF-8: netCDF readers decode it to text
         s["repeat"].attrs["units"] = "1"
         s["time"].attrs["units"] = "s"
+    if t.effective_weight is not None:
+        _write_effective_weight(g.create_group("effective_weight"), t.effective_weight)
+
+
+def _write_effective_weight(g: h5py.Group, m: EffectiveWeightMap) -> None:
+    """The map under its own group: per-level arrays on the ``requested`` scale (network
+    units, physical = value · g_ref or · i_ref), raw samples in SI units."""
+    for key, how in _EW_ATTRS.items():
+        _set_attr(g, key, getattr(m, key), how)
+    g.attrs["units_of_attributes"] = "g_ref: S, i_ref: A, v_read: V, error_*: 1 (|gain - 1|)"
+    scale = None
+    for key in _EW_LEVEL:
+        ds = g.create_dataset(key, data=getattr(m, key))
+        if scale is None:
+            ds.make_scale("requested")
+            scale = ds
+        else:
+            ds.dims[0].attach_scale(scale)
+        ref = _EW_UNITS.get(key)
+        if ref is not None:
+            _set_units(ds, "S" if ref == "g_ref" else "A", getattr(m, ref), 0.0)
+        else:
+            ds.attrs["units"] = "1"
+    s = g.create_group("samples")
+    s.attrs["description"] = "one row per cell and level: device, target and programmed conductance (S), row current (A)"
+    sample = make_dimension(s, "sample", len(m.target))
+    ds = s.create_dataset("device", data=np.array([str(d) for d in m.device], dtype=object), dtype=_STR)
+    ds.dims[0].attach_scale(sample)
+    for key, unit in (("target", "S"), ("programmed", "S"), ("current", "A")):
+        ds = s.create_dataset(key, data=getattr(m, key))
+        ds.dims[0].attach_scale(sample)
+        ds.attrs["units"] = unit
+
+
+def _read_effective_weight(g: h5py.Group) -> EffectiveWeightMap:
+    s = g["samples"]
+    device = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in s["device"][()]], dtype=str)
+    return EffectiveWeightMap(**{k: g[k][()] for k in _EW_LEVEL}, **{k: s[k][()] for k in _EW_SAMPLES[1:]},
+                              device=device, **{k: _parse(g.attrs[k], how) for k, how in _EW_ATTRS.items()})
 
 
 def _encode_devices(s: Samples) -> np.ndarray:
@@ -330,8 +386,10 @@ def _read_operator(g: h5py.Group, where: str) -> OperatorTable:
     if "samples" in g:
         s = g["samples"]
         samples = _samples({k: s[k][()] for k in _SAMPLE_KEYS})
+    ew = _read_effective_weight(g["effective_weight"]) if "effective_weight" in g else None
     return OperatorTable(**kw, axes=axes, quantile_levels=g["level"][()], mean=g["mean"][()], std=g["std"][()],
-                         count=g["count"][()], ideal_values=g["ideal"][()], quantiles=g["quantiles"][()], samples=samples)
+                         count=g["count"][()], ideal_values=g["ideal"][()], quantiles=g["quantiles"][()], samples=samples,
+                         effective_weight=ew)
 
 
 def _attrs_to_fields(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -436,10 +494,15 @@ def save_npz(cb: Codebook, folder: str | Path) -> Path:
         if t.samples is not None:
             arrays.update(samples_x=t.samples.x, samples_y=t.samples.y, samples_device=t.samples.device,
                           samples_repeat=t.samples.repeat, samples_time=t.samples.time)
+        ew = t.effective_weight
+        if ew is not None:
+            arrays.update({f"effective_weight_{k}": getattr(ew, k) for k in (*_EW_LEVEL, *_EW_SAMPLES)})
         _write_npz(folder / file, arrays)
         attrs = {**_operator_attrs(t), **_OP_INFO, "n_devices": t.n_devices, "has_samples": t.samples is not None}
-        manifest["operators"].append({"name": name, "file": file, "sha256": file_sha256(folder / file),
-                                      "attrs": _json_safe(attrs)})
+        entry = {"name": name, "file": file, "sha256": file_sha256(folder / file), "attrs": _json_safe(attrs)}
+        if ew is not None:
+            entry["effective_weight"] = _json_safe({k: getattr(ew, k) for k in _EW_ATTRS})
+        manifest["operators"].append(entry)
     if cb.weight_noise is not None:
         manifest["weight_noise"] = _json_safe({k: getattr(cb.weight_noise, k) for k in _WN_ATTRS})
     if cb.programming is not None:
@@ -502,10 +565,15 @@ def load_npz(folder: str | Path) -> Codebook:
         samples = None
         if "samples_y" in arrays:
             samples = _samples({k: arrays[f"samples_{k}"] for k in _SAMPLE_KEYS})
+        ew = None
+        if entry.get("effective_weight"):
+            attrs = entry["effective_weight"]
+            ew = EffectiveWeightMap(**{k: arrays[f"effective_weight_{k}"] for k in (*_EW_LEVEL, *_EW_SAMPLES)},
+                                    **{k: _parse(attrs[k], how) for k, how in _EW_ATTRS.items()})
         operators[kw["name"]] = OperatorTable(
             **kw, axes=tuple(arrays[a] for a in kw["axis_names"]), quantile_levels=arrays["level"],
             mean=arrays["mean"], std=arrays["std"], count=arrays["count"], ideal_values=arrays["ideal"],
-            quantiles=arrays["quantiles"], samples=samples)
+            quantiles=arrays["quantiles"], samples=samples, effective_weight=ew)
     wn = None
     if manifest.get("weight_noise"):
         w = manifest["weight_noise"]

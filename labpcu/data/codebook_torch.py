@@ -6,7 +6,9 @@ computes it), the gradient is the ideal function's (the straight-through "bypass
 ``bypass=False`` returns the table alone, detached: the paper's ablation without the
 gradient bypass. For transfer tables (softmax, vmm) the input is the ideal output and
 ``f`` is the identity. :class:`WeightNoise` adds programming error to weights, drawn
-once and kept until :meth:`WeightNoise.reprogram`.
+once and kept until :meth:`WeightNoise.reprogram`. :class:`EffectiveWeight` turns
+programmed weights into what the VMM crossbar gives (the codebook's effective-weight
+map; apply it after the weight noise).
 
 The tables live in buffers, so ``.to(device)`` moves them; lookups run in the input's
 dtype on the input's device.
@@ -23,10 +25,10 @@ try:
 except ImportError:  # pragma: no cover - exercised only without torch
     raise ImportError("PyTorch is not installed: pip install 'labpcu[torch]'") from None
 
-from labpcu.data.codebook import PAPER_WEIGHT_SIGMA, Codebook, OperatorTable
+from labpcu.data.codebook import PAPER_WEIGHT_SIGMA, Codebook, EffectiveWeightMap, OperatorTable
 from labpcu.data.codebook import WeightNoise as WeightNoiseSpec
 from labpcu.data.ideal import get_ideal
-from labpcu.data.lookup import MODES, weight_noise_sigma
+from labpcu.data.lookup import EFFECTIVE_MODES, MODES, effective_weight_map, weight_noise_sigma
 
 Tensor = torch.Tensor
 
@@ -216,3 +218,68 @@ class WeightNoise(nn.Module):
         else:
             ref = float(self.reference)
         return w + (self.sigma * self.noise_scale) * ref * self.z.to(w.dtype)
+
+
+# ---------------------------------------------------------------------- effective weights
+class EffectiveWeight(nn.Module):
+    """``w · gain(|w|)``: the weight the crossbar gives (see
+    :class:`labpcu.data.lookup.EffectiveWeight`, which this matches on the same map).
+
+    ``bypass=True`` (default): forward the effective weight, gradient 1 (the ideal
+    weight's, as the codebook operators do); ``bypass=False``: the gradient goes through
+    ``w · gain`` with the gain held constant. ``mode="gaussian"`` adds each cell's
+    deviation (``noise_scale · gain_std · z``, z drawn once, kept until :meth:`reprogram`).
+    """
+
+    def __init__(self, source: OperatorTable | EffectiveWeightMap, mode: str = "mean", noise_scale: float = 1.0, *,
+                 bypass: bool = True, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if mode not in EFFECTIVE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(EFFECTIVE_MODES)}, not {mode!r}")
+        m = effective_weight_map(source)
+        ok = torch.isfinite(torch.as_tensor(m.gain_mean, dtype=torch.float64))
+        self.register_buffer("axis", torch.as_tensor(m.requested, dtype=torch.float64)[ok])
+        self.register_buffer("gain_mean", torch.as_tensor(m.gain_mean, dtype=torch.float64)[ok])
+        self.register_buffer("gain_std", torch.nan_to_num(torch.as_tensor(m.gain_std, dtype=torch.float64)[ok]))
+        self.mode = mode
+        self.noise_scale = float(noise_scale)
+        self.bypass = bool(bypass)
+        self.generator = generator
+        self.register_buffer("z", None, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.axis.numel()}, mode={self.mode}, noise_scale={self.noise_scale}, bypass={self.bypass}"
+
+    def reprogram(self) -> None:
+        """Draw new per-cell deviations on the next call."""
+        self.z = None
+
+    def _interp(self, table: Tensor, a: Tensor) -> Tensor:
+        """np.interp on |w| (clipped to the levels), in ``a``'s dtype."""
+        axis = self.axis.to(a.dtype)
+        values = table.to(a.dtype)
+        if axis.numel() == 1:
+            return values.expand_as(a).clone()
+        x = a.clamp(axis[0], axis[-1]).contiguous()
+        i = (torch.searchsorted(axis, x, right=True) - 1).clamp(0, axis.numel() - 2)
+        t = (x - axis[i]) / (axis[i + 1] - axis[i])
+        return values[i] + t * (values[i + 1] - values[i])
+
+    def gain(self, w: Tensor) -> Tensor:
+        """The mean gain at |w| (no noise, no gradient)."""
+        with torch.no_grad():
+            return self._interp(self.gain_mean, w.detach().abs())
+
+    def forward(self, w: Tensor) -> Tensor:
+        g = self.gain(w)
+        if self.mode == "gaussian":
+            if self.z is None:
+                self.z = torch.randn(w.shape, generator=self.generator, dtype=w.dtype, device=w.device)
+            elif self.z.shape != w.shape:
+                raise ValueError(f"weights changed shape from {tuple(self.z.shape)} to {tuple(w.shape)}; "
+                                 f"call reprogram() first")
+            with torch.no_grad():
+                g = g + self.noise_scale * self._interp(self.gain_std, w.detach().abs()) * self.z.to(w.dtype)
+        if self.bypass:
+            return (w * g).detach() + (w - w.detach())
+        return w * g

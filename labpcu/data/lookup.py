@@ -15,7 +15,10 @@ rounding. Modes:
 Noise follows the table's ``noise_scope``: ``per_call`` draws anew on every call,
 ``per_device`` draws once per input shape and keeps it until :meth:`Lookup.reprogram`
 (the variation belongs to the unit, not to the read). Weight noise, drawn once per
-weight and kept until reprogramming, is :class:`WeightNoiseSampler`.
+weight and kept until reprogramming, is :class:`WeightNoiseSampler`. What a VMM
+crossbar makes of a programmed weight (D1 in series: small weights come out large
+relative to full scale) is :class:`EffectiveWeight`; apply it after the weight noise:
+``EffectiveWeight(cb["vmm"])(WeightNoiseSampler(cb.weight_noise)(w))``.
 
 Speed: the inputs are processed in cache-sized chunks, each a few vectorized passes
 (arithmetic binning on uniform grids, ``searchsorted`` otherwise, then gathers), in
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from labpcu.data.codebook import PAPER_WEIGHT_SIGMA, OperatorTable, WeightNoise
+from labpcu.data.codebook import PAPER_WEIGHT_SIGMA, EffectiveWeightMap, OperatorTable, WeightNoise
 
 MODES = ("mean", "gaussian", "quantile")
 _CHUNK = 1 << 15
@@ -277,3 +280,74 @@ class WeightNoiseSampler:
             self._z.clear()
         else:
             self._z.pop(key, None)
+
+
+# ---------------------------------------------------------------------- effective weights
+EFFECTIVE_MODES = ("mean", "gaussian")
+
+
+def effective_weight_map(source: OperatorTable | EffectiveWeightMap) -> EffectiveWeightMap:
+    """The map of a VMM table (or the map itself); a clear error when there is none."""
+    if isinstance(source, EffectiveWeightMap):
+        return source
+    if isinstance(source, OperatorTable) and source.effective_weight is not None:
+        return source.effective_weight
+    name = getattr(source, "name", type(source).__name__)
+    raise ValueError(f"operator {name!r} has no effective-weight map (a vmm run with map_levels measures one)")
+
+
+class EffectiveWeight:
+    """The weight a VMM crossbar gives for a programmed weight: ``w · gain(|w|)``.
+
+    Weights are fractions of full scale (1 = the map's top level; scale yours to it).
+    ``gain`` is the measured w_eff/w, interpolated linearly between the map's levels
+    and clipped to them. ``mode="gaussian"`` adds ``noise_scale · gain_std · z`` with
+    ``z ~ N(0, 1)`` drawn once per weight (per ``key``) and kept until :meth:`reprogram`:
+    the deviation belongs to each cell's diode, not to the read.
+    """
+
+    def __init__(self, source: OperatorTable | EffectiveWeightMap, *, mode: str = "mean", noise_scale: float = 1.0,
+                 rng: Any = None) -> None:
+        if mode not in EFFECTIVE_MODES:
+            raise ValueError(f"effective-weight mode must be one of {', '.join(EFFECTIVE_MODES)}, not {mode!r}")
+        self.map = effective_weight_map(source)
+        ok = np.isfinite(self.map.gain_mean)
+        if ok.sum() < 1:
+            raise ValueError("the effective-weight map has no finite gain")
+        self.axis = np.asarray(self.map.requested, dtype=np.float64)[ok]
+        self.gain_mean = np.asarray(self.map.gain_mean, dtype=np.float64)[ok]
+        self.gain_std = np.nan_to_num(np.asarray(self.map.gain_std, dtype=np.float64)[ok])
+        self.mode = mode
+        self.noise_scale = float(noise_scale)
+        self.rng = _rng(rng)
+        self._z: dict[str, np.ndarray] = {}
+
+    def gain(self, w: Any) -> np.ndarray:
+        """The mean gain at |w| (no noise)."""
+        return np.interp(np.abs(np.asarray(w, dtype=np.float64)), self.axis, self.gain_mean)
+
+    def __call__(self, w: Any, key: str = "weights") -> np.ndarray:
+        w = np.asarray(w)
+        dtype = w.dtype if w.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        g = self.gain(w)
+        if self.mode == "gaussian":
+            z = self._z.get(key)
+            if z is None:
+                z = self._z[key] = self.rng.standard_normal(w.shape)
+            elif z.shape != w.shape:
+                raise ValueError(f"weights {key!r} changed shape from {z.shape} to {w.shape}; call reprogram() first")
+            g = g + self.noise_scale * np.interp(np.abs(w), self.axis, self.gain_std) * z
+        return (w * g).astype(dtype, copy=False)
+
+    def reprogram(self, key: str | None = None) -> None:
+        """Draw new per-cell deviations on next use: for ``key``, or every key."""
+        if key is None:
+            self._z.clear()
+        else:
+            self._z.pop(key, None)
+
+
+def effective_weight(source: OperatorTable | EffectiveWeightMap, w: Any, *, mode: str = "mean",
+                     rng: Any = None) -> np.ndarray:
+    """One-off: the effective weights for programmed weights ``w`` (see :class:`EffectiveWeight`)."""
+    return EffectiveWeight(source, mode=mode, rng=rng)(w)
