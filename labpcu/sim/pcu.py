@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from labpcu.sim.defects import defective_diode
 from labpcu.sim.diode import DiodeParams
 from labpcu.sim.memristor import BinaryMemristor, MultiStateMemristor
 
@@ -53,6 +54,12 @@ class PCU:
     array: str | None = None  # array id for cells of a 3×3 array
     row: int | None = None  # 1-based, for array cells
     col: int | None = None
+    #: fabrication defect (:data:`labpcu.sim.defects.DEFECTS`), None for a working PCU
+    defect: str | None = None
 
     def diode(self, name: str) -> DiodeParams:
-        return self.d1 if name == "D1" else self.d2
+        """The diode as the circuit sees it: D1 of an open or shorted PCU is the defect
+        (the drawn parameters stay in ``d1`` and ``d2``)."""
+        if name == "D1":
+            return defective_diode(self.d1, self.defect)
+        return self.d2

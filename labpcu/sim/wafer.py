@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labpcu.sim.defects import apply_defects
 from labpcu.sim.diode import DiodeParams
 from labpcu.sim.memristor import BinaryMemristor, M1Params, M2Params, MultiStateMemristor
 from labpcu.sim.pcu import PCU
@@ -190,4 +191,5 @@ def make_wafer(seed: int = 0, physics: Physics | None = None) -> Wafer:
             wafer.sites[q] = Site(q, "quad", old.devices + (did,))
         else:
             wafer.sites[q] = Site(q, "quad", (did,))
+    apply_defects(wafer, physics, WAFER_DIAMETER_MM / 2)  # opens, shorts, stuck devices (physics "defects")
     return wafer
