@@ -141,9 +141,15 @@ the most plausible behaviour and is pinned by ``tests/test_sim_b1500.py`` and
   speed auto N → N ms, manual N → N × 20 µs, PLC N → N/line frequency, time mode N →
   N s; high resolution auto N → N/6 PLC, manual N → N × 80 µs, PLC N → N PLC, and
   auto-zero (``AZ 1``, default) doubles the high-resolution conversion time. ``AV n``
-  maps to ``AIT 0``. Noise: σ_I = (5e-5·range + 10 fA)·k, σ_V = (2e-5·range + 2 µV)·k
-  with k = sqrt(1 ms / integration time) (clipped to 0.1–30), halved on the
-  high-resolution ADC.
+  maps to ``AIT 0``. A reading is the bench at the middle of its integration (the
+  window's average to first order), after ``WT`` hold and delay in a staircase.
+  Errors per module and range (:mod:`labpcu.sim.accuracy`, data-sheet tables of the
+  B1517A and B1511B): a fixed gain, offset and output-voltage term per channel and
+  range (``instrument_accuracy``) and the range's noise × k, k = sqrt(1 ms /
+  integration time) (clipped to 0.1–30), halved on the high-resolution ADC
+  (``instrument_noise``). The output is the programmed level (force accuracy is
+  tabulated, not applied). ``WAT`` (the instrument's automatic wait times, whose base
+  values are not published) adds no time.
 * With ``TSC 1`` every channel's data in an ``XE`` result is preceded by a time
   element; the timer starts at power-on, ``*RST`` and ``TSR``. ``TI``/``TV``/``TIV``
   ignore ``TSC`` (their ``TT…`` forms carry the time). ``FMT`` modes 1/2 add source data

@@ -86,20 +86,30 @@ Simplifications (documented, on purpose):
   would block until then. ``*OPC?`` then answers ``1`` only when the sweep ends, as
   the instrument does. A wait gives up after 100,000 clock stops (an endless sweep);
   inside a TSP chunk the instruction budget ends it first.
-* A reading is the bench at the start of its integration (then the integration time
-  passes); measurements are never overlapped (``status.operation.measuring`` stays 0),
+* A reading is the bench at the middle of its integration (an integrating converter
+  averages its window; its timestamp is the start); measurements are never overlapped (``status.operation.measuring`` stays 0),
   ``measure.action = ASYNC`` is taken as ENABLE; digital I/O, TSP-Link and LAN
   triggers, and KIPulse ``sync_out`` are absent (a KIPulse ``sync_in`` never sees a
   trigger: each pulse waits ``sync_in_timeout``, then the train aborts or goes on per
   ``sync_in_abort``). An endless timer (``count = 0``) stops with the last sweep.
-* ``measure.delay = DELAY_AUTO`` adds no time; autozero AUTO costs two extra
-  conversions per reading (3 × nplc/linefreq), ONCE costs two conversions once.
-* Instrument noise per reading: σ = (1e-5·range + 1 pA)/√nplc for current,
-  1e-5·range/√nplc for voltage (the factor clipped to 0.2–30, divided by √count of
-  an enabled filter), plus a fixed per-channel offset (≈1e-5·range, seeded from the
-  bench), on top of the device read noise the bench already adds. Autorange picks
-  the smallest range holding the reading; a fixed range smaller than the reading
-  gives the overflow value 9.91e37.
+* Settling (bench time, before the reading): ``measure.delay`` (reset: DELAY_OFF on
+  the 2601-2614, DELAY_AUTO on the 2634-2636) once before the first reading of
+  ``measure.count``; DELAY_AUTO is the current range's autodelay × ``delayfactor`` for
+  a current reading, none for a voltage one. ``source.delay`` after each source change
+  with the output on (a level, ``output``, ``func``; in sweeps at each point);
+  DELAY_AUTO is the output settling time of the current range in use (sourcing
+  voltage: or of the voltage range, if longer). The range a current reading starts on
+  under autorange is the last one used. Figures: :mod:`labpcu.sim.accuracy`.
+  Autozero AUTO costs two extra conversions per reading (3 × nplc/linefreq), ONCE
+  costs two conversions once.
+* Readings carry the data sheet's errors of their range (:mod:`labpcu.sim.accuracy`):
+  a fixed gain and offset per channel and range, drawn from the bench seed and the
+  names (``instrument_accuracy``), and the range's noise (p-p/6 at 1 PLC) × 1/√nplc
+  (clipped to 0.2–30, divided by √count of an enabled filter; ``instrument_noise``),
+  on top of the device read noise the bench adds. The output is the programmed level
+  (source accuracy is tabulated, not applied). Autorange picks the smallest range
+  holding the reading; a fixed range smaller than the reading gives the overflow
+  value 9.91e37.
 * ``limitp``, ``sense``, ``settling``, ``highc`` and ``sink`` are stored and reported
   but do not change the physics; the power envelope (e.g. 100 mA on the 200 V range)
   is not enforced. An enabled filter of any type divides the noise by √count; only
