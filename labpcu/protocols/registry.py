@@ -26,6 +26,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "labpcu.protocols.vmm",
     "labpcu.protocols.softmax",
     "labpcu.protocols.activation",
+    "labpcu.protocols.screen",
 )
 ENTRY_POINT_GROUP = "labpcu.protocols"
 
