@@ -23,7 +23,8 @@ from labpcu.runner import RunOutcome, Runner
 #: the ten operator units: columns of arrays A1–A4 (A1 C1, A1 C2, ... A4 C1)
 OPERATOR_UNITS = column_units(["A1", "A2", "A3", "A4"], 10)
 VMM_COLUMN = ["A5-R1C1", "A5-R2C1", "A5-R3C1"]
-ACTIVATION_UNITS = column_units(["A6"], 2)
+#: single PCUs: the back-to-back sigmoid's sub-nA plateau needs a PCU without array neighbours
+ACTIVATION_UNITS = ["S13", "S14", "S15", "S17", "S18", "S19"]
 WEIGHT_CELLS = [f"{a}-R{r}C{c}" for a in ("A7", "A8") for r in (1, 2, 3) for c in (1, 2, 3)]
 
 

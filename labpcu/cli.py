@@ -43,6 +43,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
+    from labpcu.cli_budget import add_parser as add_budget_parser
     from labpcu.cli_campaign import add_parser as add_campaign_parser
     from labpcu.gui.app import add_parser as add_gui_parser
     from labpcu.cli_codebook import add_parser as add_codebook_parser
@@ -56,6 +57,9 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="characterize the simulated wafer: every protocol, codebook export and report (no hardware)")
     demo.add_argument("--seed", type=_seed, default=0, help="wafer seed (default 0)")
     demo.add_argument("--out", default=None, help="folder for the demo output (default: labpcu-demo)")
+    add_physics_flags(demo)
+    demo.add_argument("--budget", action="store_true",
+                      help="also measure each operator's error budget (each mechanism off in turn) for the report")
 
     sim = sub.add_parser("sim", help="the simulated bench")
     simsub = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
@@ -74,8 +78,35 @@ def build_parser(with_protocols: bool = True) -> argparse.ArgumentParser:
     add_store_parser(sub)
     add_campaign_parser(sub, _seed)
     add_gui_parser(sub, _seed)
+    add_budget_parser(sub, _seed)
     add_common_flags(parser)
     return parser
+
+
+# ------------------------------------------------------------ simulated physics
+def add_physics_flags(parser: argparse.ArgumentParser) -> None:
+    """Conditions and mechanism switches of the simulated wafer (labpcu.sim.physics)."""
+    from labpcu.sim.physics import MECHANISMS
+
+    parser.add_argument("--temperature", type=float, default=None, metavar="K",
+                        help="stage temperature in kelvin (default 298.15)")
+    parser.add_argument("--light", type=float, default=None, metavar="LUX",
+                        help="microscope lamp on the wafer in lux (default 0: dark)")
+    parser.add_argument("--without", action="append", default=[], metavar="MECHANISM", choices=sorted(MECHANISMS),
+                        help="switch a mechanism of the simulated wafer off (repeatable): " + ", ".join(MECHANISMS))
+
+
+def physics_from_args(args: argparse.Namespace) -> Any:
+    """The Physics the flags ask for (None: the bench file's own)."""
+    from labpcu.benchfile import load_bench
+
+    if args.temperature is None and args.light is None and not args.without:
+        return None
+    conditions = {k: v for k, v in (("temperature_K", args.temperature), ("light_lux", args.light)) if v is not None}
+    try:
+        return load_bench(None).physics(**conditions).without(*args.without)
+    except ValueError as exc:  # PhysicsError: one line, exit 2
+        raise UsageError(str(exc)) from None
 
 
 # ------------------------------------------------------------ -v, -q, --log-file
@@ -266,7 +297,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     store = folder / STORE_NAME  # the demo replaces a previous store: only a regular file can be replaced
     if (store.exists() or store.is_symlink()) and not store.is_file():
         _check_path(lambda: check_store_path(store, create=True))
-    return run_demo(seed=args.seed, out=folder)
+    return run_demo(seed=args.seed, out=folder, physics=physics_from_args(args), budget=args.budget)
 
 
 # ------------------------------------------------------------------- arguments
@@ -438,6 +469,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return cmd_gui(args)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "budget":
+        from labpcu.cli_budget import cmd_budget
+
+        return cmd_budget(args)
     if args.command == "sim" and args.sim_command == "serve":
         return _cmd_sim_serve(args)
     if args.command == "sim" and args.sim_command == "sites":

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from labpcu.bench import Bench
+from labpcu.budget import OPERATORS
 from labpcu.characterize import STEPS, Step, characterize
 from labpcu.progress import ProgressBar
 from labpcu.runner import Runner
+
+if TYPE_CHECKING:
+    from labpcu.sim.physics import Physics
 
 DEFAULT_FOLDER = "labpcu-demo"
 #: the run store inside the demo folder
@@ -31,9 +36,32 @@ STORE_NAME = "wafer.h5"
 CODEBOOK_SOURCES = ("vmm", "multiplier", "divider", "softmax", "activation", "weight_statistics")
 
 
-def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | None = None) -> int:
+#: the quick budget's share of the demo's work: three units, one pass (the baseline is
+#: measured with the same settings, so the drops are comparable within the budget)
+QUICK_BUDGET_UNITS = 3
+
+
+def budget_settings(full: bool = False, devices: dict[str, list[str]] | None = None,
+                    ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Devices and parameters of each operator's budget runs: the demo's own steps
+    (``full``), or a quick version on the first three units with one pass."""
+    steps = {s.protocol: s for s in STEPS if s.protocol in OPERATORS}
+    out_devices = {op: list((devices or {}).get(op, steps[op].devices)) for op in OPERATORS}
+    params = {op: {k: v for k, v in steps[op].params.items() if k != "configure"} for op in OPERATORS}
+    if not full:
+        for op in ("multiplier", "divider", "softmax"):
+            out_devices[op] = out_devices[op][:3 * QUICK_BUDGET_UNITS]
+            params[op]["repeats" if op != "softmax" else "vectors"] = 1 if op != "softmax" else 10
+        params["vmm"].update(input_sets=(20,), compare_bits=())
+    return out_devices, params
+
+
+def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | None = None,
+             physics: Physics | None = None, budget: bool = False) -> int:
     """Characterize the simulated wafer into ``out``. Exit code 0 when every band of
-    pcu.md is met, 1 otherwise."""
+    pcu.md is met, 1 otherwise. ``physics``: the simulated wafer's conditions and
+    mechanisms (default: the bench file's). ``budget``: also measure each operator's
+    error budget (a quick one: :func:`budget_settings`) for the report."""
     from labpcu.data.codebook import build_codebook
     from labpcu.data.codebook_io import export_codebook, save_to_store
     from labpcu.data.store import Store
@@ -50,7 +78,7 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
     def announce(k: int, step: Step) -> None:
         console.print(f"[{k + 1:2d}/{len(STEPS)}] {step.label}: {step.protocol} on {len(step.devices)} PCUs")
 
-    with Bench.from_file(seed=seed) as bench:
+    with Bench.from_file(seed=seed, physics=physics) as bench:
         runner = Runner(bench, store_path)
         runner.subscribe(ProgressBar(console))
         campaign = characterize(runner, STEPS, announce)
@@ -67,6 +95,15 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
         export_codebook(codebook, folder / "codebook", format="both", name="codebook")
     else:
         console.print("[red]no operator run completed: no codebook")
+    if budget:
+        from labpcu.budget import DOCUMENT, error_budget
+
+        used = {s.protocol: list(store.info(o.run_id).devices) for s, o in campaign.outcomes
+                if s.protocol in OPERATORS and o.status == "completed"}
+        devices, params = budget_settings(devices=used or None)
+        console.print("error budget: each operator again with each mechanism switched off (quick: 3 units)")
+        result = error_budget(seed, devices, params, base=physics, folder=folder / "budget")
+        store.write_document(DOCUMENT, result.to_dict())
     report = write_report(store, campaign.roles, folder / "report", title=f"Simulated wafer, seed {seed}", seed=seed)
     wall = time.perf_counter() - wall
 
