@@ -18,14 +18,16 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from labpcu.clock import VirtualClock
-from labpcu.sim.circuit import Netlist, Solution, solve
+from labpcu.sim.circuit import GMIN, Netlist, Solution, solve
 from labpcu.sim.diode import DiodeParams, saturation_current, thermal_voltage
+from labpcu.sim.parasitics import (PATH_RESISTANCE, RELAY_ISOLATION_OHM, ParasiticNetwork, Step,
+                                   node_conductance, offset_current, terminal_capacitance)
 from labpcu.sim.pcu import ELEMENTS, PCU
 from labpcu.sim.physics import DEFAULT_PHYSICS, T_REF_K, Physics
 from labpcu.sim.stage import StageTemperature
@@ -114,6 +116,14 @@ class _Topology:
     dio_labels: tuple[str, ...] = ()  # "S01.D1", in the order of the diode arrays
     dio_params: tuple[DiodeParams, ...] = ()
     _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
+    # parasitics (labpcu.sim.parasitics): linear resistors static per topology (series
+    # paths, relay leakage), and per terminal node the nodes it drives through its
+    # series paths and how many closed columns it reaches (its cable capacitance)
+    par_a: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    par_b: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    par_g: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    driven: dict[int, frozenset[int]] = field(default_factory=dict)
+    paths: dict[int, int] = field(default_factory=dict)
 
     def diodes_at(self, temperature: float, lux: float, leak: bool) -> Netlist:
         """The diodes at stage temperature ``temperature`` (K) under ``lux`` of lamp
@@ -190,6 +200,9 @@ class SimBench:
         #: bias (:attr:`stress`): what safety tests judge, not what a driver sent
         self.track_stress = False
         self.stress: dict[str, tuple[float, float]] = {}
+        #: capacitance: the last bias step of each terminal (relaxing; see parasitics.Step)
+        self._steps: dict[str, Step] = {}
+        self._offsets: dict[Crosspoint, float] = {}  # relay_leakage: offset current per crosspoint
 
     # ------------------------------------------------------------------ probe
     @property
@@ -239,6 +252,10 @@ class SimBench:
         (see :class:`SourceState`)."""
         with self.lock:
             s = self.source(name)
+            capacitive = self.physics.on("capacitance")
+            if capacitive:  # where the step starts from
+                before = (s.in_circuit, s.applied())
+                v_before = self._dc_voltage(name)
             if off_mode is not None:
                 if off_mode not in OFF_MODES:
                     raise ValueError(f"off mode must be one of {OFF_MODES}, not {off_mode!r}")
@@ -264,6 +281,45 @@ class SimBench:
                 # the new bias reaches the devices at once: filament switching takes
                 # nanoseconds, far less than any source's settling time
                 self.settle()
+                if capacitive and before != (s.in_circuit, s.applied()):
+                    self._record_step(name, v_before, before[1])
+            elif capacitive:
+                self._steps.pop(name, None)
+
+    def _dc_voltage(self, name: str) -> float:
+        """The DC voltage of a terminal's node as last settled (0 if never solved)."""
+        if self._settled is not None:
+            node = self.topology.terminal_node.get(name)
+            if node is not None and node < len(self._settled.v):
+                return float(self._settled.v[node])
+        step = self._steps.get(name)
+        return step.v_dc if step is not None else 0.0
+
+    def _record_step(self, name: str, v_before: float, applied_before: tuple[bool, float, float]) -> None:
+        """capacitance: the terminal's node was at ``v_before`` and its DC value is now
+        the settled one; what is left of an earlier step adds to the lag. The node
+        relaxes with τ = R·C: C what the terminal charges (cable paths and the device
+        elements on its pads), R the node's small-signal resistance into the circuit (a
+        current source charging through a diode's knee is slower: the chord ΔV/ΔI)."""
+        topo, sol = self.topology, self._settled
+        node = topo.terminal_node[name]
+        group = topo.driven.get(node, frozenset({node}))
+        elements = [(a, b) for _, a, b in topo.m1 + topo.m2] + list(zip(topo.dio.dio_a.tolist(), topo.dio.dio_k.tolist()))
+        c = terminal_capacitance(topo.paths.get(node, 0), group, elements)
+        if sol is None or c <= 0:
+            self._steps.pop(name, None)
+            return
+        t = self.clock.now()
+        v_dc = float(sol.v[node])
+        old = self._steps.get(name)
+        residual = old.lag_at(t) if old is not None and old.topology is topo else 0.0
+        dv = v_dc - v_before
+        net, _ = self._netlist(noisy=False)
+        r = 1.0 / (node_conductance(net, sol.v, group) + GMIN * len(group))
+        v_forcing, level, _ = self._sources[name].applied()
+        if not v_forcing and not applied_before[0] and level != applied_before[1] and dv:
+            r = max(r, abs(dv / (level - applied_before[1])))
+        self._steps[name] = Step(t, residual + dv, c, r * c, topo, v_dc)
 
     def reaches_devices(self, name: str) -> bool:
         """True if the terminal's net touches any device under the probes now."""
@@ -343,10 +399,18 @@ class SimBench:
         for (slot, row), term in self.wiring.rows.items():
             uf.union(f"T:{term}", f"R:{slot}:{row}")
         pins = self.pins()
+        closed = self.physically_closed()
+        # series_resistance: a column a closed relay routes reaches its pad through the
+        # path's resistance instead of merging with it (unrouted columns stay merged)
+        routed = {(s, c) for s, _, c in closed} if self.physics.on("series_resistance") else set()
+        series: list[tuple[str, str]] = []
         for (slot, col), pin in self.wiring.columns.items():
             if pin in pins:
-                uf.union(f"N:{pins[pin][1]}", f"C:{slot}:{col}")
-        for slot, row, col in self.physically_closed():
+                if (slot, col) in routed:
+                    series.append((f"C:{slot}:{col}", f"N:{pins[pin][1]}"))
+                else:
+                    uf.union(f"N:{pins[pin][1]}", f"C:{slot}:{col}")
+        for slot, row, col in closed:
             uf.union(f"R:{slot}:{row}", f"C:{slot}:{col}")
         node_of_root: dict[str, int] = {}
 
@@ -377,6 +441,7 @@ class SimBench:
                 else:
                     m2.append((dev, a, b))
         terminal_node = {t: node(f"T:{t}") for t in set(self.wiring.rows.values()) | set(self._sources)}
+        par = self._parasitic_network(node, series, closed, pins)
         n_nodes = len(node_of_root) + 1
         dio = Netlist(n_nodes)
         if dio_rows:
@@ -388,8 +453,44 @@ class SimBench:
         device_nodes = frozenset(
             [n for _, a, b in m1 + m2 for n in (a, b)] + [int(x) for x in dio.dio_a] + [int(x) for x in dio.dio_k]
         )
+        # a terminal whose series path ends on a device pad reaches the devices
+        device_nodes |= frozenset(t for t, group in par.driven.items() if group & device_nodes)
         return _Topology(n_nodes, labels, m1, m2, dio, terminal_node, device_nodes, tuple(dio_labels),
-                         tuple(dio_params))
+                         tuple(dio_params), par_a=par.a, par_b=par.b, par_g=par.g, driven=par.driven,
+                         paths=par.paths)
+
+    def _parasitic_network(self, node: Callable[[str], int], series: list[tuple[str, str]],
+                           closed: set[Crosspoint], pins: dict[int, tuple[str, str]]) -> ParasiticNetwork:
+        """The series path resistors (column node to pad node) and the open crosspoints'
+        leakage (row node to every column that reaches a pad), merged per node pair."""
+        g_of: dict[tuple[int, int], float] = {}
+        driven: dict[int, set[int]] = {}
+        paths: Counter[int] = Counter()
+        for col_label, pad_label in series:
+            a, b = node(col_label), node(pad_label)
+            driven.setdefault(a, {a}).add(b)
+            paths[a] += 1
+            if a != b:
+                key = (min(a, b), max(a, b))
+                g_of[key] = g_of.get(key, 0.0) + 1.0 / PATH_RESISTANCE
+        if self.physics.on("capacitance") and not self.physics.on("series_resistance"):  # merged paths
+            for slot, row, col in closed:
+                if self.wiring.columns.get((slot, col)) in pins:
+                    paths[node(f"R:{slot}:{row}")] += 1
+        if self.physics.on("relay_leakage"):
+            for slot, row in self.wiring.rows:
+                r = node(f"R:{slot}:{row}")
+                for (cslot, col), pin in self.wiring.columns.items():
+                    if cslot != slot or pin not in pins or (slot, row, col) in closed:
+                        continue
+                    c = node(f"C:{slot}:{col}")
+                    if c != r:
+                        key = (min(r, c), max(r, c))
+                        g_of[key] = g_of.get(key, 0.0) + 1.0 / RELAY_ISOLATION_OHM
+        keys = list(g_of)
+        return ParasiticNetwork(np.array([k[0] for k in keys], int), np.array([k[1] for k in keys], int),
+                                np.array([g_of[k] for k in keys], float),
+                                {t: frozenset(group) for t, group in driven.items()}, dict(paths))
 
     @property
     def topology(self) -> _Topology:
@@ -419,6 +520,13 @@ class SimBench:
             sig = np.array([dev.m1.p.read_noise for dev, _, _ in topo.m1] + [dev.m2.p.read_noise for dev, _, _ in topo.m2])
             g = g * np.maximum(1.0 + sig * self.rng.standard_normal(n1 + n2), 0.0)
         net.res_a, net.res_b, net.res_g = a, b, g
+        if len(topo.par_g):  # parasitics: series paths and relay leakage (ohmic, after M1 and M2)
+            net.res_a = np.concatenate([net.res_a, topo.par_a])
+            net.res_b = np.concatenate([net.res_b, topo.par_b])
+            net.res_g = np.concatenate([net.res_g, topo.par_g])
+            vnl = getattr(net, "res_vnl", None)
+            if vnl is not None and len(vnl) == n1 + n2 and n1 + n2:
+                net.res_vnl = np.concatenate([vnl, np.full(len(topo.par_g), np.inf)])
         names = [n for n, s in self._sources.items() if s.in_circuit]
         if names:
             applied = [self._sources[n].applied() for n in names]
@@ -512,6 +620,7 @@ class SimBench:
                 sol, names = self.solve(noisy=True)
                 k = names.index(name)
                 reading = Reading(float(sol.src_current[k]), float(sol.src_voltage[k]), bool(sol.src_in_limit[k]))
+                reading = self._parasitic_reading(name, src, reading)
             else:  # a high-Z terminal only senses its node: no need to solve again
                 sol = settled
                 node = topo.terminal_node.get(name)
@@ -520,6 +629,36 @@ class SimBench:
             if duration > 0:
                 self.clock.advance(duration)
             return reading
+
+    def _parasitic_reading(self, name: str, src: SourceState, reading: Reading) -> Reading:
+        """What the parasitics add to a DC reading of an in-circuit terminal: the
+        transient left from its last step (capacitance) and the closed paths' offset
+        current (relay_leakage). A source at its limit reads its DC state."""
+        v_forcing, _, limit = src.applied()
+        i, v = reading.i, reading.v
+        step = self._steps.get(name) if self.physics.on("capacitance") else None
+        if step is not None and step.topology is self.topology and not reading.compliance:
+            t = self.clock.now()
+            if v_forcing:  # the displacement current still charging the node
+                i = min(max(i + step.current_at(t), -limit), limit)
+            else:  # the node's voltage still lags its DC value
+                v -= step.lag_at(t)
+        if v_forcing and self.physics.on("relay_leakage"):
+            i += self._offset_current(name)
+        if i == reading.i and v == reading.v:
+            return reading
+        return Reading(i, v, reading.compliance)
+
+    def _offset_current(self, name: str) -> float:
+        """The offset current of every closed crosspoint on the terminal's rows (A)."""
+        total = 0.0
+        for slot, row, col in self.physically_closed():
+            if self.wiring.rows.get((slot, row)) == name:
+                cp = (slot, row, col)
+                if cp not in self._offsets:
+                    self._offsets[cp] = offset_current(self.seed, cp)
+                total += self._offsets[cp]
+        return total
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)

@@ -1,0 +1,154 @@
+"""Parasitics of the simulated bench: capacitance, series resistance, relay leakage.
+
+A real bench is not the ideal wires the DC model starts from. Three mechanisms, each
+switchable through :class:`~labpcu.sim.physics.Physics`:
+
+* ``capacitance``: every device element and every cable path stores charge, so a
+  reading taken right after a bias step sees a displacement current (voltage mode) or
+  a node voltage that still lags (current mode), decaying with the node's R·C. The DC
+  solver is kept: :class:`Step` records the lag at the step and :meth:`Step.lag_at`
+  lets it decay (a single-pole model per terminal).
+* ``series_resistance``: lines, the 3730's relay path and the probe contact sit
+  between each SMU and the pad it reaches: a resistor per closed matrix column.
+* ``relay_leakage``: an open 3730 crosspoint is not an open circuit; its isolation
+  resistance joins each row (an SMU terminal) to each column (a pad); a closed path
+  adds the card's offset current to what the SMU reads.
+
+Magnitudes and where they come from
+-----------------------------------
+* Device capacitance per element: area 0.1 mm² (the device area the diode's
+  photoresponse already assumes, :data:`labpcu.sim.wafer.DIODE_RESPONSIVITY`) ×
+  (geometric + ionic). Geometric: ε0·εr/d of ~500 nm MAPbI3 with εr ≈ 30, ≈ 53 nF/cm²,
+  inside the 30–250 nF/cm² range quoted for perovskite cells (εr 24–60, 200–700 nm).
+  Ionic/electrode polarization: MAPbI3 stores far more charge at low frequency through
+  mobile ions (Almora et al., J. Phys. Chem. Lett. 2015, 6, 1645: dark low-frequency
+  capacitance of µF/cm² and above, "giant" under light); 1 µF/cm² is taken as the part
+  that follows a step within the milliseconds of a reading. ≈ 1.05 nF per element.
+* Cable and fixture capacitance per terminal path: low-noise triax/coax ≈ 100 pF/m
+  (RG-58 82 pF/m, RG-6 68 pF/m; Keysight's guard-capacitance budgets count a 2 m
+  cable as 130 pF and a probe card as ≈ 10 pF); 1.5 m SMU → matrix, 1.5 m matrix →
+  probe card, the 3730's path capacitance (tens of pF class) and the probe: ≈ 360 pF.
+* Series resistance per terminal path: 3730 path (contact) resistance ≈ 1 Ω class
+  (data sheet: < 1 Ω initial per contact), 3 m of cable ≈ 0.3 Ω, probe tip on a gold
+  pad 1–10 Ω (tungsten tips; depends on force and tip wear): 5 Ω. ≈ 6.3 Ω per path.
+* Relay isolation: the 3730 data sheet gives > 10^9 Ω between paths and to common
+  (the card is a general-purpose matrix, not a low-current one); each open crosspoint
+  is one 10^9 Ω conductance between its row and its column. Offset current: < 100 pA
+  per path (data sheet); each crosspoint's is drawn once per bench seed, σ 20 pA,
+  clipped to ±100 pA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labpcu.sim.wiring import Crosspoint
+
+# ------------------------------------------------------------------ capacitance
+#: device area (the same 0.1 mm² the diode's responsivity assumes)
+DEVICE_AREA_CM2 = 1e-3
+#: geometric capacitance ε0·εr/d of ~500 nm MAPbI3, εr ≈ 30
+GEOMETRIC_F_PER_CM2 = 8.854e-14 * 30.0 / 500e-7
+#: ionic (electrode-polarization) capacitance that follows a step within milliseconds
+IONIC_F_PER_CM2 = 1e-6
+#: capacitance across each device element (D1, D2, M1, M2)
+ELEMENT_CAPACITANCE = DEVICE_AREA_CM2 * (GEOMETRIC_F_PER_CM2 + IONIC_F_PER_CM2)
+#: low-noise triax/coax capacitance per metre
+CABLE_F_PER_M = 100e-12
+#: SMU output to the matrix row, once per terminal
+SMU_CABLE_CAPACITANCE = 1.5 * CABLE_F_PER_M
+#: per closed column: the 3730's path, 1.5 m to the probe card, the probe
+COLUMN_PATH_CAPACITANCE = 50e-12 + 1.5 * CABLE_F_PER_M + 10e-12
+
+# ------------------------------------------------------------ series resistance
+MATRIX_PATH_RESISTANCE = 1.0  # Ω, 3730 relay path
+CABLE_RESISTANCE = 0.3  # Ω, 3 m of cable, both runs
+PROBE_CONTACT_RESISTANCE = 5.0  # Ω, probe tip on a gold pad (1–10 Ω)
+#: from an SMU terminal to a pad, through one closed crosspoint
+PATH_RESISTANCE = MATRIX_PATH_RESISTANCE + CABLE_RESISTANCE + PROBE_CONTACT_RESISTANCE
+
+# ------------------------------------------------------------------ relay leakage
+RELAY_ISOLATION_OHM = 1e9  # per open crosspoint, row to column (3730: > 1e9 Ω)
+OFFSET_CURRENT_SIGMA = 20e-12  # A, per closed path
+OFFSET_CURRENT_MAX = 100e-12  # A, the data sheet's bound
+
+
+def offset_current(seed: int, cp: Crosspoint) -> float:
+    """The offset current (A) a closed crosspoint adds to what its row's SMU reads:
+    a property of the card, fixed per bench seed and crosspoint."""
+    rng = np.random.default_rng([int(seed), 0x3730, *(int(x) for x in cp)])
+    return float(np.clip(OFFSET_CURRENT_SIGMA * rng.standard_normal(), -OFFSET_CURRENT_MAX, OFFSET_CURRENT_MAX))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The last bias step of one terminal: how far its node's capacitance lagged the
+    new DC voltage ``v_dc`` at ``t0`` (``lag`` V = V_dc − V_capacitor), the capacitance
+    ``c`` (F) and time constant ``tau`` (s) it relaxes with. ``topology`` ties it to
+    the network it was taken on (a relay or probe move makes it void)."""
+
+    t0: float
+    lag: float
+    c: float
+    tau: float
+    topology: object = field(repr=False, compare=False)
+    v_dc: float = 0.0  # the node's DC voltage after the step
+
+    def lag_at(self, t: float) -> float:
+        """The lag (V) left at bench time ``t``."""
+        dt = t - self.t0
+        if dt < 0 or self.tau <= 0:
+            return self.lag if dt < 0 else 0.0
+        x = dt / self.tau
+        return 0.0 if x > 700 else self.lag * math.exp(-x)
+
+    def current_at(self, t: float) -> float:
+        """Displacement current C·dV/dt (A) still charging the node at ``t``."""
+        return self.c * self.lag_at(t) / self.tau if self.tau > 0 else 0.0
+
+
+def node_conductance(net, v: np.ndarray, group: frozenset[int]) -> float:
+    """Small-signal conductance (S) from the node ``group`` into the rest of the
+    network at the operating point ``v``: the R of the node's R·C is its inverse.
+    Elements with both ends inside the group (a series path resistor) do not count."""
+    g = 0.0
+    ra, rb = np.asarray(net.res_a), np.asarray(net.res_b)
+    if len(ra):
+        ina = np.isin(ra, list(group))
+        inb = np.isin(rb, list(group))
+        g += float(np.sum(np.asarray(net.res_g)[ina ^ inb]))
+    da, dk = np.asarray(net.dio_a), np.asarray(net.dio_k)
+    if len(da):
+        ina = np.isin(da, list(group))
+        ink = np.isin(dk, list(group))
+        edge = ina ^ ink
+        if edge.any():
+            _, gd = net.diode_currents(v[da] - v[dk])
+            g += float(np.sum(np.asarray(gd)[edge]))
+    return g
+
+
+@dataclass(frozen=True)
+class ParasiticNetwork:
+    """What the parasitics add to one topology: linear resistors between node pairs
+    (``a``, ``b``, conductance ``g``), the nodes each terminal node drives through its
+    series paths (``driven``), and how many closed columns each reaches (``paths``)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    g: np.ndarray
+    driven: dict[int, frozenset[int]]
+    paths: dict[int, int]
+
+
+def terminal_capacitance(paths: int, group: frozenset[int], elements: list[tuple[int, int]]) -> float:
+    """Capacitance (F) a terminal charges when it steps: its SMU cable, each closed
+    column's path, and every device element with one end on the nodes it drives
+    (``elements``: the (a, b) nodes of every element under the probes)."""
+    if paths == 0:
+        return 0.0
+    n = sum(1 for a, b in elements if (a in group) != (b in group))
+    return SMU_CABLE_CAPACITANCE + paths * COLUMN_PATH_CAPACITANCE + n * ELEMENT_CAPACITANCE
