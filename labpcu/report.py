@@ -30,6 +30,7 @@ import pandas as pd
 
 from labpcu.bands import BANDS, Band
 from labpcu.data.errors import StoreError
+from labpcu.energy import PAPER_BLOCK_ENERGY, BlockDims, block_energy, implied_op_time, operation_counts, total
 from labpcu.data.store import RunInfo, Store, now_iso
 from labpcu.protocols.operator_units import relative_error
 from labpcu.protocols.programming import IsppScheme, SwitchScheme, summarize_attempts
@@ -99,6 +100,17 @@ class ReportPaths:
     all_passed: bool
     rows: list[FigureRow]
     skipped_plots: list[str] = field(default_factory=list)  # "name: reason"
+    sections: list[Section] = field(default_factory=list)  # text sections after the table (energy)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A text section of the report: paragraphs, then an optional table."""
+
+    title: str
+    paragraphs: tuple[str, ...]
+    header: tuple[str, ...] = ()
+    table: tuple[tuple[str, ...], ...] = ()
 
 
 class _Unusable(Exception):
@@ -450,6 +462,48 @@ def _summary_value(role: str, key: str, how: str) -> Callable[[_Runs], _Value]:
     return compute
 
 
+# ---------------------------------------------------------------------- VMM weights
+def _vmm_summary(r: _Runs, key: str) -> tuple[RunInfo, Mapping[str, Any], float]:
+    info = r.one("vmm")
+    return info, info.results.get("summary", {}), _number(info.results, f"summary.{key}", info.run_id)
+
+
+def _vmm_effective_weight(r: _Runs) -> _Value:
+    """How far the weight the crossbar gives is from the one programmed, before any
+    calibration (D1 in series with M1): the vmm run's effective-weight map."""
+    info, s, value = _vmm_summary(r, "effective_weight_error_mean")
+    note = (f"mean |w_eff/w − 1| over the effective-weight map below full scale ({s.get('effective_weight_levels', '?')} "
+            f"levels × 3 cells, range {_pct(_finite(s.get('effective_weight_error_min')))} – "
+            f"{_pct(_finite(s.get('effective_weight_error_max')))}): each row read alone at v_read = "
+            f"{_finite(s.get('v_read')):g} V, no calibration, weights as fractions of full scale. The VMM's own three "
+            f"cells (G_i/ΣG against I_i/ΣI): mean {_pct(_finite(s.get('column_weight_error_mean')))}, max "
+            f"{_pct(_finite(s.get('column_weight_error_max')))}. D1 in series takes part of each pulse, more of it at "
+            "small weights; the VMM figure hides this by calibrating on the measured row currents, and the codebook "
+            "gives trainers the map (the vmm table's effective_weight)")
+    return _Value(value, note, (info.run_id,), tuple(_failed_devices(info)))
+
+
+def _vmm_uncalibrated(r: _Runs) -> _Value:
+    info, s, value = _vmm_summary(r, "mean_relative_error_uncalibrated")
+    note = (f"the VMM error had the expected output used the programmed conductances instead of the measured row "
+            f"currents (same inputs, same output normalization); calibrated: {_pct(_finite(s.get('mean_relative_error')))}")
+    return _Value(value, note, (info.run_id,), tuple(_failed_devices(info)))
+
+
+def _vmm_quantization(r: _Runs) -> _Value:
+    """The same vectors at one more input bit: what the input quantization costs."""
+    info, s, value = _vmm_summary(r, "mean_relative_error_6bit")
+    bits = int(_finite(s.get("input_bits", 5)))
+    own = _finite(s.get(f"mean_relative_error_{bits}bit"))
+    analog = _finite(s.get("mean_relative_error_quantized_ideal"))
+    note = (f"the first {s.get('compare_vectors', '?')} vectors of the large matrix again at 6-bit inputs: "
+            f"{_pct(value)}, against {_pct(own)} at {bits} bits on the same vectors; against the quantized inputs "
+            f"(no rounding error) the {bits}-bit error is {_pct(analog)}")
+    if math.isfinite(own) and math.isfinite(analog) and analog < 0.5 * own:
+        note += f". So the VMM figure is set by the {bits}-bit input quantization, not by the analog multiply"
+    return _Value(value, note, (info.run_id,), tuple(_failed_devices(info)))
+
+
 #: band key -> (role, how its value is found)
 BAND_SOURCES: dict[str, tuple[str, Callable[[_Runs], _Value]]] = {
     "m2_on_off": ("hysteresis", _m2_on_off),
@@ -488,7 +542,9 @@ def _plain(value: float) -> str:
 
 def _info_rows() -> list[_Info]:
     energy = [_Info(f"{role}_energy_per_op", f"{name} energy per operation", "—", role,
-                    _summary_value(role, "energy_per_op", "energy per operation"),
+                    _summary_value(role, "energy_per_op", "device energy of one scalar operation: Σ|V·I| of the "
+                                   "biased terminals × the run's op_time, at its unit currents; not the paper's "
+                                   "per-Transformer-block system figure (see Energy)"),
                     lambda v: format_quantity(v, "J", 3))
               for role, name in OPERATORS.items()]
     fits = [_Info(f"{fn}_{p.lower()}", f"{fn.capitalize()} fit {p}", "fit of A, K", "activation",
@@ -496,7 +552,13 @@ def _info_rows() -> list[_Info]:
             for fn in ("softplus", "sigmoid") for p in ("A", "K")]
     gelu = _Info("gelu_mean_abs_error", "GELU mean absolute error", "GELU(x) ≈ x·sigmoid(1.702x)", "activation",
                  _summary_value("activation", "gelu_mean_abs_error", "mean |y − GELU(x)|"), _plain)
-    return [*energy, *fits, gelu]
+    vmm = [_Info("vmm_effective_weight_error", "VMM effective-weight error (D1 in series, before calibration)", "—",
+                 "vmm", _vmm_effective_weight, _pct),
+           _Info("vmm_error_uncalibrated", "VMM average relative error against the programmed weights", "—", "vmm",
+                 _vmm_uncalibrated, _pct),
+           _Info("vmm_error_6bit", "VMM average relative error at 6-bit inputs", "—", "vmm", _vmm_quantization,
+                 _pct)]
+    return [*energy, *fits, gelu, *vmm]
 
 
 def _judge(r: _Runs, role: str, compute: Callable[[_Runs], _Value]) -> tuple[_Value | None, str, str]:
@@ -561,6 +623,77 @@ def all_passed(rows: Iterable[FigureRow]) -> bool:
     with nothing measured proves nothing."""
     judged = [row.passed for row in rows if row.band_text and row.passed is not None]
     return bool(judged) and all(judged)
+
+
+# ====================================================================== energy
+def _per_op_energy(r: _Runs) -> dict[str, tuple[float, float]]:
+    """role -> (measured energy per operation J, op_time s) of each operator run given."""
+    out = {}
+    for role in OPERATORS:
+        if not r.has(role):
+            continue
+        try:
+            info = r.one(role)
+        except _Unusable:
+            continue
+        e = _finite(info.results.get("summary", {}).get("energy_per_op"))
+        if math.isfinite(e) and info.status == "completed":
+            out[role] = (e, _finite(info.parameters.get("op_time", 20e-3)))
+    return out
+
+
+def energy_section(r: _Runs, dims: BlockDims | None = None) -> Section | None:
+    """What the nJ per-operation figures are, why they are not the paper's mJ per block,
+    and a block rebuilt from them (an estimate for stated dimensions); None without any
+    operator energy."""
+    per_op = _per_op_energy(r)
+    if not per_op:
+        return None
+    dims = dims or BlockDims()
+    vmm_rows = softmax_len = None
+    if r.has("vmm") and "vmm" in per_op:
+        vmm_rows = int(_finite(r.one("vmm").results.get("summary", {}).get("tile_rows", 3)))
+    if r.has("softmax") and "softmax" in per_op:
+        softmax_len = int(_finite(r.one("softmax").results.get("summary", {}).get("length", 4)))
+    rows = block_energy(operation_counts(dims, vmm_rows=vmm_rows or 3, softmax_length=softmax_len or 4), per_op)
+    block = total(rows)
+    times = sorted({t for _, t in per_op.values()})
+    t_text = ", ".join(format_quantity(t, "s", 3) for t in times)
+    paragraphs = [
+        "The energy rows of the table are device energies of one scalar operation: Σ|V·I| of the terminals biased "
+        f"for it, times the run's op_time ({t_text}, one reading at 1 PLC), at the unit currents each protocol "
+        "chose. One VMM operation is one dot product of a 1×3 column (three multiply-accumulates), one softmax "
+        "operation one vector. Nothing else is in them: no drivers, converters, wires or data movement.",
+        "The paper's 0.09 mJ (PCU), 0.32 mJ (memristive MAC accelerator) and 5.37 mJ (GPU) are per execution of a "
+        "whole Transformer block: a system estimate, for a model size, operating speed and peripherals that pcu.md "
+        "does not give. The two must not be compared directly.",
+        f"Below, an estimate only: one block rebuilt from the measured per-operation energies times the operations "
+        f"it needs. Block dimensions: {dims.source}. Each count's formula is given so that other dimensions can be "
+        "put in; LayerNorm sums and square roots, and all peripherals, are left out (no measured operator).",
+    ]
+    if math.isfinite(block):
+        paper = ", ".join(f"{k} {format_quantity(v, 'J', 3)}" for k, v in PAPER_BLOCK_ENERGY.items())
+        t_paper = implied_op_time(rows, PAPER_BLOCK_ENERGY["PCU"])
+        pace = ("far faster operation than the bench's readings" if t_paper < 0.1 * min(times)
+                else "an operation time like the bench's" if t_paper < 10 * max(times) else "slower operation")
+        paragraphs.append(
+            f"Rebuilt device energy per block (estimate): {format_quantity(block, 'J', 3)} at the bench's op_time, "
+            f"against the paper's {paper}. The same devices at the same currents would spend the paper's PCU figure "
+            f"if each operation lasted {format_quantity(t_paper, 's', 3)} (device energy scales with the time an "
+            f"operation is held), so the paper's figure corresponds to {pace}, peripherals aside.")
+    else:
+        missing = sorted({row.count.role for row in rows if not math.isfinite(row.energy_per_op)})
+        paragraphs.append(f"No block total: no energy was measured for {', '.join(missing)}.")
+    table = tuple((row.count.operation, OPERATORS[row.count.role], row.count.formula, f"{row.count.count:.4g}",
+                   format_quantity(row.energy_per_op, "J", 3) if math.isfinite(row.energy_per_op) else "not measured",
+                   format_quantity(row.energy, "J", 3) if math.isfinite(row.energy) else "—") for row in rows)
+    table += (("total per block (estimate)", "", "", "", "", format_quantity(block, "J", 3) if math.isfinite(block)
+               else "incomplete"),)
+    table += tuple((f"paper: {k}", "", "per block, system estimate", "", "", format_quantity(v, "J", 3))
+                   for k, v in PAPER_BLOCK_ENERGY.items())
+    return Section("Energy", tuple(paragraphs),
+                   ("operation", "operator", "count per block", "count", "measured energy per operation",
+                    "energy per block"), table)
 
 
 # ====================================================================== plots
@@ -824,14 +957,21 @@ def _header_lines(store: Store, title: str, seed: int | None) -> list[str]:
 
 
 def render_markdown(rows: Sequence[FigureRow], plots: Sequence[tuple[str, str]], skipped: Sequence[str],
-                    header: Sequence[str]) -> str:
-    """The report as Markdown: table, plots (relative links), how each figure was
-    computed. ``plots`` are (relative path, caption)."""
+                    header: Sequence[str], sections: Sequence[Section] = ()) -> str:
+    """The report as Markdown: table, text sections (energy), plots (relative links),
+    how each figure was computed. ``plots`` are (relative path, caption)."""
     lines = [f"# {header[0]}", "", *header[1:], "", f"**{_headline(rows)}**", "",
              "| figure | published | band | measured | pass/fail |", "|---|---|---|---|---|"]
     for row in rows:
         cells = (row.label, row.published, row.band_text or "—", row.measured_text, _md_verdict(row))
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    for sec in sections:
+        lines += ["", f"## {sec.title}", ""]
+        for text in sec.paragraphs:
+            lines += [text, ""]
+        if sec.header:
+            lines += ["| " + " | ".join(_md_cell(c) for c in sec.header) + " |", "|" + "---|" * len(sec.header)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in sec.table]
     lines += ["", "## Plots", ""]
     lines += [f"- [{caption}]({rel})" for rel, caption in plots] or ["- none"]
     if skipped:
@@ -855,7 +995,7 @@ img{max-width:40em}.headline{font-size:1.2em;font-weight:bold}"""
 
 
 def render_html(rows: Sequence[FigureRow], plots: Sequence[tuple[str, str]], skipped: Sequence[str],
-                header: Sequence[str]) -> str:
+                header: Sequence[str], sections: Sequence[Section] = ()) -> str:
     """The same report as one HTML page; every text is escaped. ``plots`` are (image
     source, caption): :func:`write_report` passes ``data:`` URIs (:func:`png_data_uri`),
     so the page is self-contained (inline style, embedded images, no link to any file)."""
@@ -870,7 +1010,14 @@ def render_html(rows: Sequence[FigureRow], plots: Sequence[tuple[str, str]], ski
         cls = css_class[row.passed] if row.band_text else "none"
         out.append(f"<tr><td>{e(row.label)}</td><td>{e(row.published)}</td><td>{e(row.band_text or '—')}</td>"
                    f"<td>{e(row.measured_text)}</td><td class=\"{cls}\">{e(row.verdict)}</td></tr>")
-    out += ["</tbody></table>", "<h2>Plots</h2>"]
+    out.append("</tbody></table>")
+    for sec in sections:
+        out += [f"<h2>{e(sec.title)}</h2>", *(f"<p>{e(text)}</p>" for text in sec.paragraphs)]
+        if sec.header:
+            out.append("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in sec.header) + "</tr></thead><tbody>")
+            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in sec.table]
+            out.append("</tbody></table>")
+    out.append("<h2>Plots</h2>")
     out += [f'<figure><img src="{e(rel)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
             for rel, caption in plots]
     if skipped:
@@ -906,11 +1053,13 @@ def write_report(
     drawn, skipped = _draw_plots(r, out)
     plots = [(p.name, caption) for p, caption in drawn]
     header = _header_lines(store, title, seed)
+    energy = energy_section(r)
+    sections = [energy] if energy is not None else []
     md, page = out / "report.md", out / "report.html"
-    md.write_text(render_markdown(rows, plots, skipped, header), encoding="utf-8")
+    md.write_text(render_markdown(rows, plots, skipped, header, sections), encoding="utf-8")
     embedded = [(png_data_uri(p), caption) for p, caption in drawn]
-    page.write_text(render_html(rows, embedded, skipped, header), encoding="utf-8")
-    return ReportPaths(md, page, [p for p, _ in drawn], all_passed(rows), rows, skipped)
+    page.write_text(render_html(rows, embedded, skipped, header, sections), encoding="utf-8")
+    return ReportPaths(md, page, [p for p, _ in drawn], all_passed(rows), rows, skipped, sections)
 
 
 def format_table(rows: Sequence[FigureRow]) -> str:

@@ -435,11 +435,17 @@ def written(good: tuple[Store, dict[str, Any]], tmp_path_factory: pytest.TempPat
     return write_report(store, runs, tmp_path_factory.mktemp("report") / "out", title="Wafer <7> & co", seed=0)
 
 
-def _md_rows(text: str) -> dict[str, list[str]]:
-    """Markdown table rows by their first cell."""
-    out = {}
+def _md_rows(text: str, first: str = "| figure") -> dict[str, list[str]]:
+    """The rows of the Markdown table whose header starts with ``first``, by their
+    first cell (the figures table by default; the energy section has its own)."""
+    out: dict[str, list[str]] = {}
+    inside = False
     for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("| figure"):
+        if line.startswith(first):
+            inside = True
+        elif inside and not line.startswith("|"):
+            break
+        elif inside and line.startswith("| "):
             cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
             out[cells[0]] = cells
     return out
@@ -531,3 +537,86 @@ def test_format_table_is_aligned(written: Any) -> None:
         assert line[starts[1]:].startswith(row.band_text or "—")
         assert line[starts[2]:].startswith(row.measured_text)
         assert line[starts[3]:].startswith(row.verdict)
+
+
+# ====================================================================== VMM weights, energy (issue 15)
+def vmm_weight_run(store: Store) -> str:
+    """A vmm run whose summary states the effective-weight, uncalibrated and
+    quantization figures as the vmm protocol's analysis does."""
+    n = 20
+    rng = np.random.default_rng(3)
+    ideal = rng.uniform(0.5, 1.0, n)
+    data = pd.DataFrame({"device": "crossbar", "x1": rng.uniform(size=n), "x2": rng.uniform(size=n),
+                         "x3": rng.uniform(size=n), "y": ideal * (1 + _errors(n, 0.008)), "y_ideal": ideal})
+    summary = {"mean_relative_error": 0.008, "energy_per_op": 3e-8, "tile_rows": 3, "input_bits": 5, "v_read": 0.55,
+               "effective_weight_error_mean": 0.42, "effective_weight_error_min": 0.03,
+               "effective_weight_error_max": 1.3, "effective_weight_levels": 6, "column_weight_error_mean": 0.2,
+               "column_weight_error_max": 0.39, "mean_relative_error_uncalibrated": 0.033,
+               "mean_relative_error_5bit": 0.0075, "mean_relative_error_6bit": 0.004,
+               "mean_relative_error_quantized_ideal": 0.0008, "compare_vectors": 200}
+    return add_run(store, "vmm", data, {"summary": summary}, parameters={"op_time": 0.02})
+
+
+def test_vmm_weight_and_quantization_rows_state_the_measured_figures(tmp_path: Path) -> None:
+    store = Store(tmp_path / "v.h5")
+    rows = by_key(collect_figures(store, {"vmm": vmm_weight_run(store)}))
+    ew = rows["vmm_effective_weight_error"]
+    assert ew.measured == pytest.approx(0.42) and ew.measured_text == "42 %" and ew.passed is None
+    assert "3 % – 130 %" in ew.note and "max 39 %" in ew.note and "0.55 V" in ew.note
+    assert rows["vmm_error_uncalibrated"].measured == pytest.approx(0.033)
+    q = rows["vmm_error_6bit"]
+    assert q.measured == pytest.approx(0.004) and "0.75 % at 5 bits" in q.note
+    assert "set by the 5-bit input quantization" in q.note
+
+
+def test_the_quantization_claim_needs_the_measurement_to_hold(tmp_path: Path) -> None:
+    """When the analog error is not small next to the total, the note does not claim it."""
+    store = Store(tmp_path / "v.h5")
+    rid = vmm_weight_run(store)
+    results = store.results(rid)
+    results["summary"]["mean_relative_error_quantized_ideal"] = 0.006
+    store.write_results(rid, results)
+    q = by_key(collect_figures(store, {"vmm": rid}))["vmm_error_6bit"]
+    assert "set by" not in q.note
+
+
+def test_vmm_rows_without_the_new_results_say_what_is_missing(good: tuple[Store, dict[str, Any]]) -> None:
+    store, runs = good
+    row = by_key(collect_figures(store, runs))["vmm_effective_weight_error"]
+    assert row.measured_text == "no value" and "effective_weight_error_mean" in row.note
+
+
+def test_energy_section_rebuilds_a_block_from_measured_energies(tmp_path: Path) -> None:
+    from labpcu.energy import BlockDims
+    from labpcu.units import format_quantity
+
+    store, runs = full_store(tmp_path / "e.h5")
+    runs["vmm"] = vmm_weight_run(store)  # 30 nJ per 1×3 dot product
+    paths = write_report(store, runs, tmp_path / "out")
+    (sec,) = paths.sections
+    d = BlockDims()
+    n, w, h, f = d.tokens, d.width, d.heads, d.ffn
+    # the synthetic runs: 2 pJ per multiply, divide and softmax vector (length 4), 0.5 pJ per activation
+    want = ((4 * n * w * w + 2 * n * w * f) / 3 * 3e-8 + 2 * n * n * w * 2e-12 + h * n * n / 4 * 2e-12
+            + n * f * 0.5e-12 + 2 * n * w * 2e-12)
+    table = {row[0]: row for row in sec.table}
+    assert table["total per block (estimate)"][-1] == format_quantity(want, "J", 3)
+    assert table["paper: PCU"][-1] == "90 µJ" and table["paper: GPU"][-1] == "5.37 mJ"
+    text = " ".join(sec.paragraphs)
+    assert "per execution of a whole Transformer block" in text and "not in pcu.md" in text
+    assert "device energies of one scalar operation" in text and "20 ms" in text
+    power_time = want / 0.02  # every synthetic run's op_time is 20 ms
+    assert format_quantity(90e-6 / power_time, "s", 3) in text
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "## Energy" in md and _md_rows(md, "| operation")["paper: memristive MAC accelerator"][-1] == "320 µJ"
+    assert "<h2>Energy</h2>" in paths.html.read_text(encoding="utf-8")
+
+
+def test_energy_section_without_every_operator_has_no_total(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.h5")
+    paths = write_report(store, {"vmm": vmm_weight_run(store)}, tmp_path / "out")
+    (sec,) = paths.sections
+    table = {row[0]: row for row in sec.table}
+    assert table["total per block (estimate)"][-1] == "incomplete"
+    assert "no energy was measured for activation, divider, multiplier, softmax" in " ".join(sec.paragraphs)
+    assert write_report(Store(tmp_path / "none.h5"), {}, tmp_path / "none").sections == []
