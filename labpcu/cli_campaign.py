@@ -201,9 +201,13 @@ class CampaignProgress:
         self._remaining: dict[str, float] = {}
 
     def __call__(self, event: Any) -> None:
-        from labpcu.campaign.engine import CampaignState, TaskFinished, TaskStarted
+        from labpcu.campaign.engine import CampaignState, DevicesExcluded, TaskFinished, TaskStarted
 
-        if isinstance(event, TaskStarted):
+        if isinstance(event, DevicesExcluded):
+            defective = {d: r for d, r in event.excluded.items() if not r.startswith("a spare")}
+            if defective:
+                self.console.print(f"[yellow]{event.step}: left out {excluded_text(defective)}[/yellow]")
+        elif isinstance(event, TaskStarted):
             if self._task is None:
                 self._bar.start()
                 self._task = self._bar.add_task("", total=event.total, completed=event.number - 1, eta="")
@@ -229,14 +233,24 @@ class CampaignProgress:
             self._bar.stop()
 
 
+def excluded_text(excluded: dict[str, str]) -> str:
+    """``S18 (screened open in step 'screen'), ...``: the devices a step left out."""
+    return ", ".join(f"{d} ({r})" for d, r in excluded.items())
+
+
 def _failed_task_line(event: Any) -> None:
-    """Without a bar (stderr is a pipe or a file): a task that did not complete, as a line."""
+    """Without a bar (stderr is a pipe or a file): a task that did not complete, or a
+    defective device a step left out, as a line."""
     import sys
 
-    from labpcu.campaign.engine import TaskFinished
+    from labpcu.campaign.engine import DevicesExcluded, TaskFinished
 
     if isinstance(event, TaskFinished) and event.status != "completed":
         print(f"{event.task}: {event.status} ({event.run_id}) {event.error}", file=sys.stderr, flush=True)
+    if isinstance(event, DevicesExcluded):
+        defective = {d: r for d, r in event.excluded.items() if not r.startswith("a spare")}
+        if defective:
+            print(f"{event.step}: left out {excluded_text(defective)}", file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:

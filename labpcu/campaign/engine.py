@@ -31,6 +31,7 @@ from typing import Any
 from labpcu.campaign.plan import Campaign, Selection, Step, Task, tasks_of
 from labpcu.campaign.select import SelectionError, device_values, matches
 from labpcu.campaign.validate import candidate_devices, together
+from labpcu.protocols.screen import SCREEN_PROTOCOL, WORKING
 from labpcu.protocols import registry
 from labpcu.sim_state import restore_wafer, wafer_documents
 
@@ -68,6 +69,16 @@ class TaskFinished:
 
 
 @dataclass(frozen=True)
+class DevicesExcluded:
+    """Candidates a step leaves out, each with the reason (a screening found it
+    defective, a selection did not pick it, it is a spare)."""
+
+    campaign: str
+    step: str
+    excluded: dict[str, str]
+
+
+@dataclass(frozen=True)
 class CampaignState:
     campaign: str
     state: str  # running, paused, completed, stopped, aborted
@@ -101,6 +112,8 @@ class CampaignOutcome:
     runs: list[str] = field(default_factory=list)
     skipped: int = 0  # tasks found done in the store
     results: list[tuple[Task, Any]] = field(default_factory=list)  # (task, RunOutcome) of this session
+    #: step -> {device: why it was left out} (not working, not selected, a spare)
+    excluded: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -189,7 +202,7 @@ class CampaignEngine:
     # -- subscribers and control ------------------------------------------------
     def subscribe(self, subscriber: Callable[[Any], None]) -> Callable[[], None]:
         """Every runner event and the campaign's own (:class:`TaskStarted`,
-        :class:`TaskFinished`, :class:`CampaignState`)."""
+        :class:`TaskFinished`, :class:`DevicesExcluded`, :class:`CampaignState`)."""
         self._subscribers.append(subscriber)
         return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
 
@@ -227,7 +240,16 @@ class CampaignEngine:
         planned = [len(list(tasks_of(s, i, candidate_devices(self.campaign, s, self.bench), together(s))))
                    for i, s in enumerate(self.campaign.steps)]
         for index, step in enumerate(self.campaign.steps):
-            devices = self._devices(step, done)
+            devices, excluded = step_selection(self.campaign, step, done, self.store, self.bench)
+            if excluded:
+                outcome.excluded[step.name] = excluded
+                self._emit(DevicesExcluded(self.campaign.name, step.name, dict(excluded)))
+            if not devices:
+                reason = f"step {step.name!r}: no device qualifies (all {len(excluded)} candidates left out)"
+                log.warning("%s", reason)
+                if step.on_fail == "stop":
+                    return self._end(outcome, "stopped", reason)
+                continue
             tasks = list(tasks_of(step, index, devices, together(step)))
             planned[index] = len(tasks)  # a selection is known now: the total shrinks to it
             for task in tasks:
@@ -238,7 +260,7 @@ class CampaignEngine:
                 state = self._between_tasks()
                 if state is not None:
                     return self._end(outcome, "aborted", state)
-                run = self._run_task(task, step, number, sum(planned))
+                run = self._run_task(task, step, number, sum(planned), excluded)
                 outcome.runs.append(run.run_id)
                 outcome.results.append((task, run))
                 done[task.key] = TaskRecord(task.key, step.name, task.devices, run.run_id, run.status,
@@ -274,7 +296,8 @@ class CampaignEngine:
             self._wake.wait(0.2)
             self._wake.clear()
 
-    def _run_task(self, task: Task, step: Step, number: int, total: int) -> Any:
+    def _run_task(self, task: Task, step: Step, number: int, total: int,
+                  excluded: Mapping[str, str] | None = None) -> Any:
         proto = registry.get(task.protocol)()
         estimate = proto.estimate(_params_of(proto, task), task.devices)
         self._emit(TaskStarted(self.campaign.name, number, total, task.key, step.name, task.protocol,
@@ -283,14 +306,11 @@ class CampaignEngine:
                 "campaign": {"name": self.campaign.name, "file": self.campaign.source, "step": step.name,
                              "step_index": task.step_index, "task": task.key, "devices": list(task.devices),
                              "repeat": task.repeat, "grid": dict(task.grid_point),
-                             "fingerprint": step.fingerprint(), "on_fail": step.on_fail}}
+                             "fingerprint": step.fingerprint(), "on_fail": step.on_fail,
+                             **({"excluded": dict(excluded)} if excluded else {})}}
         outcome = self.runner.run(task.protocol, task.params, task.devices, metadata=meta)
         self._emit(TaskFinished(self.campaign.name, task.key, outcome.status, outcome.run_id, outcome.error))
         return outcome
-
-    # -- selection ----------------------------------------------------------------
-    def _devices(self, step: Step, done: Mapping[str, TaskRecord]) -> list[str]:
-        return step_devices(self.campaign, step, done, self.store, self.bench)
 
     # -- resume checks and the simulated wafer --------------------------------------
     def _check_unchanged(self, done: Mapping[str, TaskRecord]) -> None:
@@ -315,12 +335,65 @@ class CampaignEngine:
 
 
 def step_devices(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord], store: Any, bench: Any) -> list[str]:
-    """The devices a step runs on: its list, or those of the step it selects from
-    whose results pass ``where`` (in the order of the candidates). ``bench`` only
-    needs its layout: an offline bench serves ``labpcu campaign status``."""
-    if not isinstance(step.devices, Selection):
-        return candidate_devices(campaign, step, bench)
+    """The devices a step runs on (:func:`step_selection` without the exclusions)."""
+    return step_selection(campaign, step, done, store, bench)[0]
+
+
+def step_selection(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord], store: Any,
+                   bench: Any) -> tuple[list[str], dict[str, str]]:
+    """The devices a step runs on, and every candidate it leaves out with the reason.
+
+    Candidates are the step's list, or those of the step it selects from. A device
+    stays when it passes the selection's ``where`` (if any) and, with
+    ``working_only``, when the latest ``screen`` step before this one classified it
+    ``working``. Protocols that take units of several PCUs (an operator unit, a
+    crossbar column) keep or leave whole units: one defective PCU leaves its unit out,
+    and a unit sharing a PCU with one already kept is a spare variant of it (a list may
+    offer S13 S14 S15, then S16 S14 S15 should S13 be defective). ``count`` then takes the first ``count`` units (devices); the rest are spares.
+    ``bench`` only needs its layout: an offline bench serves ``labpcu campaign status``."""
+    candidates = candidate_devices(campaign, step, bench)
+    why: dict[str, str] = {}
+    if isinstance(step.devices, Selection):
+        chosen = _selected(campaign, step, done, store)
+        why.update({d: f"not selected by {step.devices.where!r} in step {step.devices.from_step!r}"
+                    for d in candidates if d not in chosen})
+    if step.working_only:
+        screen, classes = screened_classes(campaign, step, done, store)
+        for d in candidates:
+            if d not in why and classes.get(d) != WORKING:
+                why[d] = f"screened {classes[d]} in step {screen!r}" if d in classes else \
+                    f"not screened working in step {screen!r}" if screen else "no screen step before this one"
+    size = unit_size(step)
+    units = [candidates[k:k + size] for k in range(0, len(candidates), size)]
+    kept: list[list[str]] = []
+    excluded: dict[str, str] = {}
+    for unit in units:
+        bad = [d for d in unit if d in why]
+        taken = {d for u in kept for d in u}
+        if not bad and not taken & set(unit):  # a list may offer variants of a unit: the first that works
+            kept.append(unit)
+            continue
+        for d in unit:
+            if d in taken:
+                continue
+            excluded[d] = why[d] if d in why else f"its unit has {bad[0]} ({why[bad[0]]})" if bad else \
+                "a spare: its unit overlaps one already taken"
+    if step.count is not None:
+        used = {d for unit in kept[:step.count] for d in unit}
+        for unit in kept[step.count:]:
+            excluded.update({d: "a spare: the first working ones were enough" for d in unit if d not in used})
+        if len(kept) < step.count:
+            log.warning("step %r: only %d of the %d %s it asks for qualify", step.name, len(kept), step.count,
+                        "units" if size > 1 else "devices")
+        kept = kept[:step.count]
+    chosen = [d for unit in kept for d in unit]
+    return chosen, {d: r for d, r in excluded.items() if d not in chosen}
+
+
+def _selected(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord], store: Any) -> set[str]:
+    """The devices of the step a :class:`Selection` names whose results pass its ``where``."""
     sel = step.devices
+    assert isinstance(sel, Selection)
     source = campaign.step(sel.from_step)
     chosen: set[str] = set()
     for record in done.values():
@@ -337,7 +410,44 @@ def step_devices(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord],
                     chosen.add(device)
             except SelectionError as exc:
                 raise CampaignRefused(f"step {step.name!r}: {exc}") from None
-    return [d for d in candidate_devices(campaign, step, bench) if d in chosen]
+    return chosen
+
+
+def unit_size(step: Step) -> int:
+    """PCUs per unit of the step's protocol when it measures them together (an operator
+    unit, a crossbar column), else 1."""
+    cls = registry.get(step.protocol)
+    return cls.min_devices if together(step) and cls.min_devices > 1 else 1
+
+
+def screen_step(campaign: Campaign, step: Step) -> Step | None:
+    """The latest ``screen`` step before ``step`` (None if there is none)."""
+    names = [s.name for s in campaign.steps]
+    before = campaign.steps[: names.index(step.name)] if step.name in names else campaign.steps
+    return next((s for s in reversed(before) if s.protocol == SCREEN_PROTOCOL), None)
+
+
+def screened_classes(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord],
+                     store: Any) -> tuple[str | None, dict[str, str]]:
+    """(the screen step's name, device → class it found) for ``step``'s screening; a
+    device whose screening failed is ``screen failed``, one not yet screened is absent."""
+    screen = screen_step(campaign, step)
+    if screen is None:
+        return None, {}
+    classes: dict[str, str] = {}
+    for record in done.values():
+        if record.step != screen.name:
+            continue
+        info = store.info(record.run_id)
+        results = info.results if isinstance(info.results, Mapping) else {}
+        per_device = results.get("devices", {})
+        failed = results.get("failed_devices", {})
+        for device in record.devices:
+            if device in failed:
+                classes[device] = "screen failed"
+            elif isinstance(per_device, Mapping) and device in per_device:
+                classes[device] = str(per_device[device].get("classification", "unknown"))
+    return screen.name, classes
 
 
 def _params_of(proto: Any, task: Task) -> Any:

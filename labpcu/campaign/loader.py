@@ -27,6 +27,12 @@ reported at once, each with its file and line.
     on_fail = "continue"             # or "stop" (the default)
     # repeat = 2, grid = { v_read = [0.01, 0.02] }, together = true
 
+    # screen first, then use only working devices, the first few of a list with spares:
+    #   [[step]] name = "screen", protocol = "screen", devices = ["Q1", "Q2"]
+    #   [[step]] protocol = "ispp", devices = ["Q1", "Q2"], working_only = true, count = 4
+    # (for protocols that take units of three PCUs, count counts units, and a unit
+    # with one defective PCU is left out whole)
+
 This module checks the file's shape (tables, keys, types, names, the selection
 expressions); :func:`labpcu.campaign.validate.validate` then checks every task
 against its protocol and the bench, still before any instrument is opened.
@@ -45,7 +51,7 @@ from labpcu.campaign.plan import ON_FAIL, Campaign, Selection, Step
 from labpcu.campaign.select import SelectionError, parse
 
 CAMPAIGN_KEYS = ("name", "store", "bench", "seed")
-STEP_KEYS = ("name", "protocol", "devices", "params", "grid", "repeat", "on_fail", "together")
+STEP_KEYS = ("name", "protocol", "devices", "params", "grid", "repeat", "on_fail", "together", "working_only", "count")
 
 
 class CampaignError(ValueError):
@@ -156,15 +162,17 @@ def parse_partial(text: str, source: str = "<campaign>") -> tuple[Campaign, list
         raw_steps = []
     steps: list[Step] = []
     seen: dict[str, int] = {}
+    protocols: list[str] = []  # of the steps so far (a working_only step needs a screen before it)
     for index, raw in enumerate(raw_steps):
-        step = _step(raw, index, lines, bad, seen)
+        step = _step(raw, index, lines, bad, seen, protocols)
         if step is not None:
             steps.append(step)
     return Campaign(name=name or "unnamed", steps=tuple(steps), store=store, bench=bench, seed=seed,
                     sample=dict(sample), source=source), problems
 
 
-def _step(raw: Any, index: int, lines: _Lines, bad: Any, seen: dict[str, int]) -> Step | None:
+def _step(raw: Any, index: int, lines: _Lines, bad: Any, seen: dict[str, int],
+          seen_protocols: list[str]) -> Step | None:
     start = lines.step(index)
     label = f"step {index + 1}"
     if not isinstance(raw, Mapping):
@@ -241,12 +249,24 @@ def _step(raw: Any, index: int, lines: _Lines, bad: Any, seen: dict[str, int]) -
     if together is not None and not isinstance(together, bool):
         fail("together", f"together must be true or false, not {together!r}")
         together = None
+    working_only = raw.get("working_only", False)
+    if not isinstance(working_only, bool):
+        fail("working_only", f"working_only must be true or false, not {working_only!r}")
+        working_only = False
+    elif working_only and not any(p == "screen" for p in seen_protocols):
+        fail("working_only", "working_only needs an earlier step with protocol \"screen\" (it classifies the devices)")
+    count = raw.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        fail("count", f"count must be a whole number >= 1 (devices, or units of PCUs), not {count!r}")
+        count = None
     seen.setdefault(name, start)
+    seen_protocols.append(protocol)
     if not ok:
         return None
     return Step(name=name, protocol=protocol, devices=devices, params={k: _value(v) for k, v in params.items()},
                 grid={k: [_value(x) for x in v] for k, v in grid.items()}, repeat=repeat, on_fail=on_fail,
-                together=together, line=start, key_lines={k: lines.key(start, k) for k in raw})
+                together=together, working_only=working_only, count=count, line=start,
+                key_lines={k: lines.key(start, k) for k in raw})
 
 
 def _value(value: Any) -> Any:

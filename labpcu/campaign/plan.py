@@ -39,7 +39,9 @@ class Selection:
 class Step:
     """One step: a protocol, its devices (a list, or a :class:`Selection`), its
     parameters, a grid of parameter values to expand it over, repeats, and what a
-    failed run does to the campaign."""
+    failed run does to the campaign. ``working_only`` and ``count`` narrow the devices
+    to those a screening found working, and to the first ``count`` of them (the others
+    are spares): see :func:`labpcu.campaign.engine.step_selection`."""
 
     name: str
     protocol: str
@@ -49,6 +51,11 @@ class Step:
     repeat: int = 1
     on_fail: str = "stop"
     together: bool | None = None  # None: the protocol decides (several devices per run if it needs them)
+    #: only devices the campaign's latest earlier ``screen`` step classified working
+    #: (for protocols that take units of several PCUs: only units whose PCUs all are)
+    working_only: bool = False
+    #: use the first ``count`` devices (units) that qualify; the rest of the list are spares
+    count: int | None = None
     line: int = 0  # where the step starts in its file, for messages
     key_lines: Mapping[str, int] = field(default_factory=dict)  # key -> its line ("params", "grid", ...)
 
@@ -81,6 +88,8 @@ class Step:
             "repeat": self.repeat,
             "together": self.together,
         }
+        if self.working_only or self.count is not None:  # absent when unset: older stores keep their fingerprints
+            spec.update(working_only=self.working_only, count=self.count)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

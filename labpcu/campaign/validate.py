@@ -103,8 +103,19 @@ def validate(campaign: Campaign, bench: Any) -> list[Task]:
             problems.append(f"{source}:{step.key_lines.get('devices', step.line)}: step {step.name!r}: {exc}")
             continue
         joint = together(step)
+        size = registry.get(step.protocol).min_devices if joint else 1
+        size = size if size > 1 else 1
+        if (step.count is not None or step.working_only) and len(devices) % size:
+            problems.append(f"{where}: step {step.name!r}: {step.protocol} takes units of {size} PCUs; "
+                            f"{len(devices)} devices do not split into whole units")
+            continue
+        if step.count is not None and step.count > len(devices) // size:
+            line = step.key_lines.get("count", step.line)
+            problems.append(f"{source}:{line}: step {step.name!r}: count = {step.count} but the list has only "
+                            f"{len(devices) // size} {'units' if size > 1 else 'devices'}")
+            continue
         seen: set[str] = set()
-        for task in tasks_of(step, index, devices, joint):
+        for task in _tasks(step, index, devices, joint, size):
             try:
                 prepare(step.protocol, task.params, task.devices, bench)
             except (ParameterError, LimitError) as exc:
@@ -120,3 +131,13 @@ def validate(campaign: Campaign, bench: Any) -> list[Task]:
     if problems:
         raise CampaignError(problems)
     return tasks
+
+
+def _tasks(step: Step, index: int, devices: list[str], joint: bool, size: int) -> list[Task]:
+    """The tasks to check: with ``count``, a joint step runs some units of its list,
+    not the list, so each unit is checked on its own (a crossbar step with spare
+    columns is one crossbar of three rows, not one of nine; a list may offer variants
+    of a unit that share PCUs)."""
+    if step.count is None or not joint:
+        return list(tasks_of(step, index, devices, joint))
+    return [t for k in range(0, len(devices), size) for t in tasks_of(step, index, devices[k:k + size], joint)]

@@ -67,6 +67,10 @@ def _step_lines(step: Step) -> list[str]:
         lines.append(f"on_fail = {toml_value(step.on_fail)}")
     if step.together is not None:
         lines.append(f"together = {toml_value(bool(step.together))}")
+    if step.working_only:
+        lines.append("working_only = true")
+    if step.count is not None:
+        lines.append(f"count = {toml_value(step.count)}")
     return lines
 
 
