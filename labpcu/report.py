@@ -42,12 +42,13 @@ if TYPE_CHECKING:
 
 #: every role a run can play in the report, in the order of pcu.md's tables
 ROLES = ("diode", "hysteresis", "m2_retention", "m1_retention", "ispp", "weight_statistics",
-         "vmm", "multiplier", "divider", "softmax", "activation")
+         "vmm", "multiplier", "divider", "softmax", "activation", "screen")
 #: roles that may take several runs (states programmed and read in separate runs)
 MULTI_RUN_ROLES = frozenset({"m1_retention", "m2_retention"})
 #: the protocol each role's run must come from (the operator protocols are not pinned)
 EXPECTED_PROTOCOL = {"diode": "iv_sweep", "hysteresis": "hysteresis", "m2_retention": "retention",
-                     "m1_retention": "retention", "ispp": "ispp", "weight_statistics": "weight_statistics"}
+                     "m1_retention": "retention", "ispp": "ispp", "weight_statistics": "weight_statistics",
+                     "screen": "screen"}
 #: the operator roles and how the report names them
 OPERATORS = {"vmm": "VMM", "multiplier": "Multiplier", "divider": "Divider", "softmax": "Softmax",
              "activation": "Activation"}
@@ -130,6 +131,7 @@ class _Value:
     note: str
     run_ids: tuple[str, ...]
     problems: tuple[str, ...] = ()
+    text: str = ""  # how an informational row shows the value, when more than the number
 
 
 # ====================================================================== run access
@@ -558,7 +560,26 @@ def _info_rows() -> list[_Info]:
                  _vmm_uncalibrated, _pct),
            _Info("vmm_error_6bit", "VMM average relative error at 6-bit inputs", "—", "vmm", _vmm_quantization,
                  _pct)]
-    return [*energy, *fits, gelu, *vmm]
+    screen = _Info("screen_yield", "Wafer yield from screening (figures above use working devices only)",
+                   "—", "screen", _screen_yield, _pct)
+    return [*energy, *fits, gelu, *vmm, screen]
+
+
+def _screen_yield(r: _Runs) -> _Value:
+    """Working / screened PCUs, and how many of each defect class the screening found."""
+    info = r.one("screen")
+    res = info.results
+    value = _number(res, "yield", info.run_id)
+    counts = {k: int(v) for k, v in (res.get("counts") or {}).items() if v}
+    n = int(res.get("screened", 0))
+    defects = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "working") or "no defects"
+    by_class = res.get("by_class") or {}
+    left_out = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in by_class.items() if k != "working")
+    note = (f"{counts.get('working', 0)} of {n} screened PCUs working (yield); {defects}"
+            + (f"; not working (a campaign with working_only leaves them out): {left_out}" if left_out else "")
+            + f"; {res.get('method', '')}")
+    text = f"{_pct(value)} ({counts.get('working', 0)}/{n}; {defects})"
+    return _Value(value, note, (info.run_id,), tuple(_failed_devices(info)), text)
 
 
 def _judge(r: _Runs, role: str, compute: Callable[[_Runs], _Value]) -> tuple[_Value | None, str, str]:
@@ -576,7 +597,7 @@ def _judge(r: _Runs, role: str, compute: Callable[[_Runs], _Value]) -> tuple[_Va
         status = r.info(rid).status
         if status != "completed":
             problems.append(f"run {rid} is {status}, not completed")
-    return _Value(v.value, v.note, v.run_ids, tuple(problems)), v.note, ", ".join(v.run_ids)
+    return _Value(v.value, v.note, v.run_ids, tuple(problems), v.text), v.note, ", ".join(v.run_ids)
 
 
 def _band_row(r: _Runs, band: Band) -> FigureRow:
@@ -603,7 +624,8 @@ def _info_row(r: _Runs, spec: _Info) -> FigureRow:
         return FigureRow(spec.key, spec.label, spec.published, "", NAN, "no value", None, ids, note)
     if v.problems:  # no band to fail, but the reader should know
         note += "; caution: " + "; ".join(v.problems)
-    return FigureRow(spec.key, spec.label, spec.published, "", v.value, spec.show(v.value), None, ids, note)
+    return FigureRow(spec.key, spec.label, spec.published, "", v.value, v.text or spec.show(v.value), None, ids,
+                     note)
 
 
 def _rows(r: _Runs) -> list[FigureRow]:
@@ -908,7 +930,27 @@ def _plot_specs() -> list[tuple[str, str, str, Callable[[_Runs, Path], Path]]]:
         specs.append((f"{role}_relative_error.png", f"{name}: relative-error histogram", role,
                       lambda r, p, role=role: _plot_error_histogram(r, role, p)))
     specs.append(("activation.png", "Activation functions: measured and ideal vs x", "activation", _plot_activation))
+    specs.append(("yield_map.png", "Wafer yield map: each screened PCU by class", "screen", _plot_yield_map))
     return specs
+
+
+def _plot_yield_map(r: _Runs, path: Path) -> Path:
+    """The screened PCUs at their wafer positions, coloured by class."""
+    rid = r.ids["screen"][0]
+    df = r.data(rid, ["device", "classification", "x_mm", "y_mm"])
+    fig, (ax,) = _new_figure()
+    from matplotlib.patches import Circle
+
+    ax.add_patch(Circle((0, 0), 50.8, fill=False, color="0.6"))  # the 4-inch wafer
+    for cls, part in df.groupby("classification", sort=True):
+        working = cls == "working"
+        ax.scatter(part["x_mm"], part["y_mm"], s=14 if working else 40, marker="o" if working else "X",
+                   label=f"{cls} ({len(part)})", alpha=0.6 if working else 1.0)
+    ax.set(xlabel="x (mm)", ylabel="y (mm)", aspect="equal", xlim=(-55, 55), ylim=(-55, 55),
+           title=f"Wafer yield map ({rid})")
+    ax.legend(fontsize="small", loc="upper right")
+    return _save(fig, path)
+
 
 
 def _draw_plots(r: _Runs, out_dir: Path) -> tuple[list[tuple[Path, str]], list[str]]:

@@ -78,3 +78,23 @@ def test_bad_seed_is_a_one_line_usage_error(capsys):
     assert main(["demo", "--seed", "minus-one"]) == 2
     err = capsys.readouterr().err
     assert "seed must be a whole number" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_screening_comes_first_and_no_defective_pcu_is_used(demo):
+    from labpcu.sim.wafer import make_wafer
+
+    seed, out, _ = demo
+    store = Store(out / "wafer.h5")
+    run_ids = store.run_ids()
+    screen = store.info(run_ids[0])
+    assert screen.protocol == "screen"
+    found = {d: r["classification"] for d, r in screen.results["devices"].items()}
+    truth = {d: p.defect or "working" for d, p in make_wafer(seed).devices.items()}
+    assert found == {d: truth[d] for d in found}  # every drawn defect found, no working PCU condemned
+    bad = {d for d, c in found.items() if c != "working"}
+    for rid in run_ids[1:]:
+        info = store.info(rid)
+        assert not bad & set(info.devices), (rid, bad & set(info.devices))
+        assert set(info.metadata["campaign"].get("excluded", {})) >= bad & set(
+            next(s for s in STEPS if s.label == info.metadata["campaign"]["step"]).devices)
+    assert _rows(out)["screen_yield"].measured == screen.results["yield"]

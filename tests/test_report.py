@@ -620,3 +620,18 @@ def test_energy_section_without_every_operator_has_no_total(tmp_path: Path) -> N
     assert table["total per block (estimate)"][-1] == "incomplete"
     assert "no energy was measured for activation, divider, multiplier, softmax" in " ".join(sec.paragraphs)
     assert write_report(Store(tmp_path / "none.h5"), {}, tmp_path / "none").sections == []
+
+
+def test_yield_row_gives_the_screening_counts_and_a_yield_map(tmp_path: Path) -> None:
+    from labpcu.bench import Bench
+    from labpcu.runner import Runner
+
+    with Bench.from_file(seed=1) as bench:  # seed 1 draws S18 open
+        out = Runner(bench, tmp_path / "w.h5", handle_sigint=False).run("screen", {}, ["S17", "S18", "S19", "S20"])
+    store = Store(tmp_path / "w.h5")
+    report = write_report(store, {"screen": out.run_id}, tmp_path / "report")
+    (row,) = [r for r in report.rows if r.key == "screen_yield"]
+    assert row.measured == pytest.approx(0.75) and row.passed is None  # reported, not judged
+    assert "3/4" in row.measured_text and "open 1" in row.measured_text
+    assert "S18" in row.note
+    assert (tmp_path / "report" / "yield_map.png").exists()
