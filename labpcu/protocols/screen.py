@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from labpcu.clock import Clock
     from labpcu.protocols.context import RunContext
 
+#: the protocol's name (campaigns find their screening step by it)
+SCREEN_PROTOCOL = "screen"
+#: the class of a device that passed every check
 WORKING = "working"
 #: every class a device can get, in the order of the checks
 CLASSES = (WORKING, "open", "short", "m1_stuck_on", "m1_stuck_off", "m2_stuck_off", "m2_stuck_on")
@@ -225,7 +228,7 @@ class Screen(Protocol):
     result, not a failure of the run.
     """
 
-    name = "screen"
+    name = SCREEN_PROTOCOL
     bench_seconds_per_device = 1.5  # s, measured on the simulated bench
     title = "Wafer screening (working, open, short, stuck)"
     Params = ScreenParams
