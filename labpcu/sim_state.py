@@ -28,7 +28,8 @@ def wafer_state(sim_bench: Any) -> dict[str, Any]:
     devices = {}
     for did, dev in sim_bench.wafer.devices.items():
         m1, m2 = dev.m1, dev.m2
-        devices[did] = [m1.g_prog, m1.t_prog, bool(m2.lrs), m2.r_on, m2.t_set, int(m2.switch_count)]
+        devices[did] = [m1.g_prog, m1.t_prog, bool(m2.lrs), m2.r_on, m2.t_set, int(m2.switch_count),
+                        m1.dynamic_state(), m2.dynamic_state()]  # volatile M1, M2 forming and cycle draws
     return {
         "version": VERSION,
         "seed": sim_bench.seed,
@@ -42,10 +43,13 @@ def wafer_state(sim_bench: Any) -> dict[str, Any]:
 def apply_state(sim_bench: Any, state: dict[str, Any]) -> None:
     """Put a saved state back into a simulated bench of the same seed."""
     with sim_bench.lock:
-        for did, (g_prog, t_prog, lrs, r_on, t_set, count) in state["devices"].items():
+        for did, (g_prog, t_prog, lrs, r_on, t_set, count, *dynamic) in state["devices"].items():
             dev = sim_bench.wafer.device(did)
             dev.m1.g_prog, dev.m1.t_prog = float(g_prog), float(t_prog)
             dev.m2.lrs, dev.m2.r_on, dev.m2.t_set, dev.m2.switch_count = bool(lrs), float(r_on), float(t_set), int(count)
+            if dynamic:  # absent in states saved before the mechanisms existed
+                dev.m1.set_dynamic_state(dynamic[0])
+                dev.m2.set_dynamic_state(dynamic[1])
         sim_bench.rng.bit_generator.state = state["rng"]
         sim_bench.clock.set_time(float(state["clock"]))
         sim_bench.move_to(state["site"])

@@ -250,6 +250,10 @@ def _program_m1(bench: Bench, device: str, fraction: float) -> float:
 
 
 def test_m1_retention_drifts_less_than_2_percent_over_600_s(runner, bench):
+    # the fit must give back the detrapping rate: without the volatile relaxation after
+    # the last pulse (m1_kinetics, tests/test_sim_memristor_mechanisms.py), which the
+    # log law would take for extra drift
+    bench.sim.bench.physics = bench.sim.bench.physics.without("m1_kinetics")
     for device, fraction in (("S06", 0.3), ("A2-R2C3", 0.7)):
         g = _program_m1(bench, device, fraction)
         t0 = bench.clock.now()

@@ -152,7 +152,8 @@ def test_binary_switch_sets_and_resets_m2(bench, tmp_path):
     assert out.status == "completed", out.error
     per = out.results["per_device"]
     assert out.results["switched"] == 2 and not per["already"].any()
-    assert np.all((per["v_switch"] > 0.3) & (per["v_switch"] < 0.7))
+    # fresh cells: this first set is their forming, 1.3-2 × the set voltage (m2_stochastics)
+    assert np.all((per["v_switch"] > 0.3) & (per["v_switch"] <= 1.0))
     assert np.all(per["r_after"] < 1e4) and np.all(per["r_before"] > 1e8)
     assert out.results["on_off_ratio_min"] > 1e6  # pcu.md: LRS/HRS current ratio at +0.1 V
     assert set(data["action"]) == {"set"} and (data.groupby("device")["step"].first() == 0).all()

@@ -291,6 +291,10 @@ class HysteresisParams(Params):
     nplc: float = param(1.0, limits=(0.001, 25.0), help="integration time per point, in power-line cycles")
     reset_first: bool = param(True, help="start with a reset half (cycle 0), so cycle 1 starts in HRS whatever "
                                          "state the device was left in")
+    form: bool = param(True, help="cycle 0 forms the cell first: a set half up to v_form_max, then a reset half "
+                                  "(a fresh cell's first set is higher than its later ones)")
+    v_form_max: float = param(1.3, unit="V", limits=(0.01, 200.0),
+                              help="peak of the forming half (0 → +V → 0; at least v_set_max)")
     jump_ratio: float = param(100.0, limits=(2.0, None),
                               help="a conductance jump by at least this factor between two points is a switch")
     min_on_off: float = param(1e6, limits=(1.0, None), help="LRS/HRS current ratio every cycle must reach to pass")
@@ -303,7 +307,8 @@ class HysteresisParams(Params):
         if self.step > min(self.v_set_max, -self.v_reset_max) / 2:
             raise ParameterError(f"step = {self.step:g} V is too coarse for a sweep to "
                                  f"{self.v_set_max:g} V and {self.v_reset_max:g} V")
-        if len(half_cycle(max(self.v_set_max, -self.v_reset_max), self.step)) > MAX_SWEEP_POINTS:
+        if len(half_cycle(max(self.v_set_max, -self.v_reset_max, self.v_form_max if self.form else 0.0),
+                          self.step)) > MAX_SWEEP_POINTS:
             raise ParameterError(f"step = {self.step:g} V gives more than {MAX_SWEEP_POINTS} points per half")
 
 
@@ -318,6 +323,11 @@ class Hysteresis(Protocol):
     LRS and HRS come from the reads, not from the sweep, which is at compliance right
     after a set. No jump in a half is a device failure ("did not set/reset").
 
+    Forming (``form``): a fresh filamentary cell sets first at a higher voltage than in
+    its later cycles, so cycle 0 sweeps to ``v_form_max`` (phase ``form``) and resets;
+    the forming voltage is reported apart and stays out of the set-voltage statistics.
+    A cell that was formed already sets at its usual voltage in that sweep.
+
     M2 is driven CL2 (+) to BL; D2 conducts from BL to CL2, so the reset half also
     sees D2's forward current once M2 is in HRS.
     """
@@ -328,7 +338,7 @@ class Hysteresis(Protocol):
     Params = HysteresisParams
     columns = (
         Column("cycle", "", "int64", "cycle number; 0 is the reset before cycle 1"),
-        Column("phase", "", "str", "set, read_set, reset or read_reset"),
+        Column("phase", "", "str", "form, set, read_set, reset or read_reset"),
         Column("index", "", "int64", "point within the phase"),
         *SWEEP_COLUMNS,
     )
@@ -338,6 +348,7 @@ class Hysteresis(Protocol):
         super().validate(params, bench, devices)
         p = params
         check_levels(bench, "m2", self.name, terminals=default_terminals(bench), v_set_max=p.v_set_max, v_reset_max=p.v_reset_max, v_read=p.v_read,
+                     v_form_max=p.v_form_max if p.form else None,
                      compliance_set=p.compliance_set, compliance_reset=p.compliance_reset,
                      compliance_read=p.compliance_read)
 
@@ -345,6 +356,10 @@ class Hysteresis(Protocol):
         p = params
         force, _ = connect_component(ctx.bench, device, "m2")
         if p.reset_first:
+            yield self._half(force, p, 0, "reset")
+        if p.form:  # a fresh cell forms above its set voltage; a formed one just sets
+            _progress(ctx, device, "forming")
+            yield self._half(force, p, 0, "form")
             yield self._half(force, p, 0, "reset")
         for cycle in range(1, p.cycles + 1):
             _progress(ctx, device, f"cycle {cycle} of {p.cycles}")
@@ -362,7 +377,8 @@ class Hysteresis(Protocol):
 
     @staticmethod
     def _half(force: SourceMeasureUnit, p: HysteresisParams, cycle: int, phase: str) -> dict[str, Any]:
-        peak, compliance = (p.v_set_max, p.compliance_set) if phase == "set" else (p.v_reset_max, p.compliance_reset)
+        peak, compliance = {"set": (p.v_set_max, p.compliance_set), "form": (max(p.v_form_max, p.v_set_max), p.compliance_set),
+                            "reset": (p.v_reset_max, p.compliance_reset)}[phase]
         sweep = force.sweep_voltage(half_cycle(peak, p.step), compliance, p.nplc)
         return {"cycle": cycle, "phase": phase, **_sweep_columns(sweep)}
 
@@ -399,7 +415,11 @@ class Hysteresis(Protocol):
         cycles = {int(c): self._cycle(g, p) for c, g in df[df["cycle"] >= 1].groupby("cycle", sort=True)}
         done = {c: r for c, r in cycles.items() if r is not None}
         keys = ("set_voltage", "reset_voltage", "i_lrs", "i_hrs", "r_lrs", "r_hrs", "on_off")
-        out: dict[str, Any] = {"cycles": len(done), "cycle": list(done)}
+        form = df[df["phase"] == "form"]
+        k = (find_switch(form["v_source"].to_numpy(), form["i"].to_numpy(), rising=True, min_ratio=p.jump_ratio)
+             if len(form) else None)
+        out: dict[str, Any] = {"cycles": len(done), "cycle": list(done),
+                               "forming_voltage": float(form["v_source"].iloc[k]) if k is not None else None}
         out.update({k: [r[k] for r in done.values()] for k in keys})
         for k in ("set_voltage", "reset_voltage"):
             out[f"{k}_mean"], out[f"{k}_std"] = _stat(out[k], "mean"), _stat(out[k], "std")
@@ -416,6 +436,8 @@ class Hysteresis(Protocol):
             "devices": len(devices),
             "cycles": sum(r["cycles"] for r in devices.values()),
             "on_off_min": _stat(every("on_off"), "min"),
+            "forming_voltage_mean": _stat([v for r in devices.values() if (v := r["forming_voltage"]) is not None],
+                                          "mean"),
             "set_voltage_mean": _stat(every("set_voltage"), "mean"),
             "set_voltage_min": _stat(every("set_voltage"), "min"),
             "set_voltage_max": _stat(every("set_voltage"), "max"),

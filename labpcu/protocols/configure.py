@@ -77,6 +77,11 @@ MODES: dict[str, ModeSpec] = {
 }
 
 
+#: V, the largest set pulse for a fresh M2: its first set (forming) needs up to ~2× its
+#: later set voltage, so a set not done by v_max goes on up to here
+M2_V_FORM = 1.3
+
+
 @dataclass(frozen=True)
 class ConfigureOptions:
     """Everything :func:`configure_device` may be told; defaults follow pcu.md."""
@@ -88,7 +93,7 @@ class ConfigureOptions:
     lrs_fraction: float = 0.9  # M1 counts as LRS at >= this × its measured G_max
     verify_slack: float = 0.25  # the verify read may miss the tolerance by this fraction (drift, read noise)
     ispp: IsppScheme = field(default_factory=IsppScheme)
-    switch: SwitchScheme = field(default_factory=SwitchScheme)
+    switch: SwitchScheme = field(default_factory=lambda: SwitchScheme(v_form=M2_V_FORM))
     terminals: tuple[str, str] | None = None  # (force, ground); None: the bench's default pair
     loop: str = "auto"
 
@@ -110,7 +115,8 @@ def check_configure_levels(bench: Bench, protocol: str, options: ConfigureOption
     terminals = o.terminals or resolve_terminals(bench, (), protocol)
     check_levels(bench, "m1", protocol, terminals=terminals, **o.ispp.levels())
     sw = o.switch
-    check_levels(bench, "m2", protocol, terminals=terminals, m2_v_max=sw.v_max, m2_v_read=sw.v_read,
+    check_levels(bench, "m2", protocol, terminals=terminals, m2_v_max=sw.v_max, m2_v_form=sw.v_form,
+                 m2_v_read=sw.v_read,
                  compliance_set=sw.compliance_set, compliance_reset=sw.compliance_reset)
 
 
@@ -209,7 +215,8 @@ def configure_steps(
     result = switch_m2(force, clock, spec.m2, sw)
     yield _rows([_row("m2_switch", "m2", a, sw.v_read, i) for a, _, i, _ in result.trace])
     if not result.switched:
-        raise DeviceFailure(f"M2 of {device} did not {spec.m2} up to {sw.v_max:g} V "
+        top = max(sw.v_max, sw.v_form) if spec.m2 == "set" and sw.v_form is not None else sw.v_max
+        raise DeviceFailure(f"M2 of {device} did not {spec.m2} up to {top:g} V "
                             f"(R = {format_quantity(result.r_after, 'Ω')} at +{sw.v_read:g} V)")
 
     # verify both with fresh reads
@@ -271,6 +278,8 @@ class ConfigureParams(Params):
     m1_v_max: float = param(1.0, unit="V", limits=(0.01, 20.0), help="largest M1 pulse (range finding and ISPP)")
     max_pulses: int = param(100, limits=(1, 10_000), help="ISPP pulses before giving up")
     m2_v_max: float = param(1.0, unit="V", limits=(0.01, 20.0), help="largest M2 switching pulse")
+    m2_v_form: float = param(M2_V_FORM, unit="V", limits=(0.01, 20.0),
+                             help="a set not done by m2_v_max goes on up to this: forming a fresh M2")
     m2_compliance: float = param(1e-3, unit="A", limits=(1e-9, 1.0), help="current compliance while setting M2")
     loop: str = param("auto", choices=LOOPS, help="where the ISPP loop runs: auto = on the instrument when it can")
     terminals: tuple[str, ...] = param((), help="force and ground SMUs; empty: the first source meter's two channels")
@@ -280,7 +289,7 @@ class ConfigureParams(Params):
             weight=self.weight, tolerance=self.tolerance, r_softplus=self.r_softplus,
             softplus_tolerance=self.softplus_tolerance, lrs_fraction=self.lrs_fraction,
             ispp=IsppScheme(v_max=self.m1_v_max, max_pulses=self.max_pulses),
-            switch=SwitchScheme(v_max=self.m2_v_max, compliance_set=self.m2_compliance),
+            switch=SwitchScheme(v_max=self.m2_v_max, v_form=self.m2_v_form, compliance_set=self.m2_compliance),
             terminals=terminals, loop=self.loop)
 
 

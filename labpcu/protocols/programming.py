@@ -88,6 +88,7 @@ class SwitchScheme:
     v_start: float = 0.15  # V, magnitude of the first pulse (set: +, reset: −)
     v_step: float = 0.05  # V
     v_max: float = 1.0  # V, give up above this magnitude
+    v_form: float | None = None  # V, a set not done by v_max goes on up to here (forming a fresh cell); None: no
     width: float = 0.01  # s
     v_read: float = 0.1  # V (pcu.md's M2 read)
     compliance_set: float = 1e-3  # A; sets the LRS resistance (R_on ≈ k/I)
@@ -308,8 +309,11 @@ def read_resistance(smu: SourceMeasureUnit, v_read: float, compliance: float) ->
 def switch_m2(force: SourceMeasureUnit, clock: Clock, action: str, scheme: SwitchScheme = SwitchScheme()) -> SwitchResult:
     """Set (+) or reset (−) M2, connected between ``force`` (CL2) and a grounded BL:
     read, then pulses of growing magnitude (``v_start``, ``v_step`` … ``v_max``), each
-    followed by a read, until the read shows the new state. Does nothing if M2 already
-    is in it. The caller decides whether not switching is a failure."""
+    followed by a read, until the read shows the new state. With ``v_form``, a set not
+    done by ``v_max`` goes on up to ``v_form``: a fresh cell forms its first filament
+    above its later set voltage.
+    Does nothing if M2 already is in it. The caller decides whether not switching is
+    a failure."""
     if action not in ("set", "reset"):
         raise ParameterError(f"M2 action must be 'set' or 'reset', not {action!r}")
     s = scheme
@@ -321,9 +325,10 @@ def switch_m2(force: SourceMeasureUnit, clock: Clock, action: str, scheme: Switc
     v_switch = math.nan
     done = s.is_state(r0, action)
     k = 0
+    ceiling = max(s.v_max, s.v_form) if action == "set" and s.v_form is not None else s.v_max
     while not done:
         amp = s.v_start + k * s.v_step
-        if amp > s.v_max + 1e-9:
+        if amp > ceiling + 1e-9:
             break
         _pulse(force, clock, sign * amp, s.width, comp)
         i_pulse = force.measure().current
@@ -532,6 +537,9 @@ class SwitchParams(Params):
     v_start: float = param(0.15, unit="V", limits=(0.01, 20.0), help="first pulse magnitude (set +, reset −)")
     v_step: float = param(0.05, unit="V", limits=(0.001, 5.0), help="magnitude added at each further pulse")
     v_max: float = param(1.0, unit="V", limits=(0.01, 20.0), help="largest pulse magnitude; not switched by then is a failure")
+    v_form: float | None = param(None, unit="V", limits=(0.01, 20.0),
+                                 help="a set not done by v_max goes on up to this, to form a fresh cell (its first "
+                                      "set is higher); none: stop at v_max")
     width: float = param(0.01, unit="s", limits=(1e-4, 10.0), help="pulse width")
     v_read: float = param(0.1, unit="V", limits=(1e-3, 1.0), help="read voltage (below the switching thresholds)")
     compliance_set: float = param(1e-3, unit="A", limits=(1e-9, 1.0),
@@ -584,8 +592,9 @@ class BinarySwitch(Protocol):
     def validate(self, params: SwitchParams, bench: Bench, devices: Sequence[str]) -> None:
         super().validate(params, bench, devices)
         check_levels(bench, "m2", self.name, terminals=resolve_terminals(bench, params.terminals, self.name),
-                     v_max=params.v_max, v_read=params.v_read,
-                     compliance_set=params.compliance_set, compliance_reset=params.compliance_reset)
+                     v_max=params.v_max, v_form=params.v_form if params.action == "set" else None,
+                     v_read=params.v_read, compliance_set=params.compliance_set,
+                     compliance_reset=params.compliance_reset)
 
     def measure(self, ctx: RunContext, p: SwitchParams, device: str) -> Iterator[dict[str, Any]]:
         force, _ = connect_component(ctx.bench, device, "m2", resolve_terminals(ctx.bench, p.terminals, self.name))
@@ -593,7 +602,8 @@ class BinarySwitch(Protocol):
         yield switch_block(sw)
         _device_progress(ctx, device, 1, 1)
         if not sw.switched:
-            raise DeviceFailure(f"M2 did not {p.action} up to {p.v_max:g} V "
+            top = max(p.v_max, p.v_form) if p.action == "set" and p.v_form is not None else p.v_max
+            raise DeviceFailure(f"M2 did not {p.action} up to {top:g} V "
                                 f"(R = {format_quantity(sw.r_after, 'Ohm')} at +{p.v_read:g} V)")
 
     def analyze(self, data: pd.DataFrame, p: SwitchParams) -> dict[str, Any]:

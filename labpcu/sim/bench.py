@@ -516,10 +516,12 @@ class SimBench:
             a[k], b[k], g[k] = x, y, dev.m1.conductance(t)
         for k, (dev, x, y) in enumerate(topo.m2):
             a[n1 + k], b[n1 + k], g[n1 + k] = x, y, 1.0 / dev.m2.resistance(t)
-        if noisy and (n1 + n2):
+        if noisy and (n1 + n2) and self.physics.on("read_noise"):
             sig = np.array([dev.m1.p.read_noise for dev, _, _ in topo.m1] + [dev.m2.p.read_noise for dev, _, _ in topo.m2])
             g = g * np.maximum(1.0 + sig * self.rng.standard_normal(n1 + n2), 0.0)
         net.res_a, net.res_b, net.res_g = a, b, g
+        if n1 and self.physics.on("m1_nonohmic"):  # M1: I = g·v_nl·sinh(V/v_nl); M2 stays ohmic
+            net.res_vnl = np.concatenate([[dev.m1.p.v_nl for dev, _, _ in topo.m1], np.full(n2, np.inf)])
         if len(topo.par_g):  # parasitics: series paths and relay leakage (ohmic, after M1 and M2)
             net.res_a = np.concatenate([net.res_a, topo.par_a])
             net.res_b = np.concatenate([net.res_b, topo.par_b])
@@ -577,9 +579,10 @@ class SimBench:
         topo = self.topology
         t = self.clock.now()
         seen: list[tuple[str, float, float]] = []
+        nonohmic = self.physics.on("m1_nonohmic")
         for dev, a, b in topo.m1:
             v = float(sol.v[a] - sol.v[b])
-            seen.append((f"{dev.id}.M1", abs(v), abs(v * dev.m1.conductance(t))))
+            seen.append((f"{dev.id}.M1", abs(v), abs(dev.m1.current(v, t, nonohmic))))
         for dev, a, b in topo.m2:
             v = float(sol.v[a] - sol.v[b])
             seen.append((f"{dev.id}.M2", abs(v), abs(v / dev.m2.resistance(t))))
@@ -596,14 +599,16 @@ class SimBench:
     def _switch_m2(self, sol: Solution) -> bool:
         changed = False
         t = self.clock.now()
+        stochastic = self.physics.on("m2_stochastics")  # forming, c2c thresholds, endurance
+        rng = self.rng if stochastic else None
         for dev, a, b in self.topology.m2:
             v = float(sol.v[a] - sol.v[b])
-            if dev.m2.wants_switch(v):
+            if dev.m2.wants_switch(v, stochastic):
                 if dev.m2.lrs:
-                    dev.m2.reset()
+                    dev.m2.reset(rng)
                 else:
                     # form the filament, find the current the circuit lets through it
-                    dev.m2.set(t)
+                    dev.m2.set(t, rng)
                     trial, _ = self.solve()
                     dev.m2.fix_strength((trial.v[a] - trial.v[b]) / dev.m2.resistance(t))
                 changed = True
@@ -672,9 +677,14 @@ class SimBench:
             sol = self.settle()
             m1 = self.topology.m1
             volts = [float(sol.v[a] - sol.v[b]) for _, a, b in m1]
+            if self.physics.on("m1_read_disturb"):  # slow sub-threshold motion, whole interval at once
+                for (dev, _, _), v in zip(m1, volts):
+                    if dev.m1.disturb(v, dt, t0):
+                        self._settled = None
             rates = [dev.m1.drive_rate(v) for (dev, _, _), v in zip(m1, volts)]
             if not any(rates):
                 return
+            kinetics = self.physics.on("m1_kinetics")
             spreads = [dev.m1.draw_spread(self.rng) if r else 0.0 for (dev, _, _), r in zip(m1, rates)]
             worst = max(abs(r) * s for r, s in zip(rates, spreads))
             n = int(min(MAX_SUBSTEPS, max(1, math.ceil(worst * dt / MAX_STATE_STEP))))
@@ -683,7 +693,7 @@ class SimBench:
                 t = t0 + k * h
                 for (dev, _, _), v, s in zip(m1, volts, spreads):
                     if s:
-                        dev.m1.apply(v, h, t, s)
+                        dev.m1.apply(v, h, t, s, kinetics)
                 self._settled = None
                 if k + 1 < n:
                     sol = self.settle()

@@ -108,8 +108,10 @@ def _draw_diode(rng: np.random.Generator, thickness: float, physics: Physics) ->
     )
 
 
-def _draw_m1(rng: np.random.Generator, thickness: float) -> MultiStateMemristor:
+def _draw_m1(rng: np.random.Generator, thickness: float, physics: Physics = DEFAULT_PHYSICS) -> MultiStateMemristor:
     base = M1Params()
+    # the mechanisms' constants from a child stream: the draws above stay as they were
+    dyn = rng.spawn(1)[0].standard_normal(5) * (1.0 if physics.on("device_spread") else 0.0)
     p = M1Params(
         g_min=base.g_min * float(np.exp(0.1 * rng.standard_normal())),
         g_max=base.g_max / thickness * float(np.exp(0.04 * rng.standard_normal())),
@@ -121,14 +123,23 @@ def _draw_m1(rng: np.random.Generator, thickness: float) -> MultiStateMemristor:
         read_noise=base.read_noise,
         drift_nu=float(np.clip(base.drift_nu + 0.0008 * rng.standard_normal(), 0.0005, 0.006)),
         drift_tau=base.drift_tau,
+        vol_fraction=base.vol_fraction * float(np.exp(0.25 * dyn[0])),
+        vol_fast_share=base.vol_fast_share,
+        tau_fast=base.tau_fast * float(np.exp(0.3 * dyn[1])),
+        tau_slow=base.tau_slow * float(np.exp(0.3 * dyn[2])),
+        rd_rate=base.rd_rate * float(np.exp(0.5 * dyn[3])),
+        rd_slope=base.rd_slope,
+        v_nl=base.v_nl * float(np.exp(0.1 * dyn[4])),
     )
     # as fabricated: low in the range, with spread
     x0 = float(np.clip(0.15 + 0.05 * rng.standard_normal(), 0.02, 0.5))
     return MultiStateMemristor(p, g_prog=p.g_min + x0 * p.g_range, t_prog=-1e6)
 
 
-def _draw_m2(rng: np.random.Generator) -> BinaryMemristor:
+def _draw_m2(rng: np.random.Generator, physics: Physics = DEFAULT_PHYSICS) -> BinaryMemristor:
     base = M2Params()
+    spread = 1.0 if physics.on("device_spread") else 0.0
+    dyn = rng.spawn(1)[0].standard_normal(3) * spread  # child stream, as in _draw_m1
     p = M2Params(
         v_set=base.v_set + 0.04 * float(rng.standard_normal()),
         v_reset=base.v_reset + 0.02 * float(rng.standard_normal()),
@@ -138,6 +149,14 @@ def _draw_m2(rng: np.random.Generator) -> BinaryMemristor:
         r_on_max=base.r_on_max,
         filament_tau=base.filament_tau,
         read_noise=base.read_noise,
+        v_set_c2c=base.v_set_c2c,
+        v_reset_c2c=base.v_reset_c2c,
+        r_on_c2c=base.r_on_c2c,
+        # forming at 1.3-2.0 × the set voltage; endurance log-normal around 1,500
+        # cycles (Ag/MAPbI3 cells: 10^2-10^4); worn out, most stick in LRS
+        form_ratio=float(np.clip(base.form_ratio + 0.1 * dyn[0], 1.3, 2.0)),
+        endurance=max(1, round(base.endurance * float(np.exp(0.5 * dyn[1])))),
+        stuck_lrs=bool(dyn[2] > -0.52) if spread else base.stuck_lrs,  # P = 0.7
     )
     return BinaryMemristor(p)
 
@@ -153,8 +172,8 @@ def _make_pcu(index: int, seed: int, physics: Physics, device_id: str, site: str
         y_mm=y,
         d1=_draw_diode(rng, thickness, physics),
         d2=_draw_diode(rng, thickness, physics),
-        m1=_draw_m1(rng, thickness),
-        m2=_draw_m2(rng),
+        m1=_draw_m1(rng, thickness, physics),
+        m2=_draw_m2(rng, physics),
         **where,
     )
 
