@@ -28,6 +28,17 @@ the matrix joins to the site, without knowing any device state:
   the voltage bound is applied, since the compliances alone would forbid every array
   measurement.
 
+* **Series resistance.** Each terminal reaches its pads through a path (cables, the
+  3730's relay, the probe contact), so a pad is not at its terminal's level but off by
+  the I·R of the path. The voltage bound therefore widens each terminal's level by
+  :data:`PATH_RESISTANCE` × the most current its path can carry at that instant (its
+  capability, what the other terminals can take or give, and the component's flow
+  bound below; the flow bound alone for a terminal on several nets, whose paths can
+  carry current from one pad to another), clipped to
+  the lowest and highest level of the component: every node of a passive network lies
+  between its sources (the terminal at the top only pushes current out, so its pad
+  sits below its level; the bottom one's above), so only terminals in between widen.
+
 Terminals with a range (a sweep, a program-and-verify loop, a current source within
 its voltage compliance) are examined at every instant where the order of the levels
 can change; current sources pushing current in are never all that sits at the lowest
@@ -42,6 +53,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import product
 
+import numpy as np
+
 from labpcu.benchfile import Limits
 from labpcu.instruments.errors import LimitError
 from labpcu.instruments.roles import OFF, TerminalState
@@ -49,6 +62,12 @@ from labpcu.sim.pcu import ELEMENTS
 from labpcu.sim.wafer import Site, Wafer
 from labpcu.sim.wiring import net_label
 
+#: Ω, the most resistance between a terminal and a pad it reaches: the 3730 relay path
+#: (< 1 Ω, data sheet), 3 m of cable (0.3 Ω), a probe tip on a gold pad (1–10 Ω depending
+#: on force and wear; the upper end, so that a worn tip is still covered). The simulated
+#: bench's typical path is 6.3 Ω (labpcu.sim.parasitics, not imported: the guard is
+#: bench-level and must hold for a real bench).
+PATH_RESISTANCE = 1.0 + 0.3 + 10.0
 #: relative slack on a limit (rounding of levels sent as text)
 _SLACK = 1e-9
 #: most instants examined per check (beyond, ranged terminals are taken at their ends)
@@ -94,11 +113,14 @@ class ElementGuard:
     """
 
     def __init__(self, elements: Iterable[Element], limits: Mapping[str, Limits],
-                 connections: Mapping[str, Iterable[str]]) -> None:
-        """``connections``: terminal → the nets its pads reach."""
+                 connections: Mapping[str, Iterable[str]], path_resistance: float = PATH_RESISTANCE) -> None:
+        """``connections``: terminal → the nets its pads reach; ``path_resistance`` (Ω):
+        the most series resistance between a terminal and each pad (see the module
+        docstring)."""
         self.limits = dict(limits)
         self.all_elements = list(elements)
         self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
+        self.path_resistance = float(path_resistance)
         self._structures: dict[frozenset[str], _Structure] = {}
 
     @property
@@ -109,7 +131,7 @@ class ElementGuard:
         found = self._structures.get(driving)
         if found is None:
             nets = {t: n for t, n in self.terminal_nets.items() if t in driving}
-            found = self._structures[driving] = _Structure(self.all_elements, self.limits, nets)
+            found = self._structures[driving] = _Structure(self.all_elements, self.limits, nets, self.path_resistance)
         return found
 
     def _driving(self, states: Mapping[str, TerminalState]) -> frozenset[str]:
@@ -135,9 +157,10 @@ class _Structure:
     """The nets, regions and bounding terminals for one set of driving terminals."""
 
     def __init__(self, elements: Iterable[Element], limits: Mapping[str, Limits],
-                 connections: Mapping[str, Iterable[str]]) -> None:
+                 connections: Mapping[str, Iterable[str]], path_resistance: float = PATH_RESISTANCE) -> None:
         """``connections``: driving terminal → the nets its pads reach."""
         self.limits = dict(limits)
+        self.path_resistance = float(path_resistance)
         self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
         driven: dict[str, list[str]] = {}
         for t, nets in self.terminal_nets.items():
@@ -188,6 +211,16 @@ class _Structure:
         self._ends = [(e.label, self._bounding(e.a), self._bounding(e.b)) for e in self.elements]
         self._comp_terms = {c: tuple(sorted(ts)) for c, ts in self.component_terminals.items()}
         self._term_comp = {t: c for c, ts in self._comp_terms.items() for t in ts}
+        # the same in column indices of the level array :meth:`bounds` works on
+        self._terms = list(self.terminal_nets)
+        col = {t: k for k, t in enumerate(self._terms)}
+        both = [(label, ta, tb) for label, ta, tb in self._ends if ta and tb]
+        sets = sorted({ts for _, ta, tb in both for ts in (ta, tb)})
+        self._set_cols = [np.array([col[t] for t in ts], int) for ts in sets]
+        self._v_labels = [label for label, _, _ in both]
+        self._v_a = np.array([sets.index(ta) for _, ta, _ in both], int)
+        self._v_b = np.array([sets.index(tb) for _, _, tb in both], int)
+        self._comp_cols = {c: np.array([col[t] for t in ts], int) for c, ts in self._comp_terms.items()}
 
     def _bounding(self, net: str) -> tuple[str, ...]:
         ts = self.driven.get(net)
@@ -199,9 +232,12 @@ class _Structure:
     def terminals(self) -> frozenset[str]:
         return frozenset(self.terminal_nets)
 
-    def bounds(self, states: Mapping[str, TerminalState]) -> dict[str, tuple[float, float]]:
+    def bounds(self, states: Mapping[str, TerminalState],
+               path_resistance: float | None = None) -> dict[str, tuple[float, float]]:
         """Element label → (largest |V| across it, largest |I| through it), the worst
-        over every instant the terminal states allow (:meth:`_instants`)."""
+        over every instant the terminal states allow (:meth:`_instants`); the voltage
+        includes the paths' I·R (``path_resistance``, default the guard's; 0: levels only)."""
+        r_path = self.path_resistance if path_resistance is None else path_resistance
         volts = {label: 0.0 for label, _, _ in self._ends}
         flow = {c: 0.0 for c in self._comp_terms}
         caps = {t: s.current for t, s in states.items()}
@@ -210,21 +246,29 @@ class _Structure:
         for levels in self._instants(states):
             if pushers and not self._possible(levels, pushers):
                 continue
-            for label, ta, tb in self._ends:
-                if ta and tb:
-                    va = [levels[t] for t in ta]
-                    vb = [levels[t] for t in tb]
-                    v = max(max(va) - min(vb), max(vb) - min(va))
-                    if v > volts[label]:
-                        volts[label] = v
+            lo_pad: dict[str, float] = {}
+            hi_pad: dict[str, float] = {}
             for c, ts in self._comp_terms.items():
                 lv = [levels[t] for t in ts]
                 lo, hi = min(lv), max(lv)
-                if hi <= lo:
-                    continue  # every terminal at one voltage: nothing flows
-                push = sum(caps.get(t, 0.0) for t, v in zip(ts, lv) if v > lo)
-                take = sum(caps.get(t, 0.0) for t, v in zip(ts, lv) if v < hi)
-                flow[c] = max(flow[c], min(push, take, half_total[c]))
+                now = 0.0
+                if hi > lo:  # else every terminal at one voltage: nothing flows
+                    push = sum(caps.get(t, 0.0) for t, v in zip(ts, lv) if v > lo)
+                    take = sum(caps.get(t, 0.0) for t, v in zip(ts, lv) if v < hi)
+                    now = min(push, take, half_total[c])
+                    flow[c] = max(flow[c], now)
+                for t, v in zip(ts, lv):  # the pads: level ± I·R, within the component's levels
+                    # a terminal's current is at most its own capability and what the others take
+                    own = min(caps.get(t, 0.0), 2 * half_total[c] - caps.get(t, 0.0))
+                    i_path = now if len(self.terminal_nets[t]) > 1 else min(now, own)
+                    lo_pad[t] = max(v - r_path * i_path, lo)
+                    hi_pad[t] = min(v + r_path * i_path, hi)
+            for label, ta, tb in self._ends:
+                if ta and tb:
+                    v = max(max(hi_pad.get(t, levels[t]) for t in ta) - min(lo_pad.get(t, levels[t]) for t in tb),
+                            max(hi_pad.get(t, levels[t]) for t in tb) - min(lo_pad.get(t, levels[t]) for t in ta))
+                    if v > volts[label]:
+                        volts[label] = v
         return {e.label: (volts[e.label], flow[self.component[e.label]] if e.label in self.carries else 0.0)
                 for e in self.elements}
 
@@ -282,9 +326,12 @@ class _Structure:
             who = f"{changing}: " if changing else ""
             if v > lim.voltage * (1 + _SLACK):
                 terms = self._terminals_of(e)
+                plain = self.bounds(states, path_resistance=0.0)[e.label][0]
+                paths = (f" plus up to {v - plain:.3g} V of I·R on the paths ({self.path_resistance:g} Ω each)"
+                         if v - plain > 1e-12 else "")
                 raise LimitError(
-                    f"{who}{e.label} ({e.kind}) could see {v:.4g} V across it from {describe(terms, states)}; "
-                    f"its limit is {lim.voltage:g} V")
+                    f"{who}{e.label} ({e.kind}) could see {plain:.4g} V across it from {describe(terms, states)}"
+                    f"{paths}; its limit is {lim.voltage:g} V")
             if i > lim.current * (1 + _SLACK):
                 terms = sorted(self.component_terminals.get(self.component[e.label], ()))
                 raise LimitError(

@@ -26,8 +26,10 @@ import numpy as np
 from labpcu.clock import VirtualClock
 from labpcu.sim.circuit import GMIN, Netlist, Solution, solve
 from labpcu.sim.diode import DiodeParams, saturation_current, thermal_voltage
-from labpcu.sim.parasitics import (PATH_RESISTANCE, RELAY_ISOLATION_OHM, ParasiticNetwork, Step,
-                                   node_conductance, offset_current, terminal_capacitance)
+from labpcu.sim.parasitics import (COLUMN_PATH_CAPACITANCE, NEGLIGIBLE_CURRENT, PATH_RESISTANCE,
+                                   RELAY_ISOLATION_OHM, SMU_CABLE_CAPACITANCE, ParasiticNetwork, Step,
+                                   node_conductance, offset_current, terminal_capacitance,
+                                   voltage_step_poles)
 from labpcu.sim.pcu import ELEMENTS, PCU
 from labpcu.sim.physics import DEFAULT_PHYSICS, T_REF_K, Physics
 from labpcu.sim.stage import StageTemperature
@@ -295,29 +297,58 @@ class SimBench:
         step = self._steps.get(name)
         return step.v_dc if step is not None else 0.0
 
+    #: capacitance: (topology, DC node voltages) after the last recorded step, what the
+    #: next voltage step's internal nodes start from (see :meth:`_record_step`)
+    _cap_nodes: tuple[object, np.ndarray] | None = None
+
     def _record_step(self, name: str, v_before: float, applied_before: tuple[bool, float, float]) -> None:
         """capacitance: the terminal's node was at ``v_before`` and its DC value is now
-        the settled one; what is left of an earlier step adds to the lag. The node
-        relaxes with τ = R·C: C what the terminal charges (cable paths and the device
-        elements on its pads), R the node's small-signal resistance into the circuit (a
-        current source charging through a diode's knee is slower: the chord ΔV/ΔI)."""
+        the settled one (see :mod:`labpcu.sim.parasitics` for the model).
+
+        Current mode: the node lags; it relaxes with τ = R·C, C what the terminal
+        charges (cable paths and the device elements on its pads), R the node's
+        small-signal resistance into the circuit (a current source charging through a
+        diode's knee is slower: the chord ΔV/ΔI); what is left of an earlier step adds
+        to the lag. Voltage mode: the source charges its cables at once; the elements
+        and the internal nodes behind them relax (:func:`voltage_step_poles`), on top of
+        what is left of the earlier step's poles."""
         topo, sol = self.topology, self._settled
         node = topo.terminal_node[name]
         group = topo.driven.get(node, frozenset({node}))
         elements = [(a, b) for _, a, b in topo.m1 + topo.m2] + list(zip(topo.dio.dio_a.tolist(), topo.dio.dio_k.tolist()))
         c = terminal_capacitance(topo.paths.get(node, 0), group, elements)
+        before = self._cap_nodes
+        if sol is not None:
+            self._cap_nodes = (topo, sol.v)
         if sol is None or c <= 0:
             self._steps.pop(name, None)
             return
         t = self.clock.now()
         v_dc = float(sol.v[node])
         old = self._steps.get(name)
-        residual = old.lag_at(t) if old is not None and old.topology is topo else 0.0
         dv = v_dc - v_before
-        net, _ = self._netlist(noisy=False)
-        r = 1.0 / (node_conductance(net, sol.v, group) + GMIN * len(group))
+        net, names = self._netlist(noisy=False)
         v_forcing, level, _ = self._sources[name].applied()
-        if not v_forcing and not applied_before[0] and level != applied_before[1] and dv:
+        if v_forcing:
+            stiff = {0}
+            for k, n in enumerate(names):
+                if self._sources[n].applied()[0] and not sol.src_in_limit[k] or n == name:
+                    tn = topo.terminal_node[n]
+                    stiff |= topo.driven.get(tn, frozenset({tn}))
+            extra = {tn: SMU_CABLE_CAPACITANCE + k * COLUMN_PATH_CAPACITANCE for tn, k in topo.paths.items()
+                     if tn not in stiff and k}
+            v_old = before[1] if before is not None and before[0] is topo else None
+            poles = voltage_step_poles(net, sol.v, v_old, dv, group, frozenset(stiff), len(topo.m1) + len(topo.m2),
+                                       list(topo.driven.values()), extra)
+            if old is not None and old.topology is topo:
+                poles += old.poles_at(t)
+            poles = [(a, tau) for a, tau in poles if abs(a) > NEGLIGIBLE_CURRENT and tau > 0]
+            slowest = max((tau for _, tau in poles), default=0.0)
+            self._steps[name] = Step(t, 0.0, c, slowest, topo, v_dc, tuple(poles))
+            return
+        residual = old.lag_at(t) if old is not None and old.topology is topo else 0.0
+        r = 1.0 / (node_conductance(net, sol.v, group) + GMIN * len(group))
+        if not applied_before[0] and level != applied_before[1] and dv:
             r = max(r, abs(dv / (level - applied_before[1])))
         self._steps[name] = Step(t, residual + dv, c, r * c, topo, v_dc)
 

@@ -5,9 +5,26 @@ switchable through :class:`~labpcu.sim.physics.Physics`:
 
 * ``capacitance``: every device element and every cable path stores charge, so a
   reading taken right after a bias step sees a displacement current (voltage mode) or
-  a node voltage that still lags (current mode), decaying with the node's R·C. The DC
-  solver is kept: :class:`Step` records the lag at the step and :meth:`Step.lag_at`
-  lets it decay (a single-pole model per terminal).
+  a node voltage that still lags (current mode). The DC solver is kept: :class:`Step`
+  records each step's transient in closed form, linearized at the new operating point
+  (no transient solve per reading):
+
+  - *current mode*: the forced node's voltage lags and charges through the node's
+    chord resistance, with everything on it (cable, paths, elements): one pole.
+  - *voltage mode*: the source charges its own cable and paths in microseconds (its
+    settling, which the emulators model as source/measure delays), so those do not
+    relax through the device. What relaxes is (a) each element between the terminal
+    and another stiff node, through its own small-signal conductance (τ = C_el/g_el:
+    the ionic charge follows through the device), and (b) each *internal* cluster of
+    undriven nodes the terminal reaches (n1, n2 of a PCU, joined through M1): at the
+    step the element capacitances share the terminal's ΔV (capacitive divider), then
+    the cluster relaxes as one node, τ = C_K/g_K, C_K the capacitances of the
+    elements with one end in it, g_K its small-signal conductance into the rest of
+    the circuit (the terminal's own elements included). The terminal sees the
+    conductive and the displacement part, I − I_dc = L(t)·(g_TK − C_TK/τ_K), with
+    L the cluster's lag and g_TK, C_TK the elements between terminal and cluster
+    (:func:`voltage_step_poles`). A cluster relaxes as one node: inside it the
+    conductances (M1 in LRS) are taken as much larger than those leaving it.
 * ``series_resistance``: lines, the 3730's relay path and the probe contact sit
   between each SMU and the pad it reaches: a resistor per closed matrix column.
 * ``relay_leakage``: an open 3730 crosspoint is not an open circuit; its isolation
@@ -45,6 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labpcu.sim.circuit import GMIN
 from labpcu.sim.wiring import Crosspoint
 
 # ------------------------------------------------------------------ capacitance
@@ -83,12 +101,21 @@ def offset_current(seed: int, cp: Crosspoint) -> float:
     return float(np.clip(OFFSET_CURRENT_SIGMA * rng.standard_normal(), -OFFSET_CURRENT_MAX, OFFSET_CURRENT_MAX))
 
 
+#: a voltage step's pole is dropped once its current is below this (A)
+NEGLIGIBLE_CURRENT = 1e-18
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
-    """The last bias step of one terminal: how far its node's capacitance lagged the
-    new DC voltage ``v_dc`` at ``t0`` (``lag`` V = V_dc − V_capacitor), the capacitance
-    ``c`` (F) and time constant ``tau`` (s) it relaxes with. ``topology`` ties it to
-    the network it was taken on (a relay or probe move makes it void)."""
+    """The last bias step of one terminal.
+
+    Current mode: how far its node's capacitance lagged the new DC voltage ``v_dc`` at
+    ``t0`` (``lag`` V = V_dc − V_capacitor), the capacitance ``c`` (F) and time
+    constant ``tau`` (s) it relaxes with. Voltage mode: ``poles``, the excess current
+    out of the terminal as (amplitude A at ``t0``, τ s) terms (:func:`voltage_step_poles`,
+    with what is left of earlier steps); ``lag`` is 0 there and ``tau`` the slowest τ.
+    ``topology`` ties it to the network it was taken on (a relay or probe move makes
+    it void)."""
 
     t0: float
     lag: float
@@ -96,6 +123,7 @@ class Step:
     tau: float
     topology: object = field(repr=False, compare=False)
     v_dc: float = 0.0  # the node's DC voltage after the step
+    poles: tuple[tuple[float, float], ...] = ()
 
     def lag_at(self, t: float) -> float:
         """The lag (V) left at bench time ``t``."""
@@ -106,8 +134,25 @@ class Step:
         return 0.0 if x > 700 else self.lag * math.exp(-x)
 
     def current_at(self, t: float) -> float:
-        """Displacement current C·dV/dt (A) still charging the node at ``t``."""
+        """Excess current (A) out of the terminal at ``t``: the voltage step's poles,
+        else the displacement current C·dV/dt still charging the node."""
+        if self.poles:
+            dt = t - self.t0
+            if dt < 0:
+                dt = 0.0
+            return sum(a * math.exp(-dt / tau) for a, tau in self.poles if dt < 700 * tau)
         return self.c * self.lag_at(t) / self.tau if self.tau > 0 else 0.0
+
+    def poles_at(self, t: float) -> list[tuple[float, float]]:
+        """The poles rebased to ``t`` (what is left of them), negligible ones dropped."""
+        dt = max(t - self.t0, 0.0)
+        out = []
+        for a, tau in self.poles:
+            x = dt / tau
+            left = a * math.exp(-x) if x < 700 else 0.0
+            if abs(left) > NEGLIGIBLE_CURRENT:
+                out.append((left, tau))
+        return out
 
 
 def node_conductance(net, v: np.ndarray, group: frozenset[int]) -> float:
@@ -152,3 +197,86 @@ def terminal_capacitance(paths: int, group: frozenset[int], elements: list[tuple
         return 0.0
     n = sum(1 for a, b in elements if (a in group) != (b in group))
     return SMU_CABLE_CAPACITANCE + paths * COLUMN_PATH_CAPACITANCE + n * ELEMENT_CAPACITANCE
+
+
+def voltage_step_poles(net, v_new: np.ndarray, v_old: np.ndarray | None, dv_terminal: float,
+                       terminal: frozenset[int], stiff: frozenset[int], n_device_res: int,
+                       merged: list[frozenset[int]], extra_c: dict[int, float]) -> list[tuple[float, float]]:
+    """The transient (excess current out of the terminal, as (A at the step, τ) poles)
+    of a voltage step ``dv_terminal`` on the nodes ``terminal``, linearized at the new
+    operating point ``v_new`` (see the module docstring for the model).
+
+    ``net``: the network (its first ``n_device_res`` conductances and every diode are
+    device elements, each with :data:`ELEMENT_CAPACITANCE`; the other conductances,
+    series paths and relay leakage, only conduct). ``stiff``: nodes held by voltage
+    sources (ground included). ``merged``: node groups that move as one (a terminal's
+    row and the pads its series paths reach); ``extra_c``: capacitance (F) on a node
+    besides the elements' (the cable of an undriven terminal). ``v_old``: the DC node
+    voltages before the step (None: the cluster's DC change is taken from the
+    small-signal divider g_TK/g_K instead)."""
+    res_a, res_b = np.asarray(net.res_a, int), np.asarray(net.res_b, int)
+    dio_a, dio_k = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
+    g_res = net.resistor_currents(v_new[res_a] - v_new[res_b])[1] if len(res_a) else np.zeros(0)
+    g_dio = net.diode_currents(v_new[dio_a] - v_new[dio_k])[1] if len(dio_a) else np.zeros(0)
+    el_a = np.concatenate([res_a[:n_device_res], dio_a])
+    el_b = np.concatenate([res_b[:n_device_res], dio_k])
+    el_g = np.concatenate([np.asarray(g_res)[:n_device_res], np.asarray(g_dio)])
+    # clusters: undriven nodes joined through device elements (merged groups move as one)
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(x: int, y: int) -> None:
+        rx, ry = find(x), find(y)
+        if rx != ry:
+            parent[ry] = rx
+
+    for group in merged:
+        if not group & stiff:
+            first = min(group)
+            for n in group:
+                union(first, n)
+    for a, b in zip(el_a.tolist(), el_b.tolist()):
+        if a not in stiff and b not in stiff:
+            union(a, b)
+    poles: list[tuple[float, float]] = []
+    c_tk: dict[int, float] = {}
+    g_tk: dict[int, float] = {}
+    for a, b, g in zip(el_a.tolist(), el_b.tolist(), el_g.tolist()):
+        if (a in terminal) == (b in terminal):
+            continue
+        other = b if a in terminal else a
+        if other in stiff:  # between two stiff nodes: the element's own charge, τ = C/g
+            if g > 0:
+                tau = ELEMENT_CAPACITANCE / g
+                poles.append((g * dv_terminal, tau))  # C·ΔV/τ
+        else:
+            k = find(other)
+            c_tk[k] = c_tk.get(k, 0.0) + ELEMENT_CAPACITANCE
+            g_tk[k] = g_tk.get(k, 0.0) + g
+    if not c_tk:
+        return poles
+    nodes = np.arange(len(v_new))
+    roots = np.array([find(int(n)) if int(n) in parent else -1 for n in nodes])
+    for k, ctk in c_tk.items():
+        inside = roots == k
+        ina = inside[el_a]
+        inb = inside[el_b]
+        edge = ina ^ inb
+        c_k = ELEMENT_CAPACITANCE * int(np.sum(edge)) + sum(c for n, c in extra_c.items() if inside[n])
+        group = frozenset(np.flatnonzero(inside).tolist())
+        g_k = node_conductance(net, v_new, group) + GMIN * len(group)
+        tau = c_k / g_k
+        if v_old is not None and len(v_old) == len(v_new):
+            ends = np.concatenate([el_a[edge & ina], el_b[edge & inb]])
+            dv_k = float(np.mean(v_new[ends] - v_old[ends]))
+        else:
+            dv_k = dv_terminal * g_tk[k] / g_k
+        lag = dv_k - dv_terminal * ctk / c_k  # what the capacitive divider left undone
+        poles.append((lag * (g_tk[k] - ctk / tau), tau))
+    return poles
