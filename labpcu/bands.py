@@ -118,7 +118,7 @@ BANDS: tuple[Band, ...] = (
     Band("softplus_r2", "Softplus fit R²", "fit of A, K", 0.99, None, fmt=".6g", lo_open=True),
     Band("sigmoid_r2", "Sigmoid fit R² (D1 and D2 back to back, the paper's circuit)", "fit of A, K", 0.99, None,
          fmt=".6g", lo_open=True),
-    Band("sigmoid_k", "Sigmoid K of the back-to-back diodes, every unit (2·sigmoid(K·x) − 1)", "K ≈ 21 /V",
+    Band("sigmoid_b2b_k", "Sigmoid K of the back-to-back diodes, every unit (2·sigmoid(K·x) − 1)", "K ≈ 21 /V",
          15.0, 30.0, fmt=".3g"),
 )
 

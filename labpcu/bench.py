@@ -197,6 +197,7 @@ class Bench:
             smu.max_current = min(smu.max_current, spec.max_current or smu.max_current)
             smu.set_limits(None, None)
             smu.element_check = self._check_elements
+            smu.clock = self.clock
             self.smus[smu.name] = smu
 
     def close(self) -> None:

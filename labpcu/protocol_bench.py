@@ -57,6 +57,17 @@ class ProtocolSmu:
     def state(self) -> TerminalState:
         return self._role.state  # type: ignore[attr-defined, no-any-return]
 
+    @property
+    def settle(self) -> float:
+        """Seconds a level settles before each reading (device and cable capacitance)."""
+        return float(getattr(self._role, "settle", 0.0))
+
+    @settle.setter
+    def settle(self, seconds: float) -> None:
+        if not (seconds >= 0 and seconds < float("inf")):
+            raise ValueError(f"{self.name}: settle time must be >= 0 s, not {seconds!r}")
+        self._role.settle = float(seconds)  # type: ignore[attr-defined]
+
     def source_voltage(self, volts: float, compliance: float) -> None:
         self._role.source_voltage(volts, compliance)
 

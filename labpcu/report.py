@@ -522,8 +522,27 @@ BAND_SOURCES: dict[str, tuple[str, Callable[[_Runs], _Value]]] = {
     "softplus_r2": ("activation", _summary_value("activation", "softplus_r2",
                                                  "R² of the fit f(x) = A·softplus(K·x)")),
     "sigmoid_r2": ("activation", _summary_value("activation", "sigmoid_r2",
-                                                "R² of the sigmoid fit of A, K (pcu.md: f(x) = 2·sigmoid(K·x) − 1)")),
+                                                "R² of the worst unit's fit of A·sigmoid(K·(V − V0)) + offset to its "
+                                                "D1–D2 back-to-back sweep (pcu.md: f(x) = 2·sigmoid(K·x) − 1)")),
+    "sigmoid_b2b_k": ("activation", lambda r: _back_to_back_k(r)),
 }
+
+
+def _back_to_back_k(r: _Runs) -> _Value:
+    """K of the back-to-back diodes: every unit's must lie in the band, so the figure
+    is the unit K farthest from the band's centre."""
+    info = r.one("activation")
+    s = info.results.get("summary", {})
+    if s.get("sigmoid_circuit", "diodes") != "diodes":
+        raise _Unusable("the activation run measured the sigmoid through the softmax unit (sigmoid_circuit), "
+                        "not the back-to-back diodes")
+    lo = _number(info.results, "summary.sigmoid_k_min", info.run_id)
+    hi = _number(info.results, "summary.sigmoid_k_max", info.run_id)
+    centre = 22.5
+    value = lo if abs(lo - centre) > abs(hi - centre) else hi
+    note = (f"K per unit from the back-to-back fit, in 1/V: {lo:.3g} – {hi:.3g} (mean "
+            f"{_finite(s.get('sigmoid_k')):.3g}); an ideal pair gives 1/(n·kT/q) ≈ 21 /V at n = 1.8")
+    return _Value(value, note, (info.run_id,), tuple(_failed_devices(info)))
 
 
 @dataclass(frozen=True)
@@ -952,7 +971,6 @@ def _plot_yield_map(r: _Runs, path: Path) -> Path:
     return _save(fig, path)
 
 
-
 def _draw_plots(r: _Runs, out_dir: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     """Draw every plot whose run was given: ([(path, caption)], ["file: why skipped"]).
     A plot that cannot be drawn is listed, not raised: the table matters more."""
@@ -1073,6 +1091,27 @@ def render_html(rows: Sequence[FigureRow], plots: Sequence[tuple[str, str]], ski
     return "\n".join(out) + "\n"
 
 
+def budget_section(store: Store) -> Section | None:
+    """The operators' error budget (:mod:`labpcu.budget`), if one was measured into
+    ``store`` (``labpcu demo --budget``, ``labpcu budget --store``)."""
+    from labpcu.budget import DOCUMENT, Budget, budget_table
+
+    doc = store.read_document(DOCUMENT)
+    if not doc:
+        return None
+    budget = Budget.from_dict(doc)
+    header, table = budget_table(budget)
+    quick = {op: len(devs) // 3 for op, devs in budget.devices.items() if op != "vmm"}
+    text = ("Each operator's average relative error with every mechanism of the simulated wafer on ('all on'), and "
+            "again with one mechanism switched off at a time, on a fresh copy of the same wafer (seed "
+            f"{budget.seed}, same devices and inputs). The drop from 'all on', in percentage points (pp), is what "
+            "that mechanism costs; mechanisms interact, so the drops need not add up. 'Input quantization' is the "
+            "VMM's 5-bit pulse-width code (16 bits: off); the log-domain operators take analog currents. "
+            f"Units per operator: {', '.join(f'{k} {v}' for k, v in quick.items())}; 'all on' here is measured with "
+            "the budget's own settings, so it can differ from the table above.")
+    return Section("Error budget (simulated wafer)", (text,), header, table)
+
+
 def png_data_uri(path: Path) -> str:
     """A PNG file as a ``data:image/png;base64,...`` URI, for embedding in HTML."""
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
@@ -1096,7 +1135,7 @@ def write_report(
     plots = [(p.name, caption) for p, caption in drawn]
     header = _header_lines(store, title, seed)
     energy = energy_section(r)
-    sections = [energy] if energy is not None else []
+    sections = [sec for sec in (energy, budget_section(store)) if sec is not None]
     md, page = out / "report.md", out / "report.html"
     md.write_text(render_markdown(rows, plots, skipped, header, sections), encoding="utf-8")
     embedded = [(png_data_uri(p), caption) for p, caption in drawn]

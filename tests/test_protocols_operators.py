@@ -74,13 +74,38 @@ def test_vmm_is_linear_and_stores_its_calibration(runner):
     assert len(data) == 20 and np.corrcoef(data["y"], data["y_ideal"])[0, 1] > 0.99
 
 
-def test_activation_softplus_and_sigmoid_fit(runner):
-    out = runner.run("activation", {"points": 21, "repeats": 1}, UNIT)
+SINGLES = ["S13", "S14", "S15"]
+
+
+def test_activation_sigmoid_through_the_papers_back_to_back_diodes(runner):
+    out = runner.run("activation", {"points": 21, "repeats": 1}, SINGLES)
     assert out.ok, out.error
     s = out.results["summary"]
+    assert s["sigmoid_circuit"] == "diodes"
     assert s["softplus_r2"] > 0.99 and s["sigmoid_r2"] > 0.99
+    # an ideal anti-series pair: K = 1/(n·kT/q), 21.5 /V at n = 1.8
+    assert 15 < s["sigmoid_k_min"] <= s["sigmoid_k_max"] < 30
+    # the plateau is the diodes' saturation current: a fraction of a nanoampere
+    assert 5e-11 < s["sigmoid_a"] < 5e-9
     assert s["gelu_mean_abs_error"] < 0.05
     assert set(out.results["codebook"]) == {"softplus", "sigmoid", "gelu"}
+    data = out.store.read(out.run_id)
+    sweep = data[data["function"] == "sigmoid_sweep"]
+    assert sweep["v"].abs().max() <= 0.35 + 1e-9  # M2 stays below its set voltage
+
+
+def test_activation_sigmoid_through_the_softmax_unit_is_kept_as_an_option(runner):
+    out = runner.run("activation", {"points": 21, "repeats": 1, "sigmoid_circuit": "softmax_unit",
+                                    "functions": ("sigmoid",)}, UNIT)
+    assert out.ok, out.error
+    assert out.results["summary"]["sigmoid_r2"] > 0.99
+
+
+def test_back_to_back_sigmoid_refuses_array_cells_before_any_io(bench):
+    before = sent(bench)
+    with pytest.raises(ParameterError, match="single PCU.*A1-R2C1"):
+        prepare("activation", {}, UNIT, bench)
+    assert sent(bench) == before
 
 
 @pytest.mark.parametrize("devices, params, message", [

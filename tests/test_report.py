@@ -35,7 +35,7 @@ from labpcu.report import FigureRow, collect_figures, format_table, write_report
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BAND_KEYS = ("m2_on_off", "m2_retention_ratio", "m1_drift", "diode_rectification", "diode_fit_r2", "ispp_success",
              "weight_sigma", "vmm_error", "divider_error", "multiplier_error", "softmax_error", "softplus_r2",
-             "sigmoid_r2")
+             "sigmoid_r2", "sigmoid_b2b_k")
 
 
 # ====================================================================== store helpers
@@ -180,14 +180,16 @@ def operator_run(store: Store, role: str, rel: float, energy: float = 2e-12, met
     return add_run(store, role, pd.DataFrame(cols), {"summary": summary})
 
 
-def activation_run(store: Store, softplus_r2: float = 0.998, sigmoid_r2: float = 0.995) -> str:
+def activation_run(store: Store, softplus_r2: float = 0.998, sigmoid_r2: float = 0.995,
+                   sigmoid_k: tuple[float, float] = (20.1, 22.4)) -> str:
     x = np.linspace(-3, 3, 31)
     parts = []
     for fn, ideal in (("softplus", np.log1p(np.exp(x))), ("sigmoid", 2 / (1 + np.exp(-x)) - 1),
                       ("gelu", x / (1 + np.exp(-1.702 * x)))):
         parts.append({"x": x, "function": fn, "y": ideal + 0.01, "y_ideal": ideal, "device": "E1"})
     summary = {"softplus_r2": softplus_r2, "sigmoid_r2": sigmoid_r2, "softplus_a": 1.1, "softplus_k": 2.5,
-               "sigmoid_a": 0.9, "sigmoid_k": 4.0, "gelu_mean_abs_error": 0.012, "energy_per_op": 5e-13}
+               "sigmoid_a": 0.9, "sigmoid_k": 4.0, "gelu_mean_abs_error": 0.012, "energy_per_op": 5e-13,
+               "sigmoid_circuit": "diodes", "sigmoid_k_min": sigmoid_k[0], "sigmoid_k_max": sigmoid_k[1]}
     return add_run(store, "activation", _frame(parts), {"summary": summary})
 
 
@@ -208,7 +210,8 @@ def full_store(path: Path, errors: dict[str, float] | None = None, **kw: Any) ->
         "ispp": ispp_run(store, failures=kw.get("ispp_failures", 1)),
         "weight_statistics": weight_run(store, kw.get("sigma", 0.027)),
         **{role: operator_run(store, role, rel) for role, rel in err.items()},
-        "activation": activation_run(store, softplus_r2=kw.get("softplus_r2", 0.998)),
+        "activation": activation_run(store, softplus_r2=kw.get("softplus_r2", 0.998),
+                                     sigmoid_k=kw.get("sigmoid_k", (20.1, 22.4))),
     }
     return store, runs
 
@@ -233,6 +236,7 @@ def test_bands_follow_pcu_md_order_and_limits() -> None:
     assert limits["multiplier_error"] == (0.050, 0.085)
     assert limits["softmax_error"] == (0.009, 0.018)
     assert limits["m1_drift"] == (None, 0.02)
+    assert limits["sigmoid_b2b_k"] == (15.0, 30.0)
     assert band("vmm_error").published == "0.78 %"
     assert band("weight_sigma").published == "σ = 0.027367"
 
@@ -537,6 +541,14 @@ def test_format_table_is_aligned(written: Any) -> None:
         assert line[starts[1]:].startswith(row.band_text or "—")
         assert line[starts[2]:].startswith(row.measured_text)
         assert line[starts[3]:].startswith(row.verdict)
+
+
+@pytest.mark.parametrize(("ks", "shown", "passed"), [((20.1, 22.4), 20.1, True), ((14.2, 21.0), 14.2, False),
+                                                      ((21.0, 31.5), 31.5, False)])
+def test_back_to_back_k_band_judges_the_unit_farthest_out(tmp_path, ks, shown, passed) -> None:
+    store, runs = full_store(tmp_path / "wafer.h5", sigmoid_k=ks)
+    row = by_key(collect_figures(store, runs))["sigmoid_b2b_k"]
+    assert row.measured == pytest.approx(shown) and row.passed is passed
 
 
 # ====================================================================== VMM weights, energy (issue 15)

@@ -249,50 +249,52 @@ def fit_activation(kind: str, x: np.ndarray, y: np.ndarray, p0: tuple[float, flo
 # ------------------------------------------------------------- back-to-back diodes
 @dataclass(frozen=True)
 class BackToBackFit:
-    """I(V) = a·sigmoid(k·(V − v0)) + b of two diodes in anti-series, with R².
+    """I(V) = a·sigmoid(k·(V − v0)) + b + g·V of two diodes in anti-series, with R².
 
-    Two Shockley diodes back to back carry exactly this: with saturation currents I01
-    (the one reverse biased at negative V) and I02, I = (I01 + I02)·sigmoid((V − V0)/(n·Vt))
-    − I01 with V0 = n·Vt·ln(I02/I01). Equal diodes give pcu.md's 2·sigmoid(K·V) − 1
-    times I0, with K = 1/(n·Vt) ≈ 21 /V; unequal ones shift it (v0) and offset it (b).
+    Two Shockley diodes back to back carry exactly a·sigmoid + b: with saturation
+    currents I01 (the one reverse biased at negative V) and I02, I = (I01 + I02)·
+    sigmoid((V − V0)/(n·Vt)) − I01 with V0 = n·Vt·ln(I02/I01). Equal diodes give pcu.md's
+    2·sigmoid(K·V) − 1 times I0, with K = 1/(n·Vt) ≈ 21 /V; unequal ones shift it (v0)
+    and offset it (b). ``g`` is the leakage in parallel (M2's off state, the diodes'
+    shunts, the matrix's open crosspoints), fitted as a lab does rather than left to
+    bend K: the sigmoid is what rides on it.
     """
 
     a: float  # A, plateau to plateau: I01 + I02
     k: float  # 1/V: 1/(n·Vt)
     v0: float  # V, centre
     b: float  # A, the negative plateau: −I01
+    g: float  # S, parallel leakage
     r2: float
 
-    def normalized(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) in the paper's network form: x = K·(V − V0), y = 2·sigmoid(x) − 1."""
-        x = self.k * (np.asarray(v, float) - self.v0)
-        return x, 2.0 / (1.0 + np.exp(-x)) - 1.0
-
-    def to_network(self, v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Measured (V, I) as network (x, y): y = 2·(I − b)/a − 1, which is
-        2·sigmoid(x) − 1 for an ideal pair."""
-        x = self.k * (np.asarray(v, float) - self.v0)
-        return x, 2.0 * (np.asarray(i, float) - self.b) / self.a - 1.0
+    def sigmoid(self, v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Measured (V, I) as network (x, s): x = K·(V − V0), s = (I − b − g·V)/a, which is
+        sigmoid(x) for an ideal pair (the paper's bipolar form is 2·s − 1)."""
+        v = np.asarray(v, float)
+        return self.k * (v - self.v0), (np.asarray(i, float) - self.b - self.g * v) / self.a
 
 
 def fit_back_to_back(v: np.ndarray, i: np.ndarray, k_guess: float = 21.0) -> BackToBackFit:
-    """Fit a·sigmoid(k·(V − v0)) + b to a sweep of two diodes back to back."""
+    """Fit a·sigmoid(k·(V − v0)) + b + g·V to a sweep of two diodes back to back."""
     from scipy.optimize import curve_fit
 
     v, i = np.asarray(v, float), np.asarray(i, float)
     keep = np.isfinite(v) & np.isfinite(i)
     v, i = v[keep], i[keep]
-    if len(v) < 5 or np.ptp(i) <= 0:
-        raise FitError(f"a back-to-back sigmoid fit needs at least 5 points with varying current, got {len(v)}")
+    if len(v) < 6 or np.ptp(i) <= 0:
+        raise FitError(f"a back-to-back sigmoid fit needs at least 6 points with varying current, got {len(v)}")
 
-    def f(x: np.ndarray, a: float, k: float, v0: float, b: float) -> np.ndarray:
-        return a / (1.0 + np.exp(-np.clip(k * (x - v0), -700, 700))) + b
+    def f(x: np.ndarray, a: float, k: float, v0: float, b: float, g: float) -> np.ndarray:
+        return a / (1.0 + np.exp(-np.clip(k * (x - v0), -700, 700))) + b + g * x
 
-    lo, hi = float(np.min(i)), float(np.max(i))
+    unit = float(np.ptp(i))  # fit in units of the swing: the optimizer's tolerances are absolute
+    y = i / unit
+    lo, hi = float(np.min(y)), float(np.max(y))
+    start = (hi - lo, k_guess, float(v[np.argmin(np.abs(y - (hi + lo) / 2))]), lo, 0.0)
     try:
-        popt, _ = curve_fit(f, v, i, p0=(hi - lo, k_guess, float(v[np.argmin(np.abs(i - (hi + lo) / 2))]), lo),
-                            maxfev=20_000)
+        popt, _ = curve_fit(f, v, y, p0=start, maxfev=20_000)
     except (RuntimeError, ValueError) as exc:
         raise FitError(f"back-to-back sigmoid fit did not converge: {exc}") from None
-    a, k, v0, b = (float(x) for x in popt)
-    return BackToBackFit(a, k, v0, b, _r2(i, f(v, a, k, v0, b)))
+    a, k, v0, b, g = (float(x) for x in popt)
+    a, b, g = a * unit, b * unit, g * unit
+    return BackToBackFit(a, k, v0, b, g, _r2(i, f(v, a, k, v0, b, g)))

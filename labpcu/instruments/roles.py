@@ -179,6 +179,11 @@ class _SmuBase(ABC):
         self._on = False
         self._given: TerminalState = OFF  # the level last given, applied while the output is on
         self.element_check: ElementCheck | None = None  # set by the Bench
+        #: seconds to let a level settle before a reading (device and cable capacitance
+        #: charge through the device: slow at low currents), timed on ``clock``
+        self.settle = 0.0
+        self.clock: Any = None  # set by the Bench: the bench clock
+        self._changed_at: float | None = None
 
     #: A an output can carry while off (0: its output relay opens)
     off_current: float = 0.0
@@ -214,6 +219,18 @@ class _SmuBase(ABC):
     def limits(self) -> tuple[float, float]:
         return self._vlim, self._ilim
 
+    def _mark_change(self) -> None:
+        if self.clock is not None:
+            self._changed_at = self.clock.now()
+
+    def _wait_settled(self) -> None:
+        """Before a reading: wait what is left of ``settle`` since the last level change
+        (a real bench's hold time, on the bench clock: simulated waits cost nothing)."""
+        if self.settle > 0 and self.clock is not None and self._changed_at is not None:
+            left = self.settle - (self.clock.now() - self._changed_at)
+            if left > 0:
+                self.clock.sleep(left)
+
     def _check(self, volts: float | None = None, amps: float | None = None) -> None:
         if volts is not None and not (math.isfinite(volts) and abs(volts) <= self._vlim):
             raise LimitError(f"{self.name}: {volts!r} V is outside the limit ±{self._vlim:g} V")
@@ -234,6 +251,7 @@ class _SmuBase(ABC):
         self._source("v", float(volts), float(compliance))
         self._given = state
         self._armed = True
+        self._mark_change()
 
     def source_current(self, amps: float, compliance: float) -> None:
         """Source ``amps`` with voltage ``compliance`` (V), both checked first."""
@@ -245,6 +263,7 @@ class _SmuBase(ABC):
         self._source("i", float(amps), float(compliance))
         self._given = state
         self._armed = True
+        self._mark_change()
 
     def _sweep_levels(self, levels: Sequence[float], compliance: float) -> list[float]:
         volts = [float(v) for v in levels]
@@ -271,6 +290,7 @@ class _SmuBase(ABC):
         self._propose(self._given)
         self._output(True)
         self._on = True
+        self._mark_change()
 
     def output_off(self) -> None:
         self._output(False)
@@ -303,6 +323,7 @@ class K2600Smu(_SmuBase):
         self.channel.output = on
 
     def measure(self) -> IVReading:
+        self._wait_settled()
         r = self.channel.measure_iv()
         return IVReading(r.current, r.voltage, bool(self.channel.in_compliance), r.overflow)
 
@@ -404,6 +425,7 @@ class B1500Smu(_SmuBase):
             self.smu.disable()
 
     def measure(self) -> IVReading:
+        self._wait_settled()
         r = self.smu.measure()
         return IVReading(r.current, r.voltage, r.compliance, r.overflow)
 

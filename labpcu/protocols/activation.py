@@ -82,6 +82,9 @@ class ActivationParams(UnitParams):
                                    help="back-to-back sweeps stay within ±this (M2 stays below its set voltage)")
     sigmoid_compliance: float = param(1e-6, unit="A", limits=(1e-12, 1e-3),
                                       help="current limit of the back-to-back sweep")
+    sigmoid_settle: float = param(4.0, unit="s", limits=(0.0, 60.0),
+                                  help="wait before each back-to-back reading: the node between the diodes charges "
+                                       "its ≈ 3 nF through the forward diode at the plateau, τ ≈ C·n·Vt/(2·I0) ≈ 0.7 s")
 
     def check(self) -> None:
         bad = [f for f in self.functions if f not in FUNCTIONS]
@@ -188,8 +191,8 @@ class Activation(UnitProtocol):
         configure_device(bench, ctx.clock, pcu, "sigmoid")
         force, ground = connect_component(bench, pcu, "path", terminals)
         try:
-            v, i, ok = self._sweep(force, np.linspace(-p.sigmoid_v_range, p.sigmoid_v_range, p.points),
-                                   p.sigmoid_compliance)
+            v, i, ok = self._settled_sweep(ctx, force, np.linspace(-p.sigmoid_v_range, p.sigmoid_v_range, p.points),
+                                           p.sigmoid_compliance, p.sigmoid_settle)
             try:
                 fit = fit_back_to_back(v[ok], i[ok])
             except FitError as exc:
@@ -208,16 +211,37 @@ class Activation(UnitProtocol):
                     if np.max(np.abs(volts)) > p.sigmoid_v_range * (1 + 1e-9):
                         raise DeviceFailure(f"{fn}: ±{p.x_range:g} needs up to {np.max(np.abs(volts)):.3f} V on {pcu} "
                                             f"(K = {fit.k:.1f} /V), beyond sigmoid_v_range = {p.sigmoid_v_range:g} V")
-                    v, i, ok = self._sweep(force, volts, p.sigmoid_compliance)
+                    v, i, ok = self._settled_sweep(ctx, force, volts, p.sigmoid_compliance, p.sigmoid_settle)
                     yield self._b2b_rows(ctx, p, fn, rep, fit, v, i, ok, xs)
         finally:
             idle([force, ground])
             bench.disconnect()
 
     @staticmethod
+    def _settled_sweep(ctx: RunContext, force: Any, levels: np.ndarray, compliance: float,
+                       settle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A point-by-point sweep that waits ``settle`` s (bench clock) at each level
+        before reading, then leaves the output at 0 V."""
+        rows = []
+        force.source_voltage(float(levels[0]), compliance)
+        force.output_on()
+        try:
+            for level in levels:
+                ctx.check()
+                force.source_voltage(float(level), compliance)
+                if settle > 0:
+                    ctx.clock.sleep(settle)
+                rows.append(force.measure())
+        finally:
+            force.source_voltage(0.0, compliance)
+        i = np.array([r.current for r in rows])
+        ok = ~np.array([r.compliance or r.overflow for r in rows], bool)
+        return np.asarray(levels, float), i, ok
+
+    @staticmethod
     def _b2b_rows(ctx: RunContext, p: ActivationParams, function: str, rep: int, fit: BackToBackFit,
                   v: np.ndarray, i: np.ndarray, ok: np.ndarray, x: np.ndarray) -> Block:
-        s = np.where(ok, (i - fit.b) / fit.a, np.nan)  # sigmoid(K·(V − V0)) as measured
+        s = np.where(ok, fit.sigmoid(v, i)[1], np.nan)  # sigmoid(K·(V − V0)) as measured
         if function == "gelu":
             y, ideal = x * s, evaluate("gelu", x, params={"k": GELU_K})
         else:
@@ -294,9 +318,11 @@ class Activation(UnitProtocol):
                 "sigmoid_k_min": float(min(ks)), "sigmoid_k_max": float(max(ks)),
                 "sigmoid_v0": float(np.mean([f.v0 for f in good])),
                 "sigmoid_offset": float(np.mean([f.b for f in good])),
+                "sigmoid_leakage": float(np.mean([f.g for f in good])),
                 "sigmoid_r2": min(f.r2 for f in good) if len(good) == len(fits) else math.nan,
-                "sigmoid_fit_units": "D1-D2 back to back: A and offset in amperes, K in 1/V (mean over units; "
-                                     "K min/max per unit), V0 in volts; R² of the worst unit"}
+                "sigmoid_fit_units": "D1-D2 back to back, A·sigmoid(K·(V − V0)) + offset + leakage·V: A and "
+                                     "offset in amperes, K in 1/V (mean over units; K min/max per unit), V0 in "
+                                     "volts, leakage in siemens; R² of the worst unit"}
 
     def analyze(self, data: pd.DataFrame, params: Params) -> dict[str, Any]:
         p: ActivationParams = params  # type: ignore[assignment]
@@ -337,6 +363,6 @@ def _codebook_note(function: str, circuit: str) -> str:
     if function == "softplus":
         return "softplus: x = K·(V − V0) and y = I/A with each unit's own fit of A, K, V0"
     if circuit == "diodes":
-        return ("D1 and D2 back to back: x = K·(V − V0), sigmoid = (I − offset)/A with each unit's own fit; "
+        return ("D1 and D2 back to back: x = K·(V − V0), sigmoid = (I − offset − leakage·V)/A with each unit's own fit; "
                 "gelu = x·sigmoid(1.702x); the paper's bipolar form is 2·sigmoid − 1")
     return "exp unit: sigmoid(x) = e^x/(e^x + 1); gelu = x·sigmoid(1.702x)"

@@ -120,6 +120,9 @@ class UnitParams(Params):
                            help="duration of each stage, for energy (default: one reading of 1 PLC)")
     terminals: tuple[str, ...] = param((), help="the unit's three drive terminals (rows 1-3) and the bit-line "
                                                 "ground (default: from the bench)")
+    settle: float = param(0.05, unit="s", limits=(0.0, 10.0),
+                          help="wait after each level before reading: device and cable capacitance (≈ 1.4 nF) "
+                               "charge through the diode, τ = n·Vt/I·C ≈ 6 ms at 10 nA")
 
 
 class UnitProtocol(Protocol):
@@ -154,10 +157,17 @@ class UnitProtocol(Protocol):
         p: UnitParams = params  # type: ignore[assignment]
         terminals = operator_terminals(ctx.bench, p.terminals, self.name, UNIT_TERMINALS)
         self.calibrations: dict[str, dict[str, Any]] = {}
-        for k, unit in enumerate(units):
-            with ctx.device_scope(unit.id):
-                yield from self.measure_unit(ctx, params, unit, terminals)
-            ctx.progress(k + 1, len(units), unit.id)
+        smus = [ctx.bench.smu(t) for t in terminals]
+        for smu in smus:
+            smu.settle = p.settle
+        try:
+            for k, unit in enumerate(units):
+                with ctx.device_scope(unit.id):
+                    yield from self.measure_unit(ctx, params, unit, terminals)
+                ctx.progress(k + 1, len(units), unit.id)
+        finally:
+            for smu in smus:
+                smu.settle = 0.0
 
     def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
                      terminals: Sequence[str]) -> Iterator[Block]:

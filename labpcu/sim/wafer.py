@@ -80,7 +80,7 @@ def _spatial_factor(x_mm: float, y_mm: float) -> float:
 #: influence"), and below what keeps M2's LRS/HRS read ratio at +0.1 V above 10^6
 #: (D2 is reverse biased in parallel with M2). The leakage sets the rectification at
 #: ±1 V to ~10^4, the order of the paper's I–V, while staying soft at ±0.2 V.
-DIODE_I0 = 2e-10  # A at 25 °C
+DIODE_I0 = 1e-10  # A at 25 °C
 DIODE_N = 1.8
 DIODE_N_SIGMA = 0.04
 DIODE_RS = 300.0  # Ω
@@ -121,7 +121,8 @@ def _draw_m1(rng: np.random.Generator, thickness: float, physics: Physics = DEFA
         rate=base.rate * float(np.exp(0.15 * rng.standard_normal())),
         c2c_sigma=base.c2c_sigma,
         read_noise=base.read_noise,
-        drift_nu=float(np.clip(base.drift_nu + 0.0008 * rng.standard_normal(), 0.0005, 0.006)),
+        drift_nu=float(np.clip(base.drift_nu + 0.0008 * rng.standard_normal(), 0.0005, 0.006))
+        * (1.0 if physics.on("drift") else 0.0),
         drift_tau=base.drift_tau,
         vol_fraction=base.vol_fraction * float(np.exp(0.25 * dyn[0])),
         vol_fast_share=base.vol_fast_share,
