@@ -16,9 +16,13 @@ stressed further):
    ``min_move`` (relative), M1 is stuck: ``m1_stuck_on`` at or above ``g_split``,
    else ``m1_stuck_off``. A working M1 is programmed back to the conductance it had
    (ISPP with verify, the paper's scheme), so screening leaves it as it found it.
-3. **M2** (CL2 → BL): a read at +0.1 V. In HRS, a set at a low compliance and a reset
-   (each a ramp of pulses with reads); no set: ``m2_stuck_off``; set but no reset:
-   ``m2_stuck_on`` (left in LRS). M2 ends in the state it was found in.
+3. **M2** (CL2 → BL): a read at +0.1 V. In HRS, a set (the first one forms the
+   filament) and a reset, each three coarse pulses with reads; no set:
+   ``m2_stuck_off``; set but no reset: ``m2_stuck_on``. Forming cannot be undone, so a
+   working M2 is left set with the filament of ``m2_compliance`` (``m2_finish``): a
+   formed cell that is left reset sets later at its lower set voltage through
+   whatever path reaches it first, often with a weak filament (a 5 kΩ LRS in exp mode
+   instead of ≈ 200 Ω, and several times the multiplier's error).
 
 Results: per device its class and readings, the count of each class, the yield
 (working / screened), and the devices by class. The class is ``classification`` in a
@@ -90,8 +94,13 @@ class ScreenParams(Params):
                                      help="tolerance of the restore, relative to the conductance found")
     restore_pulses: int = param(40, limits=(1, 1000), help="most pulses the restore may take")
     check_m2: bool = param(True, help="set and reset M2 once to find one that never forms or never resets")
-    m2_compliance: float = param(1e-4, unit="A", limits=(1e-9, 1e-2),
-                                 help="compliance of the M2 set (it limits the forming current, so the filament)")
+    m2_compliance: float = param(1e-3, unit="A", limits=(1e-9, 1e-2),
+                                 help="compliance of the M2 sets (it limits the forming current, so the filament: "
+                                      "1 mA gives the ≈ 200 Ω LRS the operator modes use)")
+    m2_finish: str = param("set", choices=("set", "reset"),
+                           help="the state a working M2 is left in. Forming cannot be undone: a formed cell later "
+                                "sets at its lower set voltage, through whatever path reaches it first, often with "
+                                "a weak filament; set leaves the strong one the operator modes want")
     m2_v_max: float = param(1.0, unit="V", limits=(0.1, 2.0),
                             help="largest M2 set pulse; the set tries 0.6, 0.8 and 1.0 × this, the reset −0.3, −0.5 "
                                  "and −0.7 ×")
@@ -109,8 +118,8 @@ class ScreenParams(Params):
 
     def switch(self) -> tuple[SwitchScheme, SwitchScheme]:
         """(set, reset): three coarse steps each, not a fine ramp (the screen asks only
-        whether M2 switches). The set is gentle: a low compliance, a weak filament."""
-        common = {"compliance_set": self.m2_compliance, "compliance_reset": max(10 * self.m2_compliance, 1e-3)}
+        whether M2 switches), at the compliances of an ordinary set and reset."""
+        common = {"compliance_set": self.m2_compliance, "compliance_reset": max(10 * self.m2_compliance, 1e-2)}
         step = self.m2_v_max / 5
         return (SwitchScheme(v_start=3 * step, v_step=step, v_max=self.m2_v_max, **common),
                 SwitchScheme(v_start=1.5 * step, v_step=step, v_max=3.5 * step, **common))
@@ -216,6 +225,8 @@ def screen_m2(force: SourceMeasureUnit, clock: Clock, p: ScreenParams, out: _Dev
     if not back.switched:
         out.fail("m2_stuck_on", f"M2 set at {sw.v_switch:+g} V but did not reset down to −{reset_scheme.v_max:g} V")
         return False
+    if p.m2_finish == "set":
+        switch_m2(force, clock, "set", set_scheme)
     return True
 
 
