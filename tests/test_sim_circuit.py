@@ -7,8 +7,9 @@ import pytest
 
 from labpcu.clock import VirtualClock
 from labpcu.sim.bench import SimBench
-from labpcu.sim.circuit import Netlist, solve
+from labpcu.sim.circuit import Netlist, SolverError, solve
 from labpcu.sim.diode import DiodeParams, diode_current
+from labpcu.sim.physics import Physics
 from simhelpers import A, B, apply, pin_of, wire
 
 
@@ -105,16 +106,21 @@ def test_virtual_clock_tells_listeners_before_moving():
 
 # ---------------------------------------------------------- bench circuits
 
+#: the bench's circuit without the parasitics that add currents of their own (relay
+#: leakage through open crosspoints, capacitive transients): these tests judge which
+#: paths the relays make; tests/test_sim_parasitics.py judges the parasitics
+CIRCUIT = Physics().without("relay_leakage", "capacitance")
+
 
 def test_no_closed_relay_means_no_current():
-    bench = SimBench(seed=0, site="Q1")
+    bench = SimBench(seed=0, site="Q1", physics=CIRCUIT)
     bench.set_source(A, output=True, level=1.0, limit=0.01)
     r = bench.measure(A)
     assert abs(r.i) < 1e-15
 
 
 def test_current_depends_on_which_crosspoint_is_closed():
-    bench = SimBench(seed=0, site="Q1")
+    bench = SimBench(seed=0, site="Q1", physics=CIRCUIT)
     wire(bench, "S01.WL", "S01.CL1")  # D1 forward
     i_d1 = apply(bench, 0.8)
     bench.open_relays([(1, 2, pin_of(bench, "S01.CL1"))])
@@ -124,7 +130,7 @@ def test_current_depends_on_which_crosspoint_is_closed():
 
 def _vmm_ready_array(seed: int) -> SimBench:
     """Array A5 with every M2 in LRS (D2 shorted), as in vmm mode."""
-    bench = SimBench(seed=seed, site="A5")
+    bench = SimBench(seed=seed, site="A5", physics=CIRCUIT)
     for did in bench.site.devices:
         m2 = bench.wafer.device(did).m2
         m2.set(0.0)
@@ -155,7 +161,7 @@ def test_array_selector_diodes_suppress_sneak_paths(seed):
     dev = bench.wafer.device("A5-R1C1")
     p = dev.d1
     alone.add_diode(1, 2, p.i0, p.nvt, p.rs, 1 / p.rsh)
-    alone.add_resistor(2, 3, dev.m1.conductance(bench.clock.now()))
+    alone.add_resistor(2, 3, dev.m1.conductance(bench.clock.now()), dev.m1.p.v_nl)  # m1_nonohmic
     alone.add_resistor(3, 0, 1 / dev.m2.resistance(bench.clock.now()))
     p2 = dev.d2
     alone.add_diode(0, 3, p2.i0, p2.nvt, p2.rs, 1 / p2.rsh)
@@ -181,7 +187,7 @@ def test_array_cells_on_one_bit_line_add(seed):
 
 
 def test_operator_group_of_three_pcus_in_parallel(seed):
-    bench = SimBench(seed=seed, site="Q2")
+    bench = SimBench(seed=seed, site="Q2", physics=CIRCUIT)
     singles = ["S05", "S06", "S07"]
     for did in singles:  # exp mode: M2 in LRS
         m2 = bench.wafer.device(did).m2
@@ -200,7 +206,7 @@ def test_operator_group_of_three_pcus_in_parallel(seed):
 
 
 def test_stuck_relay_conducts_although_reported_open():
-    bench = SimBench(seed=0, site="Q1")
+    bench = SimBench(seed=0, site="Q1", physics=CIRCUIT)
     wire(bench, "S01.WL", "S01.CL1")
     cp = (1, 1, pin_of(bench, "S01.WL"))
     bench.stick_relay(cp, closed=True)
@@ -213,7 +219,7 @@ def test_stuck_relay_conducts_although_reported_open():
 
 
 def test_relay_events_record_live_outputs_and_close_counts():
-    bench = SimBench(seed=0, site="Q1")
+    bench = SimBench(seed=0, site="Q1", physics=CIRCUIT)
     cp = (1, 1, 1)
     bench.close_relays([cp])
     bench.open_relays([cp])
@@ -234,7 +240,7 @@ def test_solver_handles_bias_steps_without_warm_start():
 def test_current_source_into_a_blocked_path_stops_at_its_limit_quickly():
     """1 µA into a word line whose only way out is a 20 GΩ M2: the source must sit at
     its voltage limit (and, at 5 V, form the filament), not walk Newton to kilovolts."""
-    bench = SimBench(seed=0, site="A1")
+    bench = SimBench(seed=0, site="A1", physics=CIRCUIT)
     bench.close_relays([(1, 1, 1), (1, 2, 4)])  # smua -> WL1, smub -> BL1
     bench.set_source(B, output=True, mode="v", level=0.0, limit=0.1)
     bench.set_source(A, output=True, mode="i", level=1e-6, limit=0.3)
@@ -245,3 +251,141 @@ def test_current_source_into_a_blocked_path_stops_at_its_limit_quickly():
     r = bench.measure(A)
     assert bench.wafer.device("A1-R1C1").m2.lrs  # 5 V across the pristine M2 formed it
     assert r.i == pytest.approx(1e-6) and not r.compliance
+
+
+# ------------------------------------------------ non-ohmic conductors, fast engine
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_sinh_conductor_across_a_voltage_source_follows_its_law(fast):
+    g, v_nl = 2e-4, 0.3
+    for v in (-2.0, -0.3, 0.05, 0.3, 1.5):
+        net = Netlist(2)
+        net.add_resistor(1, 0, g, v_nl)
+        net.add_source(1, True, v)
+        sol = solve(net, fast=fast)
+        assert sol.src_current[0] == pytest.approx(g * v_nl * np.sinh(v / v_nl), rel=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_current_into_a_sinh_conductor_gives_the_inverse_law(fast):
+    """A current source into one sinh conductor: V = v_nl·asinh(I/(g·v_nl)), reached by
+    the damped Newton iteration from 0 V."""
+    g, v_nl = 1e-4, 0.2
+    for i in (1e-9, 3e-5, -2e-4, 5e-3):
+        net = Netlist(2)
+        net.add_resistor(1, 0, g, v_nl)
+        net.add_source(1, False, i, 10.0)
+        sol = solve(net, fast=fast)
+        assert not sol.src_in_limit[0]
+        assert sol.v[1] == pytest.approx(v_nl * np.arcsinh(i / (g * v_nl)), rel=1e-9)
+
+
+def test_sinh_conductor_in_series_with_a_resistor_obeys_kcl():
+    g, v_nl, r = 1e-3, 0.3, 500.0
+    net = Netlist(3)
+    net.add_resistor(1, 2, 1 / r)
+    net.add_resistor(2, 0, g, v_nl)
+    net.add_source(1, True, 2.0)
+    sol = solve(net)
+    i_sinh = g * v_nl * np.sinh(sol.v[2] / v_nl)
+    assert (2.0 - sol.v[2]) / r == pytest.approx(i_sinh, rel=1e-9)
+    assert sol.src_current[0] == pytest.approx(i_sinh, rel=1e-9)
+    assert i_sinh < 2.0 / r * 0.9  # far from ohmic at these voltages: the sinh law acted
+
+
+def test_ohmic_by_default_and_solved_in_one_step():
+    net = Netlist(3)
+    net.add_resistor(1, 2, 1e-3)
+    net.add_resistor(2, 0, 1e-3)
+    net.add_source(1, True, 1.0)
+    assert np.all(np.isinf(net.resistor_vnl()))
+    sol = solve(net)
+    assert sol.iterations == 1 and sol.v[2] == pytest.approx(0.5, rel=1e-12)
+    i, g = net.resistor_currents(np.array([1.0, -2.0]))
+    assert np.allclose(i, [1e-3, -2e-3]) and np.allclose(g, 1e-3)
+    net.res_vnl = np.array([np.inf])  # one entry for two conductances
+    with pytest.raises(ValueError):
+        net.resistor_vnl()
+    with pytest.raises(ValueError):
+        net.add_resistor(1, 0, 1e-3, v_nl=0.0)
+
+
+def test_sinh_conductor_does_not_overflow():
+    """sinh(V/v_nl) overflows a double past V/v_nl ≈ 710: the argument is clipped, as
+    the diodes' leakage is, so a wild bias gives a finite (if absurd) current."""
+    net = Netlist(2)
+    net.add_resistor(1, 0, 1e-6, 0.02)
+    net.add_source(1, True, 30.0)  # sinh(1500)
+    with np.errstate(over="raise"):
+        sol = solve(net)
+        i, g = net.resistor_currents(np.array([30.0, -30.0]))
+    assert np.isfinite(sol.src_current).all() and sol.src_current[0] > 1e290
+    assert np.isfinite(i).all() and np.isfinite(g).all() and i[0] == -i[1]
+
+
+def test_fast_diode_evaluation_matches_diode_iv():
+    """The fast engine folds the diode constants per solve: same closed form as
+    labpcu.sim.diode.diode_iv, finite at any bias."""
+    from labpcu.sim.circuit import _DiodeBank
+    from labpcu.sim.diode import diode_iv
+
+    rng = np.random.default_rng(1)
+    nd = 40
+    net = Netlist(2)
+    for _ in range(nd):
+        net.add_diode(1, 0, 10 ** rng.uniform(-14, -8), 0.026 * rng.uniform(1, 3), 10 ** rng.uniform(0, 3),
+                      10 ** rng.uniform(-13, -8), iph=rng.choice([0.0, 1e-9]), i_leak=rng.choice([0.0, 1e-11]),
+                      v_leak=rng.uniform(0.05, 0.2))
+    bank = _DiodeBank(net)
+    for v in (np.linspace(-60, 60, nd), rng.uniform(-1, 1, nd)):
+        i, g = bank.iv(v)
+        i_ref, g_ref = diode_iv(v, net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh, net.dio_iph, net.dio_ileak,
+                                net.dio_vleak)
+        assert np.isfinite(i).all() and np.isfinite(g).all()
+        assert np.allclose(i, i_ref, rtol=1e-12, atol=1e-24) and np.allclose(g, g_ref, rtol=1e-12, atol=1e-24)
+
+
+def _random_netlist(rng: np.random.Generator) -> Netlist:
+    """Nodes joined at random by ohmic and sinh conductors and diodes (self-loops and
+    floating islands included), one to three sources of either mode."""
+    n = int(rng.integers(2, 10))
+    net = Netlist(n)
+    for _ in range(rng.integers(0, 12)):
+        a, b = rng.integers(0, n, 2)
+        net.add_resistor(a, b, 10 ** rng.uniform(-11, -2), np.inf if rng.random() < 0.6 else 10 ** rng.uniform(-1, 0.3))
+    for _ in range(rng.integers(0, 6)):
+        a, b = rng.integers(0, n, 2)
+        net.add_diode(a, b, 10 ** rng.uniform(-14, -9), 0.026 * rng.uniform(1, 2.5), 10 ** rng.uniform(1, 3),
+                      10 ** rng.uniform(-13, -9), iph=rng.choice([0.0, 1e-9]), i_leak=rng.choice([0.0, 1e-10]),
+                      v_leak=0.08)
+    for _ in range(rng.integers(1, 4)):
+        node = rng.integers(0, n)
+        if rng.random() < 0.6:
+            net.add_source(node, True, rng.uniform(-3, 3), 10 ** rng.uniform(-6, -1))
+        else:
+            net.add_source(node, False, rng.uniform(-1e-3, 1e-3), rng.uniform(0.1, 3))
+    return net
+
+
+def test_fast_engine_matches_the_reference_engine():
+    """The fast engine (cached stamps, folded diode constants, LAPACK, the last
+    step's currents from the Jacobian) solves the same networks to the same source
+    currents, voltages and compliance states as the plain np.add.at engine."""
+    rng = np.random.default_rng(15)
+    compared = 0
+    for _ in range(600):
+        net = _random_netlist(rng)
+        try:
+            ref = solve(net, fast=False)
+        except SolverError:
+            continue  # the fast engine hands such networks to the reference anyway
+        fast = solve(net, fast=True)
+        compared += 1
+        assert np.array_equal(fast.src_in_limit, ref.src_in_limit)
+        assert np.allclose(fast.src_voltage, ref.src_voltage, rtol=1e-9, atol=1e-9)
+        assert np.allclose(fast.src_current, ref.src_current, rtol=1e-6, atol=1e-15)
+        # a warm start from the solution converges at once to the same point
+        again = solve(net, fast.v)
+        assert np.allclose(again.src_current, fast.src_current, rtol=1e-6, atol=1e-15)
+    assert compared > 500

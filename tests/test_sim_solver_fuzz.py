@@ -2,7 +2,10 @@
 quad or an array site joined to any SMU rows, each source in voltage or current mode
 at any level and compliance. Found by fuzzing: a current source into a floating pad,
 two sources in series reaching equal limits at once, current sources clamping
-against each other on separate islands."""
+against each other on separate islands. The parasitic paths (series resistance, relay
+leakage) are part of every network; a reading may differ from the solved source current
+by the closed paths' offset current (relay_leakage, at most OFFSET_CURRENT_MAX per path),
+and capacitive transients are switched off (readings are taken right after each step)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labpcu.sim.bench import SimBench
+from labpcu.sim.parasitics import OFFSET_CURRENT_MAX
+from labpcu.sim.physics import Physics
 from simhelpers import pin_of
 
 ROWS = {"k2612a.smua": 1, "k2612a.smub": 2, "b1500a.1": 3, "b1500a.2": 4}
@@ -25,7 +30,7 @@ def _source(draw_mode: bool, level: float, limit: float) -> dict:
 @settings(max_examples=300, deadline=None)
 @given(site=st.sampled_from(["Q1", "A3"]), data=st.data())
 def test_every_network_the_relays_can_make_solves(site, data):
-    bench = SimBench(seed=0, site=site)
+    bench = SimBench(seed=0, site=site, physics=Physics().without("capacitance"))
     pads = sorted(name for name, _net in bench.pins().values())
     terminals = data.draw(st.lists(st.sampled_from(sorted(ROWS)), min_size=1, max_size=4, unique=True))
     chosen = data.draw(st.lists(st.sampled_from(pads), min_size=len(terminals), max_size=len(terminals), unique=True))
@@ -38,7 +43,8 @@ def test_every_network_the_relays_can_make_solves(site, data):
         reading = bench.measure(terminal)
         state = bench.source(terminal)
         assert np.isfinite(reading.i) and np.isfinite(reading.v)
+        offset = OFFSET_CURRENT_MAX  # one closed path per terminal
         if state.mode == "v":  # at its level, or at its current limit
-            assert abs(reading.v - state.level) < 1e-6 or abs(reading.i) >= state.limit * (1 - 1e-6)
+            assert abs(reading.v - state.level) < 1e-6 or abs(reading.i) >= state.limit * (1 - 1e-6) - offset
         else:  # at its current, or at its voltage limit
             assert abs(reading.i - state.level) < 1e-9 + 1e-6 * abs(state.level) or abs(reading.v) >= state.limit * (1 - 1e-6)

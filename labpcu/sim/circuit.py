@@ -1,6 +1,7 @@
 """Nodal circuit solver for the simulated bench.
 
-The network has linear conductances (memristors, relays already merged into nodes),
+The network has conductances (memristors, parasitic paths; relays already merged into
+nodes), each linear or, with a voltage scale ``v_nl``, non-ohmic (I = g·v_nl·sinh(V/v_nl)),
 diodes (Shockley with series and shunt resistance), and source-measure units connected
 between a node and ground (every SMU's LO is the common ground). A voltage-mode source
 fixes its node unless its current limit is reached, then it becomes a current source
@@ -8,8 +9,9 @@ at the limit (compliance); a current-mode source likewise switches to its voltag
 
 Method: Newton iteration on the free node voltages with a damped step (the diode
 junction voltage moves by at most :data:`MAX_DIODE_STEP` per iteration), nested in an
-active-set loop over the sources' compliance states. Linear networks converge in one
-Newton step, so they are solved exactly. A tiny conductance to ground on every node
+active-set loop over the sources' compliance states (the damping also holds across
+non-ohmic conductors). Linear networks converge in one Newton step, so they are solved
+exactly. A tiny conductance to ground on every node
 (:data:`GMIN`, as in SPICE) keeps floating islands well posed without measurably
 disturbing currents through even a 10 GΩ device.
 """
@@ -19,6 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from scipy.linalg.lapack import dgesv as _dgesv
+from scipy.linalg.lapack import dposv as _dposv
+from scipy.special import wrightomega
 
 from labpcu.sim.diode import diode_iv
 
@@ -34,36 +40,63 @@ class SolverError(RuntimeError):
     """The network could not be solved (should not happen for physical networks)."""
 
 
+# shared read-only empties: a Netlist is built per solve, its defaults cost nothing
+_NO_INT = np.zeros(0, int)
+_NO_FLOAT = np.zeros(0)
+_NO_BOOL = np.zeros(0, bool)
+for _a in (_NO_INT, _NO_FLOAT, _NO_BOOL):
+    _a.flags.writeable = False
+
+
 @dataclass
 class Netlist:
     """A network on nodes 0..n_nodes-1; node 0 is ground and is not solved for."""
 
     n_nodes: int
-    # linear conductances
-    res_a: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    res_b: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    res_g: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # conductances: ends, g (S) and, optionally, a voltage scale v_nl (V) per element
+    # making it non-ohmic, I = g·v_nl·sinh(V/v_nl) (inf, or res_vnl left empty: ohmic)
+    res_a: np.ndarray = field(default_factory=lambda: _NO_INT)
+    res_b: np.ndarray = field(default_factory=lambda: _NO_INT)
+    res_g: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    res_vnl: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
     # diodes: anode, cathode, I0 (A), n·Vt (V), Rs (Ω), shunt conductance (S)
-    dio_a: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    dio_k: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    dio_i0: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dio_nvt: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dio_rs: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dio_gsh: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dio_a: np.ndarray = field(default_factory=lambda: _NO_INT)
+    dio_k: np.ndarray = field(default_factory=lambda: _NO_INT)
+    dio_i0: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    dio_nvt: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    dio_rs: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    dio_gsh: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
     # photocurrent (A), soft leakage prefactor (A) and voltage scale (V); see diode_iv
-    dio_iph: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dio_ileak: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dio_vleak: np.ndarray = field(default_factory=lambda: np.ones(0))
+    dio_iph: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    dio_ileak: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    dio_vleak: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
     # sources to ground: node, voltage mode?, level (V or A), limit (A or V)
-    src_node: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    src_is_v: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    src_level: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    src_limit: np.ndarray = field(default_factory=lambda: np.full(0, np.inf))
+    src_node: np.ndarray = field(default_factory=lambda: _NO_INT)
+    src_is_v: np.ndarray = field(default_factory=lambda: _NO_BOOL)
+    src_level: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    src_limit: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
 
-    def add_resistor(self, a: int, b: int, g: float) -> None:
+    def add_resistor(self, a: int, b: int, g: float, v_nl: float = np.inf) -> None:
+        """A conductance ``g`` between nodes ``a`` and ``b``; ohmic unless ``v_nl`` (V)
+        is finite, then I = g·v_nl·sinh(V/v_nl)."""
+        if not v_nl > 0:
+            raise ValueError(f"v_nl must be > 0 (inf: ohmic), not {v_nl!r}")
+        self.res_vnl = np.append(self.resistor_vnl(), v_nl)
         self.res_a = np.append(self.res_a, a)
         self.res_b = np.append(self.res_b, b)
         self.res_g = np.append(self.res_g, g)
+
+    def resistor_vnl(self) -> np.ndarray:
+        """Every conductance's v_nl (inf where ohmic; ``res_vnl`` may be left empty)."""
+        if len(self.res_vnl) == len(self.res_g):
+            return np.asarray(self.res_vnl, float)
+        if len(self.res_vnl):
+            raise ValueError(f"res_vnl has {len(self.res_vnl)} entries for {len(self.res_g)} conductances")
+        return np.full(len(self.res_g), np.inf)
+
+    def resistor_currents(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Current and conductance dI/dV of every conductance at voltages ``v`` (a − b)."""
+        return _sinh_iv(np.asarray(v, float), self.res_g, self.resistor_vnl())
 
     def add_diode(self, a: int, k: int, i0: float, nvt: float, rs: float, gsh: float,
                   iph: float = 0.0, i_leak: float = 0.0, v_leak: float = 1.0) -> None:
@@ -79,8 +112,11 @@ class Netlist:
 
     def diode_currents(self, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Current and conductance of every diode at junction-terminal voltages ``vd``."""
-        return diode_iv(vd, self.dio_i0, self.dio_nvt, self.dio_rs, self.dio_gsh,
-                        self.dio_iph, self.dio_ileak, self.dio_vleak)
+        nd = len(self.dio_a)
+        iph = self.dio_iph if len(self.dio_iph) == nd else 0.0
+        ileak = self.dio_ileak if len(self.dio_ileak) == nd else 0.0
+        vleak = self.dio_vleak if len(self.dio_vleak) == nd else 1.0
+        return diode_iv(vd, self.dio_i0, self.dio_nvt, self.dio_rs, self.dio_gsh, iph, ileak, vleak)
 
     def add_source(self, node: int, voltage_mode: bool, level: float, limit: float = np.inf) -> int:
         self.src_node = np.append(self.src_node, node)
@@ -88,6 +124,15 @@ class Netlist:
         self.src_level = np.append(self.src_level, float(level))
         self.src_limit = np.append(self.src_limit, float(limit))
         return len(self.src_node) - 1
+
+
+def _sinh_iv(v: np.ndarray, g: np.ndarray, vnl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """I = g·v_nl·sinh(V/v_nl) and dI/dV = g·cosh(V/v_nl); g·V and g where v_nl is inf.
+    The argument is clipped as in :func:`~labpcu.sim.diode.diode_iv` (no overflow)."""
+    x = np.clip(v / vnl, -700.0, 700.0)
+    ohmic = np.isinf(vnl)
+    i = np.where(ohmic, g * v, g * np.where(ohmic, 1.0, vnl) * np.sinh(x))
+    return i, np.where(ohmic, g, g * np.cosh(x))
 
 
 @dataclass
@@ -104,10 +149,17 @@ class Solution:
         return float(self.v[a] - self.v[b])
 
 
+# ------------------------------------------------------------------ reference engine
+# np.add.at stamps on the full matrix per iteration: plain, slow; the fast engine below
+# must agree with it (tests/test_sim_circuit.py), and benchmarks measure against it
+
+
 def _conductance_matrix(net: Netlist) -> np.ndarray:
+    """The ohmic conductances' nodal matrix, GMIN on the diagonal."""
     n = net.n_nodes
     G = np.zeros((n, n))
-    a, b, g = net.res_a, net.res_b, net.res_g
+    ohmic = np.isinf(net.resistor_vnl())
+    a, b, g = net.res_a[ohmic], net.res_b[ohmic], net.res_g[ohmic]
     np.add.at(G, (a, a), g)
     np.add.at(G, (b, b), g)
     np.add.at(G, (a, b), -g)
@@ -116,14 +168,30 @@ def _conductance_matrix(net: Netlist) -> np.ndarray:
     return G
 
 
+def _nonlinear_ends(net: Netlist) -> tuple[np.ndarray, np.ndarray]:
+    """Ends of the nonlinear elements: the diodes, then the non-ohmic conductances."""
+    nl = ~np.isinf(net.resistor_vnl())
+    return np.concatenate([net.dio_a, net.res_a[nl]]), np.concatenate([net.dio_k, net.res_b[nl]])
+
+
+def _nonlinear_iv(net: Netlist, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    nd = len(net.dio_a)
+    vnl = net.resistor_vnl()
+    nl = ~np.isinf(vnl)
+    i_d, g_d = net.diode_currents(vd[:nd]) if nd else (np.zeros(0), np.zeros(0))
+    i_r, g_r = _sinh_iv(vd[nd:], net.res_g[nl], vnl[nl])
+    return np.concatenate([i_d, i_r]), np.concatenate([g_d, g_r])
+
+
 def _node_currents(net: Netlist, G: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Current leaving each node through the elements, and the diode currents/conductances."""
+    """Current leaving each node through the elements (GMIN included), and the
+    nonlinear elements' currents/conductances."""
     out = G @ v
-    if len(net.dio_a):
-        vd = v[net.dio_a] - v[net.dio_k]
-        i, g = net.diode_currents(vd)
-        np.add.at(out, net.dio_a, i)
-        np.add.at(out, net.dio_k, -i)
+    da, dk = _nonlinear_ends(net)
+    if len(da):
+        i, g = _nonlinear_iv(net, v[da] - v[dk])
+        np.add.at(out, da, i)
+        np.add.at(out, dk, -i)
     else:
         i = g = np.zeros(0)
     return out, i, g
@@ -157,7 +225,7 @@ def _newton(
     free = np.flatnonzero(is_free)
     if free.size == 0:
         return v, 0
-    da, dk = net.dio_a, net.dio_k
+    da, dk = _nonlinear_ends(net)
     for it in range(1, MAX_ITER + 1):
         out, _, gd = _node_currents(net, G, v)
         resid = (out - inject)[free]
@@ -190,24 +258,260 @@ def _newton(
     raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
 
 
-def solve(net: Netlist, v_start: np.ndarray | None = None) -> Solution:
+class _ReferenceEngine:
+    """The plain solver: full-matrix stamps with np.add.at, np.linalg.solve."""
+
+    def __init__(self, net: Netlist) -> None:
+        self.net = net
+        self.G = _conductance_matrix(net)
+
+    def newton(self, fixed: dict[int, float], inject: np.ndarray, v0: np.ndarray,
+               vlimits: dict[int, float]) -> tuple[np.ndarray, int, np.ndarray]:
+        v, it = _newton(self.net, self.G, fixed, inject, v0, vlimits)
+        out, _, _ = _node_currents(self.net, self.G, v)
+        return v, it, out - GMIN * v  # GMIN is a numerical aid, not a path a source current takes
+
+
+# ------------------------------------------------------------------ fast engine
+# The same Newton iteration on the free nodes only, with the stamps of one network
+# structure worked out once (index arrays, an element incidence matrix) and reused
+# while only conductances and levels change (the bench's next solve, the next pass of
+# the active set); diodes evaluated with their per-solve constants folded; LAPACK
+# called directly. A converged iteration's last step is below V_TOL, so the element
+# currents at its end follow from the Jacobian (error ~ g'·V_TOL², far below I_TOL)
+# instead of one more diode evaluation.
+
+_PLANS: dict[tuple, "_Plan"] = {}
+_MAX_PLANS = 64
+
+
+class _Plan:
+    """One network structure: which nodes each element joins (conductances first,
+    then diodes), and per set of fixed nodes the free nodes and their stamps."""
+
+    def __init__(self, n: int, a: np.ndarray, b: np.ndarray) -> None:
+        self.n = n
+        ne = len(a)
+        self.a, self.b = a, b
+        E = np.zeros((ne, n))  # element voltage = E @ v
+        np.add.at(E, (np.arange(ne), a), 1.0)
+        np.add.at(E, (np.arange(ne), b), -1.0)
+        self.E = E
+        self.ET = np.ascontiguousarray(E.T)  # node currents = ET @ element currents
+        self._free: dict[tuple[int, ...], _FreeSet] = {}
+
+    def free_set(self, fixed: tuple[int, ...]) -> _FreeSet:
+        fs = self._free.get(fixed)
+        if fs is None:
+            fs = self._free[fixed] = _FreeSet(self, fixed)
+        return fs
+
+
+class _FreeSet:
+    """The free nodes for one set of fixed nodes, and where each element's
+    conductance lands in the free-node Jacobian (flat indices for np.bincount)."""
+
+    def __init__(self, plan: _Plan, fixed: tuple[int, ...]) -> None:
+        n = plan.n
+        is_free = np.ones(n, bool)
+        is_free[0] = False
+        is_free[list(fixed)] = False
+        self.free = np.flatnonzero(is_free)
+        m = self.m = len(self.free)
+        pos = np.full(n, -1)
+        pos[self.free] = np.arange(m)
+        self.Ef = np.ascontiguousarray(plan.E[:, self.free])
+        self.EfT = np.ascontiguousarray(self.Ef.T)
+        pa, pb = pos[plan.a], pos[plan.b]
+        el = np.arange(len(pa))
+        stamps = [(pa >= 0, pa * m + pa, 1.0), (pb >= 0, pb * m + pb, 1.0),
+                  ((pa >= 0) & (pb >= 0), pa * m + pb, -1.0), ((pa >= 0) & (pb >= 0), pb * m + pa, -1.0)]
+        self.j_elem = np.concatenate([el[ok] for ok, _, _ in stamps])
+        self.j_idx = np.concatenate([idx[ok] for ok, idx, _ in stamps])
+        self.j_sign = np.concatenate([np.full(int(ok.sum()), s) for ok, _, s in stamps])
+        self.diag = np.arange(m) * (m + 1)
+
+
+def _plan_of(net: Netlist, a: np.ndarray, b: np.ndarray) -> _Plan:
+    key = (net.n_nodes, a.tobytes(), b.tobytes())
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.pop(next(iter(_PLANS)))
+        plan = _PLANS[key] = _Plan(net.n_nodes, a, b)
+    return plan
+
+
+class _DiodeBank:
+    """:func:`~labpcu.sim.diode.diode_iv` with the per-solve constants folded: the
+    same closed form (Wright's omega, exact and overflow-free), a third of the numpy
+    calls per Newton iteration."""
+
+    def __init__(self, net: Netlist) -> None:
+        nd = len(net.dio_a)
+        i0, nvt, rs, gsh = (np.asarray(x, float) for x in (net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh))
+        iph = np.asarray(net.dio_iph, float) if len(net.dio_iph) == nd else np.zeros(nd)
+        ileak = np.asarray(net.dio_ileak, float) if len(net.dio_ileak) == nd else np.zeros(nd)
+        vleak = np.asarray(net.dio_vleak, float) if len(net.dio_vleak) == nd else np.ones(nd)
+        ish = i0 + iph
+        self.inv_nvt = 1.0 / nvt
+        self.z0 = np.log(i0 * rs / nvt) + ish * rs / nvt
+        self.scale = nvt / rs
+        self.inv_rs = 1.0 / rs
+        self.ish, self.gsh = ish, gsh
+        self.leaky = bool(np.any(ileak))
+        self.inv_vleak, self.ileak, self.gleak = 1.0 / vleak, ileak, ileak / vleak
+
+    def iv(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = wrightomega(v * self.inv_nvt + self.z0)
+        i = self.scale * w - self.ish + self.gsh * v
+        g = w * self.inv_rs / (1.0 + w) + self.gsh
+        if self.leaky:
+            x = np.minimum(np.maximum(v * self.inv_vleak, -700.0), 700.0)
+            i += self.ileak * np.sinh(x)
+            g += self.gleak * np.cosh(x)
+        return i, g
+
+
+class _FastEngine:
+    """The fast solver for one netlist (see the section comment)."""
+
+    def __init__(self, net: Netlist) -> None:
+        nr, nd = len(net.res_a), len(net.dio_a)
+        a = np.concatenate([net.res_a, net.dio_a]).astype(np.intp, copy=False)
+        b = np.concatenate([net.res_b, net.dio_k]).astype(np.intp, copy=False)
+        self.plan = _plan_of(net, a, b)
+        self.nr, self.nd = nr, nd
+        self.g = np.asarray(net.res_g, float)
+        vnl = net.resistor_vnl() if len(net.res_vnl) else None
+        self.sinh = None if vnl is None or np.all(np.isinf(vnl)) else np.flatnonzero(~np.isinf(vnl))
+        if self.sinh is not None:
+            self.vnl = vnl[self.sinh]
+            self.g_nl = self.g[self.sinh]
+        self.diodes = _DiodeBank(net) if nd else None
+        self.linear = self.diodes is None and self.sinh is None
+        # elements whose voltage step the damping bounds
+        nonlinear = [np.arange(nr, nr + nd)] + ([self.sinh] if self.sinh is not None else [])
+        self.damped = np.concatenate(nonlinear)
+        self.ie = np.empty(nr + nd)
+        self.ge = np.empty(nr + nd)
+        self.ge[:nr] = self.g
+
+    def currents(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Element currents and conductances at node voltages ``v`` (buffers reused)."""
+        ve = self.plan.E @ v
+        nr = self.nr
+        ie, ge = self.ie, self.ge
+        np.multiply(self.g, ve[:nr], out=ie[:nr])
+        if self.sinh is not None:
+            vs = ve[self.sinh]
+            x = np.minimum(np.maximum(vs / self.vnl, -700.0), 700.0)
+            ie[self.sinh] = self.g_nl * self.vnl * np.sinh(x)
+            ge[self.sinh] = self.g_nl * np.cosh(x)
+        if self.diodes is not None:
+            ie[nr:], ge[nr:] = self.diodes.iv(ve[nr:])
+        return ie, ge
+
+    def newton(self, fixed: dict[int, float], inject: np.ndarray, v0: np.ndarray,
+               vlimits: dict[int, float]) -> tuple[np.ndarray, int, np.ndarray]:
+        """:func:`_newton` on the free nodes; also returns the node currents at the end."""
+        v = v0.copy()
+        v[0] = 0.0
+        for node, val in fixed.items():
+            v[node] = val
+        fs = self.plan.free_set(tuple(sorted(fixed)))
+        free, m = fs.free, fs.m
+        if m == 0:
+            ie, _ = self.currents(v)
+            return v, 0, self.plan.ET @ ie
+        inj = inject[free]
+        watch = [(node, RUNAWAY * lim) for node, lim in vlimits.items()]
+        Ef, EfT, jsel, jidx, jsign, diag = fs.Ef, fs.EfT, fs.j_elem, fs.j_idx, fs.j_sign, fs.diag
+        damped = self.damped
+        mm = m * m
+        for it in range(1, MAX_ITER + 1):
+            ie, ge = self.currents(v)
+            resid = EfT @ ie + GMIN * v[free] - inj
+            if it > 1 and float(np.max(np.abs(resid))) < I_TOL:
+                return v, it, self.plan.ET @ ie
+            J = np.bincount(jidx, ge[jsel] * jsign, mm).astype(float, copy=False)  # int when empty
+            J[diag] += GMIN
+            J = J.reshape(m, m)
+            dx = _solve_spd(J, resid)
+            dve = Ef @ dx
+            if damped.size:
+                biggest = float(np.max(np.abs(dve[damped])))
+                if biggest > MAX_DIODE_STEP:
+                    f = MAX_DIODE_STEP / biggest
+                    dx *= f
+                    dve *= f
+            x = v[free] + dx
+            v[free] = x
+            if watch and any(abs(v[node]) > lim for node, lim in watch):
+                ie, _ = self.currents(v)
+                return v, it, self.plan.ET @ ie
+            if self.linear:  # one exact step
+                ie, _ = self.currents(v)
+                return v, it, self.plan.ET @ ie
+            if np.all(np.abs(dx) <= V_TOL + 1e-9 * np.abs(x)):
+                return v, it, self.plan.ET @ (ie + ge * dve)
+        raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
+
+
+def _solve_spd(J: np.ndarray, resid: np.ndarray) -> np.ndarray:
+    """The Newton step −J⁻¹·resid. J (conductances to ground through GMIN) is
+    symmetric positive definite: Cholesky, else LU if a conductance is negative."""
+    if J.shape[0] == 1:
+        return -resid / J[0, 0]
+    _, x, info = _dposv(J, -resid, lower=1, overwrite_b=1)
+    if info == 0:
+        return x
+    _, _, x, info = _dgesv(J, -resid, overwrite_a=1, overwrite_b=1)
+    if info != 0:  # pragma: no cover - GMIN prevents this
+        raise SolverError(f"singular network (LAPACK info {info})")
+    return x
+
+
+# ------------------------------------------------------------------ active set
+
+#: solve with the fast engine (False: the reference engine, for benchmarks and tests)
+FAST_PATH = True
+
+
+def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = None) -> Solution:
     """Solve the network, honouring every source's compliance limit.
 
     The active set (which sources sit at their limit) usually settles in a few passes.
     When it does not (several sources and islands clamping against each other), it is
     solved again from scratch changing one source per pass, which always settles.
+    ``fast`` picks the engine (default :data:`FAST_PATH`); both give the same solution,
+    and a network the fast engine fails on (round-off in a nearly singular Jacobian)
+    is handed to the reference engine.
     """
-    try:
-        return _solve(net, v_start, one_change=False)
-    except SolverError:
-        return _solve(net, None, one_change=True)
+    kinds = [_FastEngine, _ReferenceEngine] if (FAST_PATH if fast is None else fast) else [_ReferenceEngine]
+    for kind in kinds:
+        engine = kind(net)
+        try:
+            return _solve(net, engine, v_start, one_change=False)
+        except SolverError:
+            pass
+        try:
+            return _solve(net, engine, None, one_change=True)
+        except SolverError:
+            if kind is kinds[-1]:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _solve(net: Netlist, v_start: np.ndarray | None, one_change: bool) -> Solution:
+def _solve(net: Netlist, engine: _FastEngine | _ReferenceEngine, v_start: np.ndarray | None,
+           one_change: bool) -> Solution:
     n = net.n_nodes
-    G = _conductance_matrix(net)
-    v = np.zeros(n) if v_start is None or len(v_start) != n else np.asarray(v_start, float).copy()
+    v = np.zeros(n) if v_start is None or len(v_start) != n else np.array(v_start, float)
     ns = len(net.src_node)
+    nodes = [int(x) for x in net.src_node]
+    is_v = [bool(x) for x in net.src_is_v]
+    levels = [float(x) for x in net.src_level]
+    limits = [float(x) for x in net.src_limit]
     # active set: True where a source currently acts in its primary (programmed) mode
     primary = np.ones(ns, bool)
     limited_value = np.zeros(ns)  # the limit value a source sits at when not primary
@@ -218,27 +522,27 @@ def _solve(net: Netlist, v_start: np.ndarray | None, one_change: bool) -> Soluti
         vlimits: dict[int, float] = {}
         inject = np.zeros(n)
         for s in range(ns):
-            node = int(net.src_node[s])
+            node = nodes[s]
             if node == 0:
                 continue
-            forces_v = net.src_is_v[s] == primary[s]
-            value = net.src_level[s] if primary[s] else limited_value[s]
+            forces_v = is_v[s] == primary[s]
+            value = levels[s] if primary[s] else float(limited_value[s])
             if forces_v:
-                fixed[node] = float(value)
+                fixed[node] = value
             else:
-                inject[node] += float(value)
+                inject[node] += value
                 # watch for a runaway: a current source past its voltage limit, or a
                 # voltage source in current limit past its own level
-                watch = float(net.src_limit[s]) if not net.src_is_v[s] else max(abs(float(net.src_level[s])), 1.0)
+                watch = limits[s] if not is_v[s] else max(abs(levels[s]), 1.0)
                 vlimits[node] = min(vlimits.get(node, np.inf), watch)
         # every free node lies between the fixed voltages (maximum principle); an
         # iterate left far outside by the last active set would take the damped
         # Newton thousands of steps to walk back
         bounds = [0.0, *fixed.values(), *vlimits.values(), *(-x for x in vlimits.values())]
-        v = np.clip(v, min(bounds), max(bounds))
-        v, it = _newton(net, G, fixed, inject, v, vlimits)
+        v = np.minimum(np.maximum(v, min(bounds)), max(bounds))
+        v, it, out = engine.newton(fixed, inject, v, vlimits)
         total_it += it
-        cur = _source_currents(net, G, v, primary, limited_value)
+        cur = _source_currents(net, out, primary, limited_value)
         if not _update_active_set(net, v, cur, primary, limited_value, one_change):
             return Solution(v, cur, v[net.src_node], ~primary, total_it)
     raise SolverError("source compliance states did not settle")
@@ -261,17 +565,14 @@ def _resolve_conflicts(net: Netlist, primary: np.ndarray, limited: np.ndarray) -
                 limited[s] = direction * net.src_limit[s]
 
 
-def _source_currents(
-    net: Netlist, G: np.ndarray, v: np.ndarray, primary: np.ndarray, limited: np.ndarray
-) -> np.ndarray:
+def _source_currents(net: Netlist, out: np.ndarray, primary: np.ndarray, limited: np.ndarray) -> np.ndarray:
     """Current each source delivers: current-forcing ones deliver what they force; the
-    voltage-forcing ones on a node share the rest of that node's KCL balance."""
-    out, _, _ = _node_currents(net, G, v)
-    out -= GMIN * v  # GMIN is a numerical aid, not a path a source current takes
+    voltage-forcing ones on a node share the rest of that node's KCL balance (``out``:
+    the current leaving each node through the elements)."""
     ns = len(net.src_node)
     cur = np.zeros(ns)
     forcing_v: dict[int, list[int]] = {}
-    injected = np.zeros(net.n_nodes)
+    injected: dict[int, float] = {}
     for s in range(ns):
         node = int(net.src_node[s])
         if net.src_is_v[s] == primary[s]:
@@ -279,9 +580,9 @@ def _source_currents(
         else:
             value = net.src_level[s] if primary[s] else limited[s]
             cur[s] = value
-            injected[node] += value
+            injected[node] = injected.get(node, 0.0) + value
     for node, group in forcing_v.items():
-        share = (out[node] - injected[node]) / len(group)
+        share = (out[node] - injected.get(node, 0.0)) / len(group)
         for s in group:
             cur[s] = share
     return cur
