@@ -221,6 +221,7 @@ class _Structure:
         self._v_a = np.array([sets.index(ta) for _, ta, _ in both], int)
         self._v_b = np.array([sets.index(tb) for _, _, tb in both], int)
         self._comp_cols = {c: np.array([col[t] for t in ts], int) for c, ts in self._comp_terms.items()}
+        self._comp_multi = {c: np.array([len(self.terminal_nets[t]) > 1 for t in ts]) for c, ts in self._comp_terms.items()}
 
     def _bounding(self, net: str) -> tuple[str, ...]:
         ts = self.driven.get(net)
@@ -236,7 +237,58 @@ class _Structure:
                path_resistance: float | None = None) -> dict[str, tuple[float, float]]:
         """Element label → (largest |V| across it, largest |I| through it), the worst
         over every instant the terminal states allow (:meth:`_instants`); the voltage
-        includes the paths' I·R (``path_resistance``, default the guard's; 0: levels only)."""
+        includes the paths' I·R (``path_resistance``, default the guard's; 0: levels only).
+
+        Vectorized over the instants (one row of levels each), since it runs before
+        every level a protocol sets; :meth:`_bounds_reference` is the same as loops."""
+        r_path = self.path_resistance if path_resistance is None else path_resistance
+        terms = self._terms
+        instants = self._instants(states)
+        L = np.array([[lv[t] for t in terms] for lv in instants], float).reshape(len(instants), len(terms))
+        caps = np.array([states[t].current if t in states else 0.0 for t in terms])
+        push = np.array([s.push if (s := states.get(t)) is not None and s.live and s.push and t in self._term_comp
+                         else 0 for t in terms])
+        if push.any():  # current only flows downhill (:meth:`_possible`)
+            keep = np.ones(len(L), bool)
+            for cols in self._comp_cols.values():
+                lv = L[:, cols]
+                lo, hi = lv.min(axis=1, keepdims=True), lv.max(axis=1, keepdims=True)
+                pc = push[cols]
+                stuck = np.all((pc > 0) | (lv != lo), axis=1) | np.all((pc < 0) | (lv != hi), axis=1)
+                keep &= ~((hi[:, 0] > lo[:, 0]) & stuck)
+            L = L[keep]
+        volts = dict.fromkeys((label for label, _, _ in self._ends), 0.0)
+        flow = dict.fromkeys(self._comp_terms, 0.0)
+        if len(L):
+            lo_pad, hi_pad = L.copy(), L.copy()
+            for c, cols in self._comp_cols.items():
+                lv = L[:, cols]
+                lo, hi = lv.min(axis=1, keepdims=True), lv.max(axis=1, keepdims=True)
+                cap = caps[cols]
+                total = float(cap.sum())
+                moving = hi > lo  # else every terminal at one voltage: nothing flows
+                now = np.where(moving, np.minimum(np.minimum(((lv > lo) * cap).sum(axis=1, keepdims=True),
+                                                             ((lv < hi) * cap).sum(axis=1, keepdims=True)),
+                                                  total / 2), 0.0)
+                flow[c] = max(0.0, float(now.max()))
+                # the pads: level ± I·R within the component's levels; a terminal's current
+                # is at most its own capability and what the others take
+                own = np.minimum(cap, total - cap)
+                i_path = np.where(self._comp_multi[c], now, np.minimum(now, own))
+                lo_pad[:, cols] = np.maximum(lv - r_path * i_path, lo)
+                hi_pad[:, cols] = np.minimum(lv + r_path * i_path, hi)
+            if self._v_labels:
+                mx = np.stack([hi_pad[:, cols].max(axis=1) for cols in self._set_cols], axis=1)
+                mn = np.stack([lo_pad[:, cols].min(axis=1) for cols in self._set_cols], axis=1)
+                a, b = self._v_a, self._v_b
+                worst = np.maximum(mx[:, a] - mn[:, b], mx[:, b] - mn[:, a]).max(axis=0)
+                volts.update((label, max(0.0, float(v))) for label, v in zip(self._v_labels, worst))
+        return {e.label: (volts[e.label], flow[self.component[e.label]] if e.label in self.carries else 0.0)
+                for e in self.elements}
+
+    def _bounds_reference(self, states: Mapping[str, TerminalState],
+                          path_resistance: float | None = None) -> dict[str, tuple[float, float]]:
+        """:meth:`bounds` as plain loops over the instants (a test compares the two)."""
         r_path = self.path_resistance if path_resistance is None else path_resistance
         volts = {label: 0.0 for label, _, _ in self._ends}
         flow = {c: 0.0 for c in self._comp_terms}
