@@ -32,9 +32,14 @@ ENTRIES: dict[str, tuple[str, ...] | None] = {
     "read noise": ("read_noise", "instrument_noise"),
     "instrument accuracy": ("instrument_accuracy",),
     "input quantization": None,
-    "drift": ("drift", "m1_kinetics"),
+    "drift": ("drift",),
+    "M1 kinetics": ("m1_kinetics",),
     "temperature": ("temperature",),
     "diode leakage": ("diode_leakage",),
+    "M1 non-ohmic": ("m1_nonohmic",),
+    "capacitance": ("capacitance",),
+    "series resistance": ("series_resistance",),
+    "relay leakage": ("relay_leakage",),
 }
 #: entries that are protocol parameters, per protocol: the parameters that switch them off
 PARAMETER_ENTRIES: dict[str, dict[str, dict[str, Any]]] = {

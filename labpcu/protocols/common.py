@@ -35,6 +35,11 @@ COMPONENT_PADS: dict[str, tuple[str, str]] = {
     "d2": ("BL", "CL2"),
     "path": ("WL", "BL"),
 }
+#: component -> further pads the ground terminal holds at 0 V with the component's own.
+#: M1's programming pulses reach ±1 V on CL1; a floating bit line is pulled by the
+#: neighbouring cells' diodes (on an array, far enough that M2 sees its set voltage and
+#: forms a weak, accidental filament), so BL is held at CL2's potential: M2 and D2 see 0 V
+GUARDED_PADS: dict[str, tuple[str, ...]] = {"m1": ("BL",)}
 #: component -> device type of the bench file's [limits]; None: the strictest applies
 DEVICE_TYPE: dict[str, str | None] = {"d1": "diode", "d2": "diode", "m1": "m1", "m2": "m2", "path": None}
 COMPONENTS = tuple(COMPONENT_PADS)
@@ -127,7 +132,9 @@ def connect_component(
     force_t, ground_t = terminals or default_terminals(bench)
     hi, lo = COMPONENT_PADS[component]
     bench.move_to(device)
-    bench.connect({force_t: bench.pad(device, hi), ground_t: bench.pad(device, lo)}, device_type=DEVICE_TYPE[component])
+    held = [bench.pad(device, lo), *(bench.pad(device, pad) for pad in GUARDED_PADS.get(component, ()))]
+    bench.connect({force_t: bench.pad(device, hi), ground_t: held if len(held) > 1 else held[0]},
+                  device_type=DEVICE_TYPE[component])
     force, ground = bench.smu(force_t), bench.smu(ground_t)
     ground.source_voltage(0.0, ground.limits[1])
     ground.output_on()

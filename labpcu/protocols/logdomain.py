@@ -272,21 +272,25 @@ class _LogDomainOperator(UnitProtocol):
         return results
 
 
+#: the log-domain operating point (multiplier and divider): the exponential window of a
+#: PCU in exp mode lies between I0 (≈ 0.1 nA: the "−1" of Shockley's law, and the
+#: leakage) and the current at which the drop across its series resistance (Rs ≈ 300 Ω,
+#: M1's 1 kΩ LRS, M2's ≈ 200 Ω filament) reaches n·Vt. At 1 µA the smallest product
+#: (0.01·I_u) stays 100× above I0 and settles in ≈ 6 ms (τ = n·Vt/I·C with C ≈ 1.4 nF,
+#: within ``settle``), and the largest quotient (10·I_u) drops ≈ 15 mV. The offset
+#: calibration (the paper's) then leaves the devices' ideality mismatch as the main
+#: error, which the error budget shows (``labpcu budget``).
+LOG_DOMAIN_I_UNIT = 1e-6
+
+
 @dataclass(frozen=True)
 class MultiplierParams(LogDomainParams):
-    # Products of two small inputs are where the devices' ideality mismatch weighs most
-    # (the error grows with |ln x1 + ln x2|, and both terms share the antilog PCU), so
-    # the grid starts at 0.3; at 3.2 µA the ohmic drop of M1 (≈ 10 kΩ in LRS) bends the
-    # top of the range. Together they give the paper's ≈ 6.6 % with a unit-to-unit
-    # spread that keeps every seed we tried (0–4) in pcu.md's band.
-    x_min: float = param(0.3, limits=(1e-3, 1.0), help="smallest input (network units; 1 = the unit current)")
-    i_unit: float = param(3.2e-6, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
+    i_unit: float = param(LOG_DOMAIN_I_UNIT, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
 
 
 @dataclass(frozen=True)
 class DividerParams(LogDomainParams):
-    # quotients reach 1/x_min: a smaller unit keeps the largest output current at 5 µA
-    i_unit: float = param(0.5e-6, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
+    i_unit: float = param(LOG_DOMAIN_I_UNIT, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
 
 
 @register

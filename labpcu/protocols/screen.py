@@ -82,7 +82,7 @@ class ScreenParams(Params):
                               help="current compliance of the D1 and M1 reads and nudges (a short reads at it)")
     v_read: float = param(0.01, unit="V", limits=(1e-4, 0.1), help="M1 read level (below its switching threshold)")
     g_open: float = param(2e-7, unit="S", limits=(1e-12, 1e-3), help="M1 below this conductance: open")
-    v_nudge: float = param(0.25, unit="V", limits=(0.05, 1.0),
+    v_nudge: float = param(0.3, unit="V", limits=(0.05, 1.0),
                            help="M1 nudge: one pulse of each polarity (moves a working M1 by a few per cent of its range)")
     width: float = param(0.02, unit="s", limits=(1e-4, 1.0), help="width of each nudge pulse")
     min_move: float = param(0.02, limits=(1e-4, 1.0),

@@ -117,6 +117,10 @@ def softmax_ideal(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SoftmaxParams(UnitParams):
+    # smaller than the log-domain operators' 1 µA: the log PCU carries the sum of the
+    # vector (up to length × I_u), whose drop across the series resistance does not
+    # cancel between e_i and the sum; 0.2 µA keeps e^(−2)·I_u ≈ 27 nA well above I0
+    i_unit: float = param(200e-9, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1 (e^0)")
     length: int = param(4, limits=(2, 64), help="vector length")
     vectors: int = param(25, limits=(1, 100_000), help="vectors per unit")
     x_scale: float = param(2.0, limits=(0.01, 100.0), help="inputs are uniform in ±x_scale before the 1/√d_k")

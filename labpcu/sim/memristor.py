@@ -37,11 +37,11 @@ class M1Params:
     """Multi-state memristor parameters (SI units)."""
 
     g_min: float = 2e-6  # S, fully depressed
-    g_max: float = 250e-6  # S, fully potentiated: the LRS (4 kΩ), well below softplus mode's programmed 10 kΩ
+    g_max: float = 1e-3  # S, fully potentiated: the LRS (1 kΩ), well below softplus mode's programmed 10 kΩ
     v_th_p: float = 0.15  # V, potentiation threshold (n1 positive w.r.t. n2)
     v_th_d: float = 0.15  # V, depression threshold magnitude
     v0: float = 0.08  # V, exponential slope of the switching rate above threshold
-    rate: float = 0.35  # 1/s, fraction of the range per second at |V| = v_th + v0·ln 2 (≈ 8 µS/s of 250 µS)
+    rate: float = 0.088  # 1/s, fraction of the range per second at |V| = v_th + v0·ln 2 (≈ 87 µS/s)
     c2c_sigma: float = 0.12  # relative spread of each pulse's effect (cycle to cycle)
     read_noise: float = 0.0012  # relative conductance fluctuation per reading
     drift_nu: float = 0.003  # fractional loss per decade of time since programming
