@@ -69,7 +69,18 @@ def enable_tcp_nodelay(adapter: Any) -> bool:
     return False
 
 
-class GuardedInstrument(Instrument):
+class PlainAttributes:
+    """Attribute reads at C speed. pymeasure's ``CommonBase.__getattribute__`` runs
+    Python code on every read of every attribute (to refuse reads of the reserved
+    names its dynamic properties keep their per-instance values under): about 1 µs a
+    read, ~5 % of a simulated characterization. Writes keep pymeasure's ``__setattr__``
+    (which stores those values under their reserved names), and no labpcu code reads a
+    reserved name. Put first among the bases of every driver and channel class."""
+
+    __getattribute__ = object.__getattribute__
+
+
+class GuardedInstrument(PlainAttributes, Instrument):
     """A pymeasure Instrument whose I/O raises only InstrumentCommunicationError on a
     transport failure, naming what it was doing (the instrument's state is unknown)."""
 

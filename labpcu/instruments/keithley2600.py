@@ -87,7 +87,7 @@ from typing import Any
 import numpy as np
 from pymeasure.instruments import Channel, Instrument
 
-from labpcu.instruments.base import TspInstrument
+from labpcu.instruments.base import PlainAttributes, TspInstrument
 from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, LimitError
 
 __all__ = [
@@ -608,7 +608,7 @@ def _script_lines(source_lines: str | Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------ channel
 
 
-class SMUChannel(Channel):
+class SMUChannel(PlainAttributes, Channel):
     """One SMU channel, ``smua`` or ``smub`` (``id`` is ``"a"``/``"b"``).
 
     Settings are pymeasure controls named after the TSP attributes they drive

@@ -40,7 +40,7 @@ from typing import Any, Union
 from pymeasure.instruments import Channel, Instrument
 from pymeasure.instruments.validators import strict_discrete_set
 
-from labpcu.instruments.base import TspInstrument
+from labpcu.instruments.base import PlainAttributes, TspInstrument
 from labpcu.instruments.errors import InstrumentCommunicationError, LimitError
 
 __all__ = [
@@ -201,7 +201,7 @@ def _nil_or_int(value: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------ slots
-class SlotChannel(Channel):
+class SlotChannel(PlainAttributes, Channel):
     """One card slot (``slot[N]``): what is plugged in and its matrix size."""
 
     idn = Channel.measurement(

@@ -69,7 +69,8 @@ from pymeasure.instruments import Channel, Instrument
 from pymeasure.instruments.agilent.agilentB1500 import SMUCurrentRanging, SMUVoltageRanging
 from pymeasure.instruments.validators import strict_discrete_set
 
-from labpcu.instruments.base import GuardedInstrument, is_timeout as _is_timeout
+from labpcu.instruments.base import GuardedInstrument, PlainAttributes
+from labpcu.instruments.base import is_timeout as _is_timeout
 from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, InstrumentError, LimitError
 
 __all__ = [
@@ -534,7 +535,7 @@ def _parse_unt(reply: str) -> dict[int, str]:
 # --------------------------------------------------------------------------- SMU
 
 
-class SMU(Channel):
+class SMU(PlainAttributes, Channel):
     """One SMU module; ``id`` is its slot, which is its FLEX channel number."""
 
     output_enabled = Channel.setting(
