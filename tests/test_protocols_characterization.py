@@ -182,7 +182,7 @@ def test_iv_sweep_diodes_meet_the_bands(runner, bench):
         r = out.results["devices"][dev]
         assert r["rectification_ratio"] > 1e3, dev
         assert r["r2"] > 0.99, dev
-        assert 1.0 < r["n"] < 3.0 and 1e-15 < r["i0"] < 1e-10 and 10 < r["rs"] < 5e3, (dev, r)
+        assert 1.0 < r["n"] < 3.0 and 1e-12 < r["i0"] < 1e-9 and 10 < r["rs"] < 5e3, (dev, r)
     s = out.results["summary"]
     assert s["devices"] == len(DIODES) and s["rectification_min"] > 1e3 and s["r2_min"] > 0.99
     assert runner.store.info(out.run_id).results["devices"]["S01"]["r2"] == pytest.approx(out.results["devices"]["S01"]["r2"])

@@ -17,7 +17,9 @@ from labpcu.sim.stage import StageTemperature
 from simhelpers import A, apply, wire
 
 QUAD = "Q1"
-STILL = Physics(temperature_wander_K=0.0)  # a stage that holds its set point exactly
+#: a stage that holds its set point exactly, and DC wiring: these tests read the device,
+#: not the cables (capacitance, series paths and relay leakage have tests of their own)
+STILL = Physics(temperature_wander_K=0.0).without("capacitance", "series_resistance", "relay_leakage", "defects")
 
 
 def d1_bench(physics: Physics) -> SimBench:

@@ -82,9 +82,9 @@ class ActivationParams(UnitParams):
                                    help="back-to-back sweeps stay within ±this (M2 stays below its set voltage)")
     sigmoid_compliance: float = param(1e-6, unit="A", limits=(1e-12, 1e-3),
                                       help="current limit of the back-to-back sweep")
-    sigmoid_settle: float = param(4.0, unit="s", limits=(0.0, 60.0),
+    sigmoid_settle: float = param(8.0, unit="s", limits=(0.0, 60.0),
                                   help="wait before each back-to-back reading: the node between the diodes charges "
-                                       "its ≈ 3 nF through the forward diode at the plateau, τ ≈ C·n·Vt/(2·I0) ≈ 0.7 s")
+                                       "its ≈ 3 nF through the forward diode at the plateau, τ ≈ C·n·Vt/(2·I0) ≈ 1.4 s")
 
     def check(self) -> None:
         bad = [f for f in self.functions if f not in FUNCTIONS]

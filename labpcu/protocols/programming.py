@@ -95,10 +95,13 @@ class SwitchScheme:
     compliance_reset: float = 1e-2  # A; the LRS must be able to carry the reset current
     r_lrs_max: float = 1e4  # Ω, at most this is LRS
     r_hrs_min: float = 1e6  # Ω, at least this is HRS
+    #: s a read waits after its level is set: right after a pulse the cell's capacitance
+    #: still discharges through the HRS (a reset read too early looks ~4× leakier)
+    read_settle: float = 2.0
 
     @classmethod
     def from_params(cls, p: Any) -> SwitchScheme:
-        return cls(**{f.name: getattr(p, f.name) for f in fields(cls)})
+        return cls(**{f.name: getattr(p, f.name, f.default) for f in fields(cls)})
 
     @property
     def compliance_read(self) -> float:
@@ -318,6 +321,7 @@ def switch_m2(force: SourceMeasureUnit, clock: Clock, action: str, scheme: Switc
         raise ParameterError(f"M2 action must be 'set' or 'reset', not {action!r}")
     s = scheme
     sign, comp = (1.0, s.compliance_set) if action == "set" else (-1.0, s.compliance_reset)
+    settle_before, force.settle = getattr(force, "settle", 0.0), s.read_settle
     force.source_voltage(s.v_read, s.compliance_read)
     force.output_on()
     i0, r0 = read_resistance(force, s.v_read, s.compliance_read)
@@ -338,6 +342,7 @@ def switch_m2(force: SourceMeasureUnit, clock: Clock, action: str, scheme: Switc
         v_switch = sign * amp if done else v_switch
         k += 1
     force.source_voltage(0.0, s.compliance_read)
+    force.settle = settle_before
     trace = np.array(rows, dtype=float)
     return SwitchResult(action, done, len(rows) == 1 and done, v_switch, r0, float(trace[-1, 3]), trace)
 
@@ -390,7 +395,7 @@ class IsppSchemeParams(Params):
 # ============================================================================ ispp
 @dataclass(frozen=True)
 class IsppParams(IsppSchemeParams):
-    targets: tuple[float, ...] = param((20e-6, 50e-6, 80e-6), unit="S", limits=(1e-9, 1e-3),
+    targets: tuple[float, ...] = param((20e-6, 50e-6, 80e-6), unit="S", limits=(1e-9, 1e-2),
                                        help="conductances to program, in order (each starts where the last ended)")
     tolerance: float = param(5e-6, unit="S", limits=(1e-12, 1e-3),
                              help="verify tolerance: stop when |G − target| ≤ this (≈ 5 % of a typical M1 range)")

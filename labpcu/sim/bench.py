@@ -37,17 +37,6 @@ from labpcu.sim.wafer import Site, Wafer, make_wafer
 from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS, Crosspoint, SimWiring, net_label, site_pins
 
 DEFAULT_SEED = 0
-#: with ``m1_series`` off, an M1 in its LRS (the exp and sigmoid modes) conducts this
-#: much better: its drop in series with the diodes vanishes (an error-budget switch);
-#: programmed weights (below :data:`M1_LRS_STATE`) are left as they are
-M1_SERIES_OFF_FACTOR = 100.0
-M1_LRS_STATE = 0.85
-
-
-def m1_series_factor(m1, t: float) -> float:
-    """The conductance factor ``m1_series`` off gives this M1 at ``t``."""
-    p = m1.p
-    return M1_SERIES_OFF_FACTOR if (m1.conductance(t) - p.g_min) >= M1_LRS_STATE * p.g_range else 1.0
 #: upper bound on the change of an M1 state (fraction of its range) per integration step
 MAX_STATE_STEP = 0.03
 MAX_SUBSTEPS = 64
@@ -554,9 +543,8 @@ class SimBench:
         a = np.empty(n1 + n2, int)
         b = np.empty(n1 + n2, int)
         g = np.empty(n1 + n2)
-        series_on = self.physics.on("m1_series")
         for k, (dev, x, y) in enumerate(topo.m1):
-            a[k], b[k], g[k] = x, y, dev.m1.conductance(t) * (1.0 if series_on else m1_series_factor(dev.m1, t))
+            a[k], b[k], g[k] = x, y, dev.m1.conductance(t)
         for k, (dev, x, y) in enumerate(topo.m2):
             a[n1 + k], b[n1 + k], g[n1 + k] = x, y, 1.0 / dev.m2.resistance(t)
         if noisy and (n1 + n2) and self.physics.on("read_noise"):
@@ -623,11 +611,9 @@ class SimBench:
         t = self.clock.now()
         seen: list[tuple[str, float, float]] = []
         nonohmic = self.physics.on("m1_nonohmic")
-        series_on = self.physics.on("m1_series")
         for dev, a, b in topo.m1:
             v = float(sol.v[a] - sol.v[b])
-            scale = 1.0 if series_on else m1_series_factor(dev.m1, t)
-            seen.append((f"{dev.id}.M1", abs(v), abs(scale * dev.m1.current(v, t, nonohmic))))
+            seen.append((f"{dev.id}.M1", abs(v), abs(dev.m1.current(v, t, nonohmic))))
         for dev, a, b in topo.m2:
             v = float(sol.v[a] - sol.v[b])
             seen.append((f"{dev.id}.M2", abs(v), abs(v / dev.m2.resistance(t))))
