@@ -273,7 +273,7 @@ class _LogDomainOperator(UnitProtocol):
 
 
 #: the log-domain operating point (multiplier and divider): the exponential window of a
-#: PCU in exp mode lies between I0 (≈ 0.1 nA: the "−1" of Shockley's law, and the
+#: PCU in exp mode lies between I0 (≈ 50 pA: the "−1" of Shockley's law, and the
 #: leakage) and the current at which the drop across its series resistance (Rs ≈ 300 Ω,
 #: M1's 1 kΩ LRS, M2's ≈ 200 Ω filament) reaches n·Vt. At 1 µA the smallest product
 #: (0.01·I_u) stays 100× above I0 and settles in ≈ 6 ms (τ = n·Vt/I·C with C ≈ 1.4 nF,
