@@ -3,7 +3,8 @@
 The array is A5 in vmm mode (every M2 in LRS), three word lines driven at different
 voltages and three bit lines held at 0 V, with every cell's pads in the network
 (sneak paths included). Baseline, same run: scipy.optimize.root (MINPACK hybrd,
-finite-difference Jacobian) on the same nodal equations.
+finite-difference Jacobian) on the same nodal equations; the solver's reference engine
+(np.add.at stamps, ``solve(fast=False)``) is listed too.
 
     python benchmarks/bench_circuit.py
 """
@@ -41,6 +42,8 @@ def main() -> None:
     cold = best_of(lambda: solve(net), repeat=50)
     warm_v = solve(net).v
     warm = best_of(lambda: solve(net, warm_v), repeat=50)
+    ref_cold = best_of(lambda: solve(net, fast=False), repeat=50)
+    ref_warm = best_of(lambda: solve(net, warm_v, fast=False), repeat=50)
 
     # baseline: generic root finder on the same equations
     G = _conductance_matrix(net)
@@ -64,6 +67,8 @@ def main() -> None:
     rows = [
         {"case": "labpcu Newton, cold start", "nodes": net.n_nodes - 1, "iterations": n_iter, "time_ms": cold * 1e3, "speed-up vs baseline": base / cold},
         {"case": "labpcu Newton, warm start", "nodes": net.n_nodes - 1, "iterations": solve(net, warm_v).iterations, "time_ms": warm * 1e3, "speed-up vs baseline": base / warm},
+        {"case": "labpcu Newton, reference engine, cold", "nodes": net.n_nodes - 1, "iterations": solve(net, fast=False).iterations, "time_ms": ref_cold * 1e3, "speed-up vs baseline": base / ref_cold},
+        {"case": "labpcu Newton, reference engine, warm", "nodes": net.n_nodes - 1, "iterations": solve(net, warm_v, fast=False).iterations, "time_ms": ref_warm * 1e3, "speed-up vs baseline": base / ref_warm},
         {"case": "baseline scipy root(hybr)", "nodes": net.n_nodes - 1, "iterations": int(sol_ref.nfev), "time_ms": base * 1e3, "speed-up vs baseline": 1.0},
     ]
     path = report(f"3×3 array circuit solve (solutions agree within {agree:.1e} V; hybr success={sol_ref.success})", rows, "circuit.json")

@@ -10,8 +10,9 @@ through the runner into a scratch store, twice in the same process:
 
 Per case: bench seconds, wall and CPU seconds, the real-time factor (bench s per wall
 s), circuit solves and their CPU cost. The runs of the two cases are compared column by
-column (largest relative difference of the measured data), so a speed-up that changed
-results would show. Goal: ≥ 300× real time, at least 105× (the demo's 6,300 s of bench
+column (largest relative difference of the measured data, which a flipped threshold
+decision — one more ISPP pulse — makes large), and the bands of pcu.md are computed
+from both, so a speed-up that changed results would show. Goal: ≥ 300× real time, at least 105× (the demo's 6,300 s of bench
 time in under 60 s).
 
     python benchmarks/bench_demo.py               # both cases, every step (~3 min)
@@ -36,6 +37,7 @@ from labpcu.bench import Bench
 from labpcu.characterize import STEPS, characterize
 from labpcu.data.store import Store
 from labpcu.protocols.screen import SCREEN_PROTOCOL
+from labpcu.report import collect_figures
 from labpcu.runner import Runner
 from labpcu.sim import bench as simbench
 from labpcu.sim import circuit
@@ -57,7 +59,7 @@ def reference_paths(on: bool):
         circuit.FAST_PATH, device_limits._Structure.bounds = fast, bounds
 
 
-def run_case(name: str, steps: tuple, folder: Path) -> tuple[dict, Path, list[str]]:
+def run_case(name: str, steps: tuple, folder: Path) -> tuple[dict, Path, list[str], dict[str, str]]:
     store_path = folder / f"{name}.h5"
     solve_cpu = [0.0]
     solve = circuit.solve
@@ -85,12 +87,13 @@ def run_case(name: str, steps: tuple, folder: Path) -> tuple[dict, Path, list[st
     row = {"case": name, "runs completed": f"{done}/{len(runs)}", "bench_s": bench_s, "wall_s": wall,
            "cpu_s": cpu, "real-time factor": bench_s / wall, "solves": solves,
            "solve cpu_s": solve_cpu[0], "µs/solve": 1e6 * solve_cpu[0] / max(solves, 1)}
-    return row, store_path, runs
+    return row, store_path, runs, campaign.roles
 
 
-def largest_difference(a: Path, runs_a: list[str], b: Path, runs_b: list[str]) -> float:
-    """Largest relative difference of any numeric column between matching runs."""
-    worst = 0.0
+def largest_difference(a: Path, runs_a: list[str], b: Path, runs_b: list[str]) -> tuple[float, str]:
+    """Largest relative difference of any numeric column between matching runs, and
+    where (run/column)."""
+    worst, where = 0.0, "-"
     sa, sb = Store(a), Store(b)
     for ra, rb in zip(runs_a, runs_b):
         da, db = sa.read(ra), sb.read(rb)
@@ -102,8 +105,10 @@ def largest_difference(a: Path, runs_a: list[str], b: Path, runs_b: list[str]) -
             scale = np.maximum(np.abs(x[ok]), np.abs(y[ok]))
             nz = scale > 0
             if nz.any():
-                worst = max(worst, float(np.max(np.abs(x[ok] - y[ok])[nz] / scale[nz])))
-    return worst
+                d = float(np.max(np.abs(x[ok] - y[ok])[nz] / scale[nz]))
+                if d > worst:
+                    worst, where = d, f"{ra}/{col}"
+    return worst, where
 
 
 def main() -> None:
@@ -115,19 +120,24 @@ def main() -> None:
     # later steps take their devices from the screening's working ones: it always runs
     steps = tuple(s for k, s in enumerate(STEPS) if k in chosen or s.protocol == SCREEN_PROTOCOL)
     cases = [args.only] if args.only else ["fast", "baseline"]
-    rows, stores = [], {}
+    rows, stores, figures = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in cases:
-            row, path, runs = run_case(name, steps, Path(tmp))
+            row, path, runs, roles = run_case(name, steps, Path(tmp))
             rows.append(row)
             stores[name] = (path, runs)
+            figures[name] = collect_figures(Store(path), roles)
         title = f"labpcu demo characterization on the simulated bench ({len(steps)} steps)"
         if len(rows) == 2:
             base = rows[1]["wall_s"]
             for row in rows:
                 row["speed-up"] = base / row["wall_s"]
-            diff = largest_difference(*stores["fast"], *stores["baseline"])
-            title += f"; data of the two cases differ by at most {diff:.1e} (relative)"
+            diff, where = largest_difference(*stores["fast"], *stores["baseline"])
+            title += f"; data of the two cases differ by at most {diff:.1e} (relative, {where})"
+            bands = [{"case": f.label, "band": f.band_text, "fast": f.measured_text, "baseline": b.measured_text,
+                      "verdict": f"{f.verdict} / {b.verdict}"}
+                     for f, b in zip(figures["fast"], figures["baseline"]) if f.band_text]
+            report("pcu.md bands from the two cases' runs (verdict: fast / baseline)", bands, "demo_bands.json")
     for row in rows:
         f = row["real-time factor"]
         row["goal"] = f"≥ {GOAL:.0f}×: " + ("met" if f >= GOAL else "floor met" if f >= FLOOR else "missed")
