@@ -110,6 +110,10 @@ def offset_current(seed: int, cp: Crosspoint) -> float:
 NEGLIGIBLE_CURRENT = 1e-18
 
 
+#: poles whose ln τ round to the same multiple of this are merged (τ within ≈ 5 %)
+POLE_MERGE_LOG_TAU = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """The last bias step of one terminal.
@@ -151,13 +155,17 @@ class Step:
     def poles_at(self, t: float) -> list[tuple[float, float]]:
         """The poles rebased to ``t`` (what is left of them), negligible ones dropped."""
         dt = max(t - self.t0, 0.0)
-        out = []
+        merged: dict[int, list[float]] = {}
         for a, tau in self.poles:
             x = dt / tau
             left = a * math.exp(-x) if x < 700 else 0.0
             if abs(left) > NEGLIGIBLE_CURRENT:
-                out.append((left, tau))
-        return out
+                # poles within a few per cent in τ decay alike: one term each (a
+                # terminal stepped hundreds of times would otherwise carry hundreds)
+                key = round(math.log(tau) / POLE_MERGE_LOG_TAU)
+                slot = merged.setdefault(key, [0.0, tau])
+                slot[0] += left
+        return [(a, tau) for a, tau in merged.values() if abs(a) > NEGLIGIBLE_CURRENT]
 
 
 def node_conductance(net, v: np.ndarray, group: frozenset[int]) -> float:
