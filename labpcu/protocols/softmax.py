@@ -121,6 +121,10 @@ class SoftmaxParams(UnitParams):
     # vector (up to length × I_u), whose drop across the series resistance does not
     # cancel between e_i and the sum; 0.2 µA keeps e^(−2)·I_u ≈ 27 nA well above I0
     i_unit: float = param(200e-9, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1 (e^0)")
+    # the slopes from I_u/2 to I_u, where the exponentials and their sums lie (0.14 to
+    # 4 × I_u): a second point at 0.1·I_u reaches into I0's bend and costs 0.4–0.7 pp
+    slope_ratio: float = param(0.5, limits=(1e-3, 0.9),
+                               help="second calibration current, as a fraction of i_unit (slope calibration)")
     length: int = param(4, limits=(2, 64), help="vector length")
     vectors: int = param(25, limits=(1, 100_000), help="vectors per unit")
     x_scale: float = param(2.0, limits=(0.01, 100.0), help="inputs are uniform in ±x_scale before the 1/√d_k")
