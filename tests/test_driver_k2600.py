@@ -27,7 +27,9 @@ from labpcu.instruments.keithley2600 import (
     parse_numbers,
     tsp_number,
 )
+from labpcu.sim.accuracy import k2600_table
 from labpcu.sim.adapter import SimAdapter
+from labpcu.sim.physics import Physics
 from labpcu.sim.rig import SimRig
 from labpcu.sim.tsp.k2600 import K2612AEmulator
 
@@ -738,8 +740,15 @@ def test_parse_numbers_refuses_garbage():
 
 
 # ================================================================ (9) the emulator
+#: the emulator tests read M1 through Ohm's law (I = g·V); M1's sinh I-V (2 % above g·V
+#: at 0.1 V) is judged in test_sim_memristor_mechanisms, not here
+OHMIC_M1 = Physics().without("m1_nonohmic")
+#: the 2612A's 200 mV range: a voltage reading is within ±(0.015 % + 225 µV) (data sheet)
+V_200MV = k2600_table("2612A").at("v", 0.2)
+
+
 def make_rig() -> SimRig:
-    return SimRig.default(seed=0, site="Q1")
+    return SimRig.default(seed=0, site="Q1", physics=OHMIC_M1)
 
 
 def m1(rig):
@@ -782,10 +791,12 @@ def test_emulator_read_at_10_mV_gives_g_times_v(rig, k):
     k.smua.output = True
     assert rig.bench.source(A).output is True and rig.bench.source(A).limit == 1e-3
     g = m1_conductance(rig)
-    assert 2e-6 <= g <= 110e-6
+    assert 2e-6 <= g <= 1e-3  # M1's range since the v2 wafer (issue 15): 2 µS-1 mS (was ≤ 110 µS)
     assert k.smua.current == pytest.approx(g * 0.01, rel=0.01)
     r = k.smua.measure_iv()
-    assert r.voltage == pytest.approx(0.01, rel=1e-3) and r.current == pytest.approx(g * 0.01, rel=0.01)
+    # the voltage reading carries the instrument's offset, within the data sheet's bound
+    assert r.voltage == pytest.approx(0.01, abs=V_200MV.measure_bound(0.01))
+    assert r.current == pytest.approx(g * 0.01, rel=0.01)
     assert k.smua.in_compliance is False
 
 
@@ -832,7 +843,8 @@ def test_emulator_list_sweep_follows_ohms_law_through_m1(rig, k):
     res = k.smua.sweep_voltage_list(levels, 1e-3, nplc=1)
     g = m1_conductance(rig)
     np.testing.assert_allclose(res.source, levels)
-    np.testing.assert_allclose(res.voltage, levels, atol=1e-4)
+    # the measured voltage carries the instrument's offset (instrument_accuracy), within the data sheet
+    np.testing.assert_allclose(res.voltage, levels, atol=V_200MV.measure_bound(0.1))
     np.testing.assert_allclose(res.current, g * np.array(levels), rtol=0.02, atol=2e-9)
     assert not res.overflow.any()
     assert rig.bench.source(A).output is False  # off after the sweep
