@@ -50,9 +50,21 @@ def errors(emu: K2612AEmulator) -> list[tuple[int, str]]:
 
 
 def connect_device(bench: SimBench) -> None:
-    """smua → WL1, smub → BL1 of the array under the probes (smub then holds 0 V)."""
+    """smua → WL1, smub → BL1 of the array under the probes (smub then holds 0 V), with
+    the cell's M2 formed, so that WL1→BL1 is a forward-biased cell (D1, M1, M2 in LRS).
+
+    A pristine M2 forms at about 1.7 × its set voltage (m2_stochastics), ≈ 0.8 V, which a
+    1 V reading does not put across it (D1 and the leaking D2 share the volt): without
+    the forming step the path is D1 against D2, blocked both ways (± nA).
+    """
     wl, bl = pin_of(bench, f"{bench.site.id}.WL1"), pin_of(bench, f"{bench.site.id}.BL1")
     bench.close_relays([(1, 1, wl), (1, 2, bl)])
+    bench.set_source(B, output=True, mode="v", level=0.0, limit=0.01)
+    bench.set_source(A, output=True, mode="v", level=2.0, limit=1e-4)  # forming, 100 µA compliance
+    bench.measure(A)
+    bench.set_source(A, output=False, level=0.0)
+    bench.set_source(B, output=False)
+    assert bench.wafer.device(bench.site.devices[0]).m2.lrs
 
 
 def smub_ground(emu: K2612AEmulator) -> None:
