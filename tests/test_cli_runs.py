@@ -122,7 +122,7 @@ def test_a_site_expands_to_its_devices(toy_registry, tmp_path, capsys):
     (["run", "hysteresis", "--device", "S02", "--v-set-max", "5 V"], "exceeds the bench limit of 2 V"),
     (["run", "hysteresis", "--device", "S02", "--cycles", "two"], "'two' is not a number"),
     (["run", "retention", "--device", "S02", "--component", "m3"], "is not one of m1, m2"),
-    (["run", "ispp", "--device", "S06", "--targets", "1"], "above its limit 1 mS"),
+    (["run", "ispp", "--device", "S06", "--targets", "1"], "above its limit 10 mS"),  # 10× M1's 1 mS top (v2 wafer)
     (["run", "binary_switch", "--device", "S07", "--action", "flip"], "is not one of set, reset"),
     (["run", "configure", "--device", "S08", "--mode", "turbo"], "is not one of vmm, softplus, sigmoid, exp"),
     (["run", "weight_statistics", "--device", "Z9"], "no device or site 'Z9'"),
@@ -138,6 +138,7 @@ def test_real_protocol_end_to_end_and_a_missed_criterion_exits_1(tmp_path, capsy
     code, out, _ = run_cli(capsys, "run", "iv_sweep", "--device", "S01", "--out", str(store))
     assert code == 0 and "completed" in out
     assert Store(store).info("00001-iv_sweep").results["devices"]["S01"]["rectification_ratio"] > 1e3
-    # 0.5 mS is beyond every M1 of the wafer: the run completes, the ISPP criterion fails
-    code, out, _ = run_cli(capsys, "run", "ispp", "--device", "S06", "--targets", "0.5 mS", "--out", str(store))
+    # 5 mS is beyond every M1 of the wafer (the v2 wafer's M1 tops out near 1 mS, was 110 µS):
+    # the run completes, the ISPP criterion fails
+    code, out, _ = run_cli(capsys, "run", "ispp", "--device", "S06", "--targets", "5 mS", "--out", str(store))
     assert code == 1 and "missed its pass criterion" in out
