@@ -653,7 +653,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _make_sim_rig(config: BenchConfig, seed: int, physics: Physics):
+def _make_sim_rig(config: BenchConfig, seed: int, physics: Physics | None = None):
     """A simulated bench wired exactly as the bench file says."""
     from labpcu.sim.bench import SimBench
     from labpcu.sim.rig import SimRig, make_emulator
@@ -667,7 +667,7 @@ def _make_sim_rig(config: BenchConfig, seed: int, physics: Physics):
         array_pins=dict(config.fixture.array),
         quad_pins=tuple(config.fixture.quad),
     )
-    rig = SimRig(SimBench(seed=seed, wiring=wiring, physics=physics))
+    rig = SimRig(SimBench(seed=seed, wiring=wiring, physics=physics if physics is not None else config.physics()))
     for name, spec in config.instruments.items():
         rig.emulators[name] = make_emulator(spec.model, rig.bench, name)
     return rig

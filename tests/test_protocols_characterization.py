@@ -217,7 +217,8 @@ def test_hysteresis_switches_every_cycle_with_on_off_above_1e6(runner, bench):
         assert min(r["on_off"]) > 1e6, dev
         assert all(0.2 < v < 0.8 for v in r["set_voltage"]), r["set_voltage"]
         assert all(-0.5 < v < -0.1 for v in r["reset_voltage"]), r["reset_voltage"]
-        assert all(50 < x < 5e3 for x in r["r_lrs"]) and all(x > 1e9 for x in r["r_hrs"])
+        # the HRS read is D2's reverse current in parallel (≈ I0 = 50 pA at 0.1 V): ≈ 10^9 Ω
+        assert all(50 < x < 5e3 for x in r["r_lrs"]) and all(x > 2e8 for x in r["r_hrs"])
     assert out.results["summary"]["passed"] and out.results["summary"]["on_off_min"] > 1e6
     assert_safe(bench)
 

@@ -274,6 +274,10 @@ class BackToBackFit:
         return self.k * (v - self.v0), (np.asarray(i, float) - self.b - self.g * v) / self.a
 
 
+#: 1/V: the slopes a pair of diodes can have (ideality 0.4 to 5 at room temperature)
+K_BOUNDS = (7.7, 97.0)
+
+
 def fit_back_to_back(v: np.ndarray, i: np.ndarray, k_guess: float = 21.0) -> BackToBackFit:
     """Fit a·sigmoid(k·(V − v0)) + b + g·V to a sweep of two diodes back to back."""
     from scipy.optimize import curve_fit
@@ -290,9 +294,16 @@ def fit_back_to_back(v: np.ndarray, i: np.ndarray, k_guess: float = 21.0) -> Bac
     unit = float(np.ptp(i))  # fit in units of the swing: the optimizer's tolerances are absolute
     y = i / unit
     lo, hi = float(np.min(y)), float(np.max(y))
-    start = (hi - lo, k_guess, float(v[np.argmin(np.abs(y - (hi + lo) / 2))]), lo, 0.0)
+    span = float(np.ptp(v))
+    # bounds keep the fit a diode pair's: K between 1/(5·Vt) and 1/(0.4·Vt), the centre
+    # inside the sweep; without them a sweep whose plateau sits near the leakage and
+    # offset can collapse into a step (K in the thousands)
+    lower = (0.0, K_BOUNDS[0], float(np.min(v)), -np.inf, -np.inf)
+    upper = (np.inf, K_BOUNDS[1], float(np.max(v)), np.inf, np.inf)
+    start = (hi - lo, k_guess, float(np.clip(v[np.argmin(np.abs(y - (hi + lo) / 2))], lower[2] + 1e-6 * span,
+                                             upper[2] - 1e-6 * span)), lo, 0.0)
     try:
-        popt, _ = curve_fit(f, v, y, p0=start, maxfev=20_000)
+        popt, _ = curve_fit(f, v, y, p0=start, bounds=(lower, upper), maxfev=20_000)
     except (RuntimeError, ValueError) as exc:
         raise FitError(f"back-to-back sigmoid fit did not converge: {exc}") from None
     a, k, v0, b, g = (float(x) for x in popt)

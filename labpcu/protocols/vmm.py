@@ -79,9 +79,10 @@ TRANSFER_BINS = 19
 
 @dataclass(frozen=True)
 class VmmParams(Params):
-    weights: tuple[float, ...] = param((25e-6, 50e-6, 80e-6), unit="S",
+    # a quarter, a half and four fifths of M1's 2 µS – 1 mS range, programmed to 3 % of it
+    weights: tuple[float, ...] = param((250e-6, 500e-6, 800e-6), unit="S",
                                        help="M1 conductance of each row's cell (programmed by ISPP in vmm mode)")
-    tolerance: float = param(3e-6, unit="S", limits=(1e-9, 1e-3), help="ISPP verify tolerance of the weights")
+    tolerance: float = param(30e-6, unit="S", limits=(1e-9, 1e-3), help="ISPP verify tolerance of the weights")
     input_sets: tuple[int, ...] = param((20, 1000), help="input matrices to apply, by column count (3×20, 3×1000)")
     x_min: float = param(0.25, limits=(0.0, 1.0), help="smallest input (small dot products magnify the relative error)")
     x_max: float = param(1.0, limits=(0.0, 1.0), help="largest input (1 = the full pulse)")
@@ -89,7 +90,7 @@ class VmmParams(Params):
     compare_bits: tuple[int, ...] = param((6,), help="other input resolutions applied to the first compare_vectors "
                                                      "vectors of the largest matrix (what quantization costs)")
     compare_vectors: int = param(200, limits=(1, 100_000), help="vectors applied again at each compare_bits")
-    map_levels: tuple[float, ...] = param((10e-6, 25e-6, 40e-6, 55e-6, 70e-6, 85e-6), unit="S",
+    map_levels: tuple[float, ...] = param((100e-6, 250e-6, 400e-6, 550e-6, 700e-6, 850e-6), unit="S",
                                           help="M1 conductances programmed on every cell in turn for the "
                                                "effective-weight map; the last is full scale (empty: no map)")
     input_seed: int = param(0, limits=(0, 2**32 - 1), help="seed of the random input matrices")
