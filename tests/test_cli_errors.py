@@ -88,6 +88,8 @@ OUT_OF_LIMIT = [
     ("divider", UNIT, {"i_unit": 2e-4, "x_max": 10.0}, "i_unit·x_max = 0.002 A exceeds"),
     ("softmax", UNIT, {"v_compliance": 5.0}, "v_compliance = 5 V exceeds the bench limit of 1.5 V"),
     ("activation", "A6-R1C1,A6-R2C1,A6-R3C1", {"v_stop": 3.0}, "v_stop = 3 V exceeds the bench limit of 1.5 V"),
+    # screen's M2 reset runs at 10× the set compliance (the filament's current): 50 mA on M2
+    ("screen", "S10", {"m2_compliance": 5e-3}, "compliance_reset = 0.05 A exceeds the bench limit of 0.02 A"),
     ("activation", "A6-R1C1,A6-R2C1,A6-R3C1", {"compliance": 1e-3, "i_compliance": 1e-3, "v_start": -2.0},
      "v_start = -2 V exceeds"),
 ]
