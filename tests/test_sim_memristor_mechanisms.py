@@ -13,6 +13,7 @@ with the model's law and the device's own drawn constants:
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -71,7 +72,10 @@ def test_relaxation_after_a_pulse_gives_back_the_models_time_constants():
     p = bench.wafer.device("S01").m1.p
     times = np.geomspace(1e-3, 30.0, 60)
     g, dg, vol, share = _relaxation(bench, "S01", times)
-    assert dg > 0.05 * p.g_range  # a pulse that moved the state
+    # a pulse that moved the state: 20 ms at 0.35 V drives ≈ 1 /s of the range (MultiStateMemristor.drive_rate),
+    # ≈ 2 % of it. The v2 M1 (issue 15) moves the same µS per pulse over a range 9× wider
+    # (2 µS-1 mS, was 110 µS), so the old "> 5 % of the range" no longer holds
+    assert dg > 0.01 * p.g_range
     p0 = (g[-1], 0.5 * (g[0] - g[-1]), 0.01, 0.5 * (g[0] - g[-1]), 1.0)
     (g_inf, a_fast, tau_fast, a_slow, tau_slow), _ = curve_fit(_two_exp, times, g, p0=p0, maxfev=20000)
     assert tau_fast == pytest.approx(p.tau_fast, rel=0.05)
@@ -84,6 +88,25 @@ def test_relaxation_after_a_pulse_gives_back_the_models_time_constants():
     assert p.vol_fast_share - 0.3 < share < p.vol_fast_share
     # and it relaxes to the stored state: nothing volatile is left after 30 s
     assert g_inf == pytest.approx(bench.wafer.device("S01").m1.nonvolatile(bench.clock.now()), rel=1e-4)
+
+
+def test_the_volatile_part_of_a_pulse_does_not_depend_on_its_integration_steps():
+    """A 20 ms pulse (τ_fast 20 ms) as one step or as eight: the same volatile part at its
+    end, the fast share below vol_fast_share by what relaxed while the pulse lasted."""
+    m1 = make_wafer(0).device("S01").m1
+    p = m1.p
+    left = {}
+    for n in (1, 8):
+        dev = copy.deepcopy(m1)
+        for k in range(n):
+            dev.apply(0.35, 0.02 / n, 10.0 + k * 0.02 / n)
+        left[n] = (dev.vol_fast, dev.vol_slow, dev.volatile(10.02))
+    assert left[1] == pytest.approx(left[8], rel=0.01)
+    fast, slow, _ = left[1]
+    # an even build-up over a pulse of width w keeps (1 − e^(−w/τ))·τ/w of each part
+    kept_fast, kept_slow = ((1 - math.exp(-0.02 / tau)) * tau / 0.02 for tau in (p.tau_fast, p.tau_slow))
+    share = p.vol_fast_share * kept_fast / (p.vol_fast_share * kept_fast + (1 - p.vol_fast_share) * kept_slow)
+    assert fast / (fast + slow) == pytest.approx(share, rel=0.01) and share < p.vol_fast_share - 0.05
 
 
 def test_a_read_right_after_a_pulse_differs_from_a_read_a_second_later():

@@ -69,6 +69,12 @@ class M1Params:
 DISTURB_QUANTUM = 1e-6
 
 
+def _kept(dt: float, tau: float) -> float:
+    """Share of a volatile part built up evenly over ``dt`` still there at its end."""
+    u = dt / tau
+    return 1.0 if u < 1e-9 else -math.expm1(-u) / u
+
+
 @dataclass(slots=True)
 class MultiStateMemristor:
     """M1: conductance moved by voltage pulses, saturating at its range, drifting slowly,
@@ -165,14 +171,20 @@ class MultiStateMemristor:
         self.g_prog = p.g_min + x_new * p.g_range
         self.t_prog = t + dt
         if kinetics:
-            self._add_volatile((x_new - x) * p.g_range * p.vol_fraction, t + dt)
+            self._add_volatile((x_new - x) * p.g_range * p.vol_fraction, t, dt)
         return x_new - x
 
-    def _add_volatile(self, dg: float, t: float) -> None:
-        age = max(t - self.t_vol, 0.0)
-        fast = self.vol_fast * math.exp(-age / self.p.tau_fast) + self.p.vol_fast_share * dg
-        slow = self.vol_slow * math.exp(-age / self.p.tau_slow) + (1.0 - self.p.vol_fast_share) * dg
-        self.vol_fast, self.vol_slow, self.t_vol = fast, slow, t
+    def _add_volatile(self, dg: float, t: float, dt: float = 0.0) -> None:
+        """Add ``dg`` of volatile conductance, built up evenly over [t, t+dt]: what was
+        built early relaxes while the pulse lasts, so at t+dt a component with time
+        constant τ holds dg·(1 − e^(−dt/τ))·τ/dt of it (exact for an even build-up, so
+        the result does not depend on how many integration steps a pulse is cut into)."""
+        end = t + dt
+        age = max(end - self.t_vol, 0.0)
+        p = self.p
+        fast = self.vol_fast * math.exp(-age / p.tau_fast) + p.vol_fast_share * dg * _kept(dt, p.tau_fast)
+        slow = self.vol_slow * math.exp(-age / p.tau_slow) + (1.0 - p.vol_fast_share) * dg * _kept(dt, p.tau_slow)
+        self.vol_fast, self.vol_slow, self.t_vol = fast, slow, end
 
     def disturb(self, v: float, dt: float, t: float) -> float:
         """Let ``dt`` seconds of sub-threshold motion at ``v`` act from ``t``; returns the
