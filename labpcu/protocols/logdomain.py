@@ -277,10 +277,12 @@ class _LogDomainOperator(UnitProtocol):
 #: leakage) and the current at which the drop across its series resistance (Rs ≈ 300 Ω,
 #: M1's 1 kΩ LRS, M2's ≈ 200 Ω filament) reaches n·Vt. At 1 µA the smallest product
 #: (0.01·I_u) stays 100× above I0 and settles in ≈ 6 ms (τ = n·Vt/I·C with C ≈ 1.4 nF,
-#: within ``settle``), and the largest quotient (10·I_u) drops ≈ 15 mV. The offset
-#: calibration (the paper's) then leaves the devices' ideality mismatch as the main
-#: error, which the error budget shows (``labpcu budget``).
+#: within ``settle``). The divider's quotients stay above 0.1·I_u, so it sits higher,
+#: at 1.5 µA, where its largest quotient (15 µA) drops ≈ 20 mV. The offset calibration
+#: (the paper's) then leaves the devices' ideality mismatch as the main error, with the
+#: series drop second, as the error budget shows (``labpcu budget``).
 LOG_DOMAIN_I_UNIT = 1e-6
+DIVIDER_I_UNIT = 1.5e-6
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,7 @@ class MultiplierParams(LogDomainParams):
 
 @dataclass(frozen=True)
 class DividerParams(LogDomainParams):
-    i_unit: float = param(LOG_DOMAIN_I_UNIT, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
+    i_unit: float = param(DIVIDER_I_UNIT, unit="A", limits=(1e-12, 1e-3), help="unit current: the network value 1")
 
 
 @register

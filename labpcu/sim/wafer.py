@@ -82,7 +82,7 @@ def _spatial_factor(x_mm: float, y_mm: float) -> float:
 #: ±1 V to ~10^4, the order of the paper's I–V, while staying soft at ±0.2 V.
 DIODE_I0 = 5e-11  # A at 25 °C
 DIODE_N = 1.8
-DIODE_N_SIGMA = 0.08
+DIODE_N_SIGMA = 0.07
 DIODE_RS = 300.0  # Ω
 DIODE_RSH = 1e12  # Ω, ohmic shunt
 DIODE_I_LEAK = 0.5e-12  # A, soft leakage prefactor: I = i_leak·sinh(V/v_leak)
