@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from labpcu.sim.diode import G_OPEN, R_SHORT, defective_diode  # noqa: F401 - part of the defect model's API
 from labpcu.sim.physics import Physics
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ KIND_WEIGHTS: dict[str, float] = {"open": 0.3, "short": 0.25, "m1_stuck_on": 0.1
 #: the random stream's tag (mixed with the wafer seed), apart from every device's own
 STREAM_TAG = 0xDEFEC7
 #: conductance of an open element (S) and resistance of a short (Ω)
-G_OPEN = 1e-15
-R_SHORT = 10.0
 #: a defect at the wafer edge is this many times as likely as one at the centre
 EDGE_FACTOR = 4.0
 #: expected share of the defects that come in clusters (particles, scratches)
@@ -131,13 +130,3 @@ def inject_defect(pcu: PCU, kind: str) -> None:
     elif kind == "m2_stuck_off":
         pcu.m2.p = replace(pcu.m2.p, v_set=NEVER_V)
         pcu.m2.lrs = False
-
-
-def defective_diode(params: DiodeParams, kind: str | None) -> DiodeParams:
-    """D1 as a defect leaves it: an open passes :data:`G_OPEN`, a short is :data:`R_SHORT`
-    across the diode. Any other kind leaves D1 as it is."""
-    if kind == "open":
-        return replace(params, i0=1e-40, rsh=1.0 / G_OPEN, i_leak=0.0, responsivity=0.0)
-    if kind == "short":
-        return replace(params, rsh=R_SHORT)
-    return params

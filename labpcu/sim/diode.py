@@ -9,7 +9,7 @@ at any bias of either polarity, and cheap to vectorize for the circuit solver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import wrightomega
@@ -90,6 +90,22 @@ def diode_iv(
     i = (nvt / rs) * w - ish + gsh * v + i_leak * np.sinh(x)
     g = w / ((1.0 + w) * rs) + gsh + (i_leak / v_leak) * np.cosh(x)
     return i, g
+
+
+#: S through an open diode (a broken contact): nothing but a femtosiemens of leakage
+G_OPEN = 1e-15
+#: Ω across a shorted diode (a pinhole through the perovskite)
+R_SHORT = 10.0
+
+
+def defective_diode(params: DiodeParams, kind: str | None) -> DiodeParams:
+    """D1 as a defect leaves it: an open passes :data:`G_OPEN`, a short is :data:`R_SHORT`
+    across the diode. Any other kind leaves D1 as it is."""
+    if kind == "open":
+        return replace(params, i0=1e-40, rsh=1.0 / G_OPEN, i_leak=0.0, responsivity=0.0)
+    if kind == "short":
+        return replace(params, rsh=R_SHORT)
+    return params
 
 
 def diode_current(v: np.ndarray | float, p: DiodeParams, temperature: float | None = None,

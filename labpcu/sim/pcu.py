@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from labpcu.sim.defects import defective_diode
-from labpcu.sim.diode import DiodeParams
+from labpcu.sim.diode import DiodeParams, defective_diode
 from labpcu.sim.memristor import BinaryMemristor, MultiStateMemristor
 
 #: the pads of a PCU and the internal node each one reaches
