@@ -17,6 +17,7 @@ not switch, so the simulated bench honours every defect without knowing them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,6 @@ from labpcu.sim.physics import Physics
 if TYPE_CHECKING:
     from labpcu.sim.diode import DiodeParams
     from labpcu.sim.pcu import PCU
-    from labpcu.sim.wafer import Wafer
 
 #: every defect kind and what it is
 DEFECTS: dict[str, str] = {
@@ -100,8 +100,8 @@ def draw_defects(positions: dict[str, tuple[float, float]], seed: int, rate: flo
     return {ids[k]: kinds[int(j)] for k, j in zip(chosen, drawn)}
 
 
-def apply_defects(wafer: Wafer, physics: Physics, radius_mm: float) -> dict[str, str]:
-    """Give the wafer's PCUs their defects (none with ``defects`` off); returns them.
+def apply_defects(devices: Mapping[str, PCU], seed: int, physics: Physics, radius_mm: float) -> dict[str, str]:
+    """Give a wafer's PCUs (by id) their defects (none with ``defects`` off); returns them.
 
     A stuck M1 is set to the end of its range and given a switching rate of zero and
     thresholds no bench reaches; an M2 that never forms gets a set voltage no bench
@@ -109,10 +109,10 @@ def apply_defects(wafer: Wafer, physics: Physics, radius_mm: float) -> dict[str,
     """
     if not physics.on("defects"):
         return {}
-    positions = {d: (dev.x_mm, dev.y_mm) for d, dev in wafer.devices.items()}
-    found = draw_defects(positions, wafer.seed, physics.defect_rate, radius_mm)
+    positions = {d: (dev.x_mm, dev.y_mm) for d, dev in devices.items()}
+    found = draw_defects(positions, seed, physics.defect_rate, radius_mm)
     for did, kind in found.items():
-        inject_defect(wafer.devices[did], kind)
+        inject_defect(devices[did], kind)
     return found
 
 

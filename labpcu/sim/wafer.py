@@ -218,5 +218,5 @@ def make_wafer(seed: int = 0, physics: Physics | None = None) -> Wafer:
             wafer.sites[q] = Site(q, "quad", old.devices + (did,))
         else:
             wafer.sites[q] = Site(q, "quad", (did,))
-    apply_defects(wafer, physics, WAFER_DIAMETER_MM / 2)  # opens, shorts, stuck devices (physics "defects")
+    apply_defects(wafer.devices, wafer.seed, physics, WAFER_DIAMETER_MM / 2)  # opens, shorts, stuck devices (physics "defects")
     return wafer
