@@ -79,14 +79,20 @@ class ScreenParams(Params):
     min_rectification: float = param(10.0, limits=(1.0, 1e9),
                                      help="D1 forward/reverse current ratio below this: shorted")
     compliance: float = param(1e-4, unit="A", limits=(1e-9, 1e-3),
-                              help="current compliance of the D1 and M1 reads and nudges (a short reads at it)")
+                              help="current compliance of the D1 and M1 reads (a short reads at it)")
+    nudge_compliance: float = param(5e-4, unit="A", limits=(1e-9, 1e-3),
+                                    help="compliance of the M1 nudges and their restore: an M1 high in its 1 mS "
+                                         "range draws 0.3 mA at 0.3 V, and a pulse held at a lower compliance "
+                                         "would not move it (a working device read as stuck)")
     v_read: float = param(0.01, unit="V", limits=(1e-4, 0.1), help="M1 read level (below its switching threshold)")
     g_open: float = param(2e-7, unit="S", limits=(1e-12, 1e-3), help="M1 below this conductance: open")
     v_nudge: float = param(0.3, unit="V", limits=(0.05, 1.0),
                            help="M1 nudge: one pulse of each polarity (moves a working M1 by a few per cent of its range)")
     width: float = param(0.02, unit="s", limits=(1e-4, 1.0), help="width of each nudge pulse")
-    min_move: float = param(0.02, limits=(1e-4, 1.0),
-                            help="relative conductance change below which M1 did not move: stuck")
+    min_move: float = param(0.005, limits=(1e-4, 1.0),
+                            help="relative conductance change below which M1 did not move: stuck (a pulse moves "
+                                 "a fixed share of M1's 1 mS range, only ~1 % of a conductance high in it; read "
+                                 "noise is ≈ 0.2 %)")
     g_split: float = param(15e-6, unit="S", limits=(1e-9, 1e-3),
                            help="a stuck M1 at or above this conductance is stuck on, below it stuck off")
     restore: bool = param(True, help="program a working M1 back to the conductance it had before the nudge")
@@ -114,7 +120,7 @@ class ScreenParams(Params):
         """The restore: ISPP with verify from the paper's first pulse (0.2 V) in fine
         steps up to v_nudge, so it undoes a nudge without overshooting it."""
         return IsppScheme(v_start=min(0.2, self.v_nudge), v_step=0.02, v_max=self.v_nudge, v_read=self.v_read,
-                          max_pulses=self.restore_pulses, compliance=self.compliance)
+                          max_pulses=self.restore_pulses, compliance=self.nudge_compliance)
 
     def switch(self) -> tuple[SwitchScheme, SwitchScheme]:
         """(set, reset): three coarse steps each, not a fine ramp (the screen asks only
@@ -191,7 +197,7 @@ def screen_m1(force: SourceMeasureUnit, ground: SourceMeasureUnit, clock: Clock,
         return False
     readings = []
     for volts in (p.v_nudge, -p.v_nudge):
-        force.source_voltage(volts, p.compliance)
+        force.source_voltage(volts, p.nudge_compliance)
         clock.sleep(p.width)
         readings.append(_read(force, p.v_read, p.compliance).current / p.v_read)
     out.g_m1_up, out.g_m1_down = readings
@@ -266,7 +272,7 @@ class Screen(Protocol):
         terminals = resolve_terminals(bench, p.terminals, self.name)
         check_levels(bench, "d1", self.name, terminals=terminals, v_diode=p.v_diode, compliance=p.compliance)
         check_levels(bench, "m1", self.name, terminals=terminals, v_nudge=p.v_nudge, v_read=p.v_read,
-                     compliance=p.compliance, **({"v_restore": p.ispp().v_max} if p.restore else {}))
+                     compliance=p.compliance, compliance_nudge=p.nudge_compliance, **({"v_restore": p.ispp().v_max} if p.restore else {}))
         if p.check_m2:
             s, _ = p.switch()
             check_levels(bench, "m2", self.name, terminals=terminals, m2_v_max=p.m2_v_max,
