@@ -48,9 +48,12 @@ def budget_settings(full: bool = False, devices: dict[str, list[str]] | None = N
     steps = {s.protocol: s for s in STEPS if s.protocol in OPERATORS}
     out_devices = {op: list((devices or {}).get(op, steps[op].devices)) for op in OPERATORS}
     params = {op: {k: v for k, v in steps[op].params.items() if k != "configure"} for op in OPERATORS}
+    # the steps name pools with spares: the crossbar is one column, the operators 10 units
+    out_devices["vmm"] = out_devices["vmm"][:3]
+    for op in ("multiplier", "divider", "softmax"):
+        out_devices[op] = out_devices[op][:3 * (QUICK_BUDGET_UNITS if not full else 10)]
     if not full:
         for op in ("multiplier", "divider", "softmax"):
-            out_devices[op] = out_devices[op][:3 * QUICK_BUDGET_UNITS]
             params[op]["repeats" if op != "softmax" else "vectors"] = 1 if op != "softmax" else 10
         params["vmm"].update(input_sets=(20,), compare_bits=())
     return out_devices, params

@@ -78,3 +78,14 @@ def test_the_ideality_spread_sets_the_offset_calibrated_multiplier(tmp_path):
     assert row.without["ideality spread"] < 0.5 * row.baseline
     # read noise is not what sets it
     assert abs(row.share("read noise")) < 0.2 * row.baseline
+
+
+def test_budget_settings_take_one_crossbar_and_whole_units_from_the_demo_pools():
+    from labpcu.demo import budget_settings
+
+    quick, params = budget_settings()
+    full, _ = budget_settings(full=True)
+    assert len(quick["vmm"]) == len(full["vmm"]) == 3
+    assert {len(quick[op]) for op in ("multiplier", "divider", "softmax")} == {9}
+    assert {len(full[op]) for op in ("multiplier", "divider", "softmax")} == {30}
+    assert params["multiplier"]["repeats"] == 1 and params["vmm"]["compare_bits"] == ()
