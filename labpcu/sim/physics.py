@@ -21,7 +21,7 @@ MECHANISMS: dict[str, str] = {
     "ideality_spread": "device-to-device spread of the diodes' ideality factor n",
     "device_spread": "device-to-device spread of every other device parameter (I0, Rs, M1 range, M2 thresholds)",
     "defects": "opens, shorts, stuck-on and stuck-off devices placed on the wafer with a spatial pattern",
-    "m1_series": "M1's on-state resistance in series with the diodes (off: an LRS 100× better, same µS per pulse)",
+    "m1_series": "M1's on-state resistance in series with the diodes (off: an M1 in its LRS conducts 100× better in exp mode)",
     "read_noise": "device read noise: conductance fluctuation of M1 and M2 at each reading",
     "instrument_noise": "instrument noise per range and integration time (data-sheet noise floor)",
     "instrument_accuracy": "instrument offset and gain error per range (data-sheet accuracy)",

@@ -88,8 +88,6 @@ DIODE_RSH = 1e12  # Ω, ohmic shunt
 DIODE_I_LEAK = 0.5e-12  # A, soft leakage prefactor: I = i_leak·sinh(V/v_leak)
 DIODE_V_LEAK = 0.08  # V
 DIODE_EA = 0.95  # eV: forward voltage moves ≈ −2 mV/K at constant current
-#: with ``m1_series`` off, M1's LRS conducts this much better (see _draw_m1)
-M1_SERIES_OFF_FACTOR = 100.0
 #: A/lux: ~0.3 A/W over a 0.1 mm² device, ~4 W/m² per 1,000 lux of white light
 DIODE_RESPONSIVITY = 1.2e-10
 
@@ -134,11 +132,6 @@ def _draw_m1(rng: np.random.Generator, thickness: float, physics: Physics = DEFA
         rd_slope=base.rd_slope,
         v_nl=base.v_nl * float(np.exp(0.1 * dyn[4])),
     )
-    if not physics.on("m1_series"):
-        # an error-budget switch: an M1 whose LRS conducts 100× better (its drop in series
-        # with the diodes vanishes), programmed at the same µS per pulse
-        p.g_max *= M1_SERIES_OFF_FACTOR
-        p.rate /= M1_SERIES_OFF_FACTOR
     # as fabricated: low in the range, with spread
     x0 = float(np.clip(0.15 + 0.05 * rng.standard_normal(), 0.02, 0.5))
     return MultiStateMemristor(p, g_prog=p.g_min + x0 * p.g_range, t_prog=-1e6)
