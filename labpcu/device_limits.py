@@ -55,6 +55,7 @@ from itertools import product
 
 import numpy as np
 
+from labpcu.unionfind import UnionFind
 from labpcu.benchfile import Limits
 from labpcu.instruments.errors import LimitError
 from labpcu.instruments.roles import OFF, TerminalState
@@ -419,17 +420,7 @@ def describe(terminals: Iterable[str], states: Mapping[str, TerminalState]) -> s
 
 def _components(elements: Iterable[Element]) -> dict[str, str]:
     """Net → a representative net of its component (union-find over the elements)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    sets: UnionFind[str] = UnionFind()
     for e in elements:
-        ra, rb = find(e.a), find(e.b)
-        if ra != rb:
-            parent[rb] = ra
-    return {n: find(n) for n in list(parent)}
+        sets.union(e.a, e.b)
+    return {n: sets.find(n) for n in sets}

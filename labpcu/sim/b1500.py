@@ -171,7 +171,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from labpcu.sim.accuracy import AccuracyTable, ChannelErrors, b1500_table, seed_of
@@ -229,23 +229,17 @@ class ModuleSpec:
 #: Installable modules. The B1517A HR-SMU: ±100 V, ±100 mA (50 mA above 20 V,
 #: 20 mA above 40 V), ranges 0.5 V–100 V and 10 pA–100 mA (1 pA needs an ASU). The
 #: B1511B MP-SMU: the same envelope, current ranges from 1 nA.
+_HRSMU = ModuleSpec(
+    "B1517A",
+    v_codes=(5, 20, 50, 200, 400, 1000),
+    i_codes=tuple(range(9, 20)),
+    v_max=100.0,
+    i_max=0.1,
+    envelope=((20.0, 0.1), (40.0, 0.05), (100.0, 0.02)),
+)
 MODULES: dict[str, ModuleSpec] = {
-    "B1517A": ModuleSpec(
-        "B1517A",
-        v_codes=(5, 20, 50, 200, 400, 1000),
-        i_codes=tuple(range(9, 20)),
-        v_max=100.0,
-        i_max=0.1,
-        envelope=((20.0, 0.1), (40.0, 0.05), (100.0, 0.02)),
-    ),
-    "B1511B": ModuleSpec(
-        "B1511B",
-        v_codes=(5, 20, 50, 200, 400, 1000),
-        i_codes=tuple(range(11, 20)),
-        v_max=100.0,
-        i_max=0.1,
-        envelope=((20.0, 0.1), (40.0, 0.05), (100.0, 0.02)),
-    ),
+    "B1517A": _HRSMU,
+    "B1511B": replace(_HRSMU, model="B1511B", i_codes=tuple(range(11, 20))),
 }
 DEFAULT_MODULES: tuple[str | None, ...] = ("B1517A",) * 4 + (None,) * 6
 SLOT_LETTERS = "ABCDEFGHIJ"

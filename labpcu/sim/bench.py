@@ -35,6 +35,7 @@ from labpcu.sim.physics import DEFAULT_PHYSICS, T_REF_K, Physics
 from labpcu.sim.stage import StageTemperature
 from labpcu.sim.wafer import Site, Wafer, make_wafer
 from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS, Crosspoint, SimWiring, net_label, site_pins
+from labpcu.unionfind import UnionFind
 
 DEFAULT_SEED = 0
 #: ``m1_series`` off (an error-budget switch): an M1 in its LRS with M2 in LRS (the exp
@@ -161,25 +162,6 @@ class _Topology:
         net.dio_vleak = np.array([p.v_leak for p in ps])
         self._dio_at = (key, net)
         return net
-
-
-@dataclass
-class _UnionFind:
-    parent: dict[str, str] = field(default_factory=dict)
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
 
 
 class SimBench:
@@ -442,7 +424,7 @@ class SimBench:
         self._settled = None
 
     def _build(self) -> _Topology:
-        uf = _UnionFind()
+        uf: UnionFind[str] = UnionFind()
         for (slot, row), term in self.wiring.rows.items():
             uf.union(f"T:{term}", f"R:{slot}:{row}")
         pins = self.pins()
@@ -496,7 +478,7 @@ class SimBench:
             dio.dio_a = np.array(cols[0], int)
             dio.dio_k = np.array(cols[1], int)
             dio.dio_i0, dio.dio_nvt, dio.dio_rs, dio.dio_gsh = (np.array(c, float) for c in cols[2:])
-        labels = {lab: node_of_root[uf.find(lab)] for lab in list(uf.parent) if uf.find(lab) in node_of_root}
+        labels = {lab: node_of_root[uf.find(lab)] for lab in uf if uf.find(lab) in node_of_root}
         device_nodes = frozenset(
             [n for _, a, b in m1 + m2 for n in (a, b)] + [int(x) for x in dio.dio_a] + [int(x) for x in dio.dio_k]
         )

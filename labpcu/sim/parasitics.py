@@ -65,6 +65,7 @@ import numpy as np
 
 from labpcu.sim.circuit import GMIN
 from labpcu.sim.wiring import Crosspoint
+from labpcu.unionfind import UnionFind
 
 # ------------------------------------------------------------------ capacitance
 #: device area (the same 0.1 mm² the diode's responsivity assumes)
@@ -235,28 +236,16 @@ def voltage_step_poles(net, v_new: np.ndarray, v_old: np.ndarray | None, dv_term
     el_b = np.concatenate([res_b[:n_device_res], dio_k])
     el_g = np.concatenate([np.asarray(g_res)[:n_device_res], np.asarray(g_dio)])
     # clusters: undriven nodes joined through device elements (merged groups move as one)
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(x: int, y: int) -> None:
-        rx, ry = find(x), find(y)
-        if rx != ry:
-            parent[ry] = rx
+    sets: UnionFind[int] = UnionFind()
 
     for group in merged:
         if not group & stiff:
             first = min(group)
             for n in group:
-                union(first, n)
+                sets.union(first, n)
     for a, b in zip(el_a.tolist(), el_b.tolist()):
         if a not in stiff and b not in stiff:
-            union(a, b)
+            sets.union(a, b)
     poles: list[tuple[float, float]] = []
     c_tk: dict[int, float] = {}
     g_tk: dict[int, float] = {}
@@ -269,13 +258,13 @@ def voltage_step_poles(net, v_new: np.ndarray, v_old: np.ndarray | None, dv_term
                 tau = ELEMENT_CAPACITANCE / g
                 poles.append((g * dv_terminal, tau))  # C·ΔV/τ
         else:
-            k = find(other)
+            k = sets.find(other)
             c_tk[k] = c_tk.get(k, 0.0) + ELEMENT_CAPACITANCE
             g_tk[k] = g_tk.get(k, 0.0) + g
     if not c_tk:
         return poles
     nodes = np.arange(len(v_new))
-    roots = np.array([find(int(n)) if int(n) in parent else -1 for n in nodes])
+    roots = np.array([sets.find(int(n)) if int(n) in sets else -1 for n in nodes])
     for k, ctk in c_tk.items():
         inside = roots == k
         ina = inside[el_a]
