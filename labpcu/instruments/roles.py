@@ -276,6 +276,29 @@ class _SmuBase(ABC):
         self._propose(TerminalState.voltage(min(volts), max(volts), compliance))
         return volts
 
+    def _stepped_sweep(self, volts: list[float], compliance: float) -> IVSweep:
+        """A sweep as one level and one reading after another, from the host: each
+        reading waits :attr:`settle` after its level. The output ends as it began."""
+        was_on = self._on
+        rows = []
+        self.source_voltage(volts[0], compliance)
+        if not was_on:
+            self.output_on()
+        try:
+            for v in volts:
+                self.source_voltage(v, compliance)
+                rows.append(self.measure())
+        finally:
+            if not was_on:
+                self.output_off()
+        return IVSweep(
+            np.array(volts),
+            np.array([r.voltage for r in rows]),
+            np.array([r.current for r in rows]),
+            np.array([r.compliance for r in rows]),
+            np.array([r.overflow for r in rows]),
+        )
+
     @abstractmethod
     def _source(self, kind: str, level: float, compliance: float) -> None:
         """Send the level (``kind`` "v" or "i") with its compliance to the instrument."""
@@ -328,7 +351,11 @@ class K2600Smu(_SmuBase):
         return IVReading(r.current, r.voltage, bool(self.channel.in_compliance), r.overflow)
 
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
+        """A list sweep run by the instrument; with a :attr:`settle` time, one level and
+        reading at a time from the host instead (the list sweep has no per-point wait)."""
         volts = self._sweep_levels(levels, compliance)
+        if self.settle > 0:
+            return self._stepped_sweep(volts, compliance)
         try:
             res = self.channel.sweep_voltage_list(volts, compliance, nplc)
         finally:
@@ -431,26 +458,7 @@ class B1500Smu(_SmuBase):
 
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
         """A spot reading per level (host-timed): FLEX staircases are linear or log only."""
-        levels = self._sweep_levels(levels, compliance)
-        was_on = self._on
-        rows = []
-        self.source_voltage(levels[0], compliance)
-        if not was_on:
-            self.output_on()
-        try:
-            for v in levels:
-                self.source_voltage(v, compliance)
-                rows.append(self.measure())
-        finally:
-            if not was_on:
-                self.output_off()
-        return IVSweep(
-            np.array(levels),
-            np.array([r.voltage for r in rows]),
-            np.array([r.current for r in rows]),
-            np.array([r.compliance for r in rows]),
-            np.array([r.overflow for r in rows]),
-        )
+        return self._stepped_sweep(self._sweep_levels(levels, compliance), compliance)
 
     def _forget(self) -> None:
         super()._forget()

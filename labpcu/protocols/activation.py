@@ -190,9 +190,10 @@ class Activation(UnitProtocol):
         bench = ctx.bench
         configure_device(bench, ctx.clock, pcu, "sigmoid")
         force, ground = connect_component(bench, pcu, "path", terminals)
+        force.settle = p.sigmoid_settle  # each reading waits for the node between the diodes
         try:
-            v, i, ok = self._settled_sweep(ctx, force, np.linspace(-p.sigmoid_v_range, p.sigmoid_v_range, p.points),
-                                           p.sigmoid_compliance, p.sigmoid_settle)
+            v, i, ok = self._sweep(force, np.linspace(-p.sigmoid_v_range, p.sigmoid_v_range, p.points),
+                                   p.sigmoid_compliance)
             try:
                 fit = fit_back_to_back(v[ok], i[ok])
             except FitError as exc:
@@ -211,32 +212,12 @@ class Activation(UnitProtocol):
                     if np.max(np.abs(volts)) > p.sigmoid_v_range * (1 + 1e-9):
                         raise DeviceFailure(f"{fn}: ±{p.x_range:g} needs up to {np.max(np.abs(volts)):.3f} V on {pcu} "
                                             f"(K = {fit.k:.1f} /V), beyond sigmoid_v_range = {p.sigmoid_v_range:g} V")
-                    v, i, ok = self._settled_sweep(ctx, force, volts, p.sigmoid_compliance, p.sigmoid_settle)
+                    v, i, ok = self._sweep(force, volts, p.sigmoid_compliance)
                     yield self._b2b_rows(ctx, p, fn, rep, fit, v, i, ok, xs)
         finally:
+            force.settle = 0.0
             idle([force, ground])
             bench.disconnect()
-
-    @staticmethod
-    def _settled_sweep(ctx: RunContext, force: Any, levels: np.ndarray, compliance: float,
-                       settle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A point-by-point sweep that waits ``settle`` s (bench clock) at each level
-        before reading, then leaves the output at 0 V."""
-        rows = []
-        force.source_voltage(float(levels[0]), compliance)
-        force.output_on()
-        try:
-            for level in levels:
-                ctx.check()
-                force.source_voltage(float(level), compliance)
-                if settle > 0:
-                    ctx.clock.sleep(settle)
-                rows.append(force.measure())
-        finally:
-            force.source_voltage(0.0, compliance)
-        i = np.array([r.current for r in rows])
-        ok = ~np.array([r.compliance or r.overflow for r in rows], bool)
-        return np.asarray(levels, float), i, ok
 
     @staticmethod
     def _b2b_rows(ctx: RunContext, p: ActivationParams, function: str, rep: int, fit: BackToBackFit,
