@@ -35,7 +35,7 @@ from labpcu.data.columns import Column
 from labpcu.data.fits import BackToBackFit, FitError, fit_activation, fit_back_to_back
 from labpcu.data.ideal import evaluate
 from labpcu.protocols.base import Block, DeviceFailure, PlotSpec
-from labpcu.protocols.common import connect_component
+from labpcu.protocols.common import connect_component, settling
 from labpcu.protocols.configure import configure_device
 from labpcu.protocols.logdomain import configure_unit
 from labpcu.protocols.operator_units import (
@@ -183,41 +183,43 @@ class Activation(UnitProtocol):
 
     def _back_to_back(self, ctx: RunContext, p: ActivationParams, pcu: str,
                       terminals: tuple[str, str]) -> Iterator[Block]:
-        """The paper's sigmoid: a sweep of D1 and D2 back to back fitted to
-        A·sigmoid(K·(V − V0)) + offset (rows ``sigmoid_sweep``), then ``repeats`` list
-        sweeps on the network grid, at V = V0 + x/K for sigmoid and V0 + 1.702·x/K for
-        GELU (rows ``sigmoid``, ``gelu``)."""
+        """The paper's sigmoid on ``pcu`` in ``sigmoid`` mode, each reading waiting for
+        the node between the diodes (``sigmoid_settle``)."""
         bench = ctx.bench
         configure_device(bench, ctx.clock, pcu, "sigmoid")
         force, ground = connect_component(bench, pcu, "path", terminals)
-        force.settle = p.sigmoid_settle  # each reading waits for the node between the diodes
         try:
-            v, i, ok = self._sweep(force, np.linspace(-p.sigmoid_v_range, p.sigmoid_v_range, p.points),
-                                   p.sigmoid_compliance)
-            try:
-                fit = fit_back_to_back(v[ok], i[ok])
-            except FitError as exc:
-                raise DeviceFailure(f"sigmoid: {exc}") from None
-            if not fit.a > 0 or not fit.k > 0:
-                raise DeviceFailure(f"sigmoid: {pcu} does not saturate like two diodes back to back "
-                                    f"(A = {fit.a:.3g} A, K = {fit.k:.3g} /V)")
-            yield self._b2b_rows(ctx, p, "sigmoid_sweep", 0, fit, v, i, ok, fit.k * (v - fit.v0))
-            xs = np.linspace(-p.x_range, p.x_range, p.points)
-            for rep in range(p.repeats):
-                for fn, scale in (("sigmoid", 1.0), ("gelu", GELU_K)):
-                    if fn not in p.functions:
-                        continue
-                    ctx.check()
-                    volts = fit.v0 + scale * xs / fit.k
-                    if np.max(np.abs(volts)) > p.sigmoid_v_range * (1 + 1e-9):
-                        raise DeviceFailure(f"{fn}: ±{p.x_range:g} needs up to {np.max(np.abs(volts)):.3f} V on {pcu} "
-                                            f"(K = {fit.k:.1f} /V), beyond sigmoid_v_range = {p.sigmoid_v_range:g} V")
-                    v, i, ok = self._sweep(force, volts, p.sigmoid_compliance)
-                    yield self._b2b_rows(ctx, p, fn, rep, fit, v, i, ok, xs)
+            with settling([force], p.sigmoid_settle):
+                yield from self._back_to_back_sweeps(ctx, p, pcu, force)
         finally:
-            force.settle = 0.0
             idle([force, ground])
             bench.disconnect()
+
+    def _back_to_back_sweeps(self, ctx: RunContext, p: ActivationParams, pcu: str, force: Any) -> Iterator[Block]:
+        """A sweep of D1 and D2 back to back fitted to A·sigmoid(K·(V − V0)) + offset
+        (rows ``sigmoid_sweep``), then ``repeats`` sweeps on the network grid, at
+        V = V0 + x/K for sigmoid and V0 + 1.702·x/K for GELU (rows ``sigmoid``, ``gelu``)."""
+        v, i, ok = self._sweep(force, np.linspace(-p.sigmoid_v_range, p.sigmoid_v_range, p.points),
+                               p.sigmoid_compliance)
+        try:
+            fit = fit_back_to_back(v[ok], i[ok])
+        except FitError as exc:
+            raise DeviceFailure(f"sigmoid: {exc}") from None
+        if not fit.a > 0 or not fit.k > 0:
+            raise DeviceFailure(f"sigmoid: {pcu} does not saturate like two diodes back to back "
+                                f"(A = {fit.a:.3g} A, K = {fit.k:.3g} /V)")
+        yield self._b2b_rows(ctx, p, "sigmoid_sweep", 0, fit, v, i, ok, fit.k * (v - fit.v0))
+        xs = np.linspace(-p.x_range, p.x_range, p.points)
+        grids = [(fn, scale) for fn, scale in (("sigmoid", 1.0), ("gelu", GELU_K)) if fn in p.functions]
+        for rep in range(p.repeats):
+            for fn, scale in grids:
+                ctx.check()
+                volts = fit.v0 + scale * xs / fit.k
+                if np.max(np.abs(volts)) > p.sigmoid_v_range * (1 + 1e-9):
+                    raise DeviceFailure(f"{fn}: ±{p.x_range:g} needs up to {np.max(np.abs(volts)):.3f} V on {pcu} "
+                                        f"(K = {fit.k:.1f} /V), beyond sigmoid_v_range = {p.sigmoid_v_range:g} V")
+                v, i, ok = self._sweep(force, volts, p.sigmoid_compliance)
+                yield self._b2b_rows(ctx, p, fn, rep, fit, v, i, ok, xs)
 
     @staticmethod
     def _b2b_rows(ctx: RunContext, p: ActivationParams, function: str, rep: int, fit: BackToBackFit,

@@ -18,7 +18,8 @@ component   pads         notes
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labpcu.protocols.params import ParameterError
@@ -139,3 +140,17 @@ def connect_component(
     ground.source_voltage(0.0, ground.limits[1])
     ground.output_on()
     return force, ground
+
+
+@contextmanager
+def settling(smus: Sequence[SourceMeasureUnit], seconds: float) -> Iterator[None]:
+    """Let every reading of ``smus`` wait ``seconds`` after its level (the device's and
+    the cables' capacitance), and give them back the settle time they had, error or not."""
+    before = [smu.settle for smu in smus]
+    for smu in smus:
+        smu.settle = seconds
+    try:
+        yield
+    finally:
+        for smu, old in zip(smus, before):
+            smu.settle = old

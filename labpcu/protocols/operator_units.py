@@ -21,6 +21,7 @@ import numpy as np
 
 from labpcu.data.columns import Column
 from labpcu.protocols.base import Block, DeviceFailure, Protocol
+from labpcu.protocols.common import settling
 from labpcu.protocols.params import ParameterError, Params, param, show_list, show_value
 
 if TYPE_CHECKING:
@@ -157,17 +158,11 @@ class UnitProtocol(Protocol):
         p: UnitParams = params  # type: ignore[assignment]
         terminals = operator_terminals(ctx.bench, p.terminals, self.name, UNIT_TERMINALS)
         self.calibrations: dict[str, dict[str, Any]] = {}
-        smus = [ctx.bench.smu(t) for t in terminals]
-        for smu in smus:
-            smu.settle = p.settle
-        try:
+        with settling([ctx.bench.smu(t) for t in terminals], p.settle):
             for k, unit in enumerate(units):
                 with ctx.device_scope(unit.id):
                     yield from self.measure_unit(ctx, params, unit, terminals)
                 ctx.progress(k + 1, len(units), unit.id)
-        finally:
-            for smu in smus:
-                smu.settle = 0.0
 
     def measure_unit(self, ctx: RunContext, params: Params, unit: OperatorUnit,
                      terminals: Sequence[str]) -> Iterator[Block]:

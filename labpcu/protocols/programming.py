@@ -38,7 +38,7 @@ import pandas as pd
 from labpcu.data.columns import Column
 from labpcu.instruments.roles import ProgramVerifier, ProgramVerifyResult, SourceMeasureUnit
 from labpcu.protocols.base import DEVICE_COLUMN, DeviceFailure, PlotSpec, Protocol
-from labpcu.protocols.common import check_levels, connect_component, default_terminals
+from labpcu.protocols.common import check_levels, connect_component, default_terminals, settling
 from labpcu.protocols.params import ParameterError, Params, param
 from labpcu.protocols.registry import register
 from labpcu.units import format_quantity
@@ -321,10 +321,15 @@ def switch_m2(force: SourceMeasureUnit, clock: Clock, action: str, scheme: Switc
         raise ParameterError(f"M2 action must be 'set' or 'reset', not {action!r}")
     s = scheme
     sign, comp = (1.0, s.compliance_set) if action == "set" else (-1.0, s.compliance_reset)
-    settle_before, force.settle = getattr(force, "settle", 0.0), s.read_settle
     force.source_voltage(s.v_read, s.compliance_read)
     force.output_on()
-    i0, r0 = read_resistance(force, s.v_read, s.compliance_read)
+
+    def read() -> tuple[float, float]:
+        # only the reads wait: the reading of the pulse itself must end the pulse on time
+        with settling([force], s.read_settle):
+            return read_resistance(force, s.v_read, s.compliance_read)
+
+    i0, r0 = read()
     rows = [(0.0, math.nan, i0, r0)]
     v_switch = math.nan
     done = s.is_state(r0, action)
@@ -336,13 +341,12 @@ def switch_m2(force: SourceMeasureUnit, clock: Clock, action: str, scheme: Switc
             break
         _pulse(force, clock, sign * amp, s.width, comp)
         i_pulse = force.measure().current
-        i, r = read_resistance(force, s.v_read, s.compliance_read)
+        i, r = read()
         rows.append((sign * amp, i_pulse, i, r))
         done = s.is_state(r, action)
         v_switch = sign * amp if done else v_switch
         k += 1
     force.source_voltage(0.0, s.compliance_read)
-    force.settle = settle_before
     trace = np.array(rows, dtype=float)
     return SwitchResult(action, done, len(rows) == 1 and done, v_switch, r0, float(trace[-1, 3]), trace)
 
