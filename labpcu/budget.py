@@ -94,6 +94,31 @@ class Budget:
         return cls(int(data["seed"]), rows, dict(data.get("devices", {})), dict(data.get("params", {})))
 
 
+#: the quick budget's share of the demo's work: three units, one pass (the baseline is
+#: measured with the same settings, so the drops are comparable within the budget)
+QUICK_BUDGET_UNITS = 3
+
+
+def budget_settings(full: bool = False, devices: dict[str, list[str]] | None = None,
+                    ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Devices and parameters of each operator's budget runs: the demo's own steps
+    (``full``), or a quick version on the first three units with one pass."""
+    from labpcu.characterize import STEPS
+
+    steps = {s.protocol: s for s in STEPS if s.protocol in OPERATORS}
+    out_devices = {op: list((devices or {}).get(op, steps[op].devices)) for op in OPERATORS}
+    params = {op: {k: v for k, v in steps[op].params.items() if k != "configure"} for op in OPERATORS}
+    # the steps name pools with spares: the crossbar is one column, the operators 10 units
+    out_devices["vmm"] = out_devices["vmm"][:3]
+    for op in ("multiplier", "divider", "softmax"):
+        out_devices[op] = out_devices[op][:3 * (QUICK_BUDGET_UNITS if not full else 10)]
+    if not full:
+        for op in ("multiplier", "divider", "softmax"):
+            params[op]["repeats" if op != "softmax" else "vectors"] = 1 if op != "softmax" else 10
+        params["vmm"].update(input_sets=(20,), compare_bits=())
+    return out_devices, params
+
+
 Measure = Callable[[str, Physics, dict[str, Any]], float]
 
 

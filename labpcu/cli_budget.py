@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from labpcu.budget import ENTRIES, OPERATORS, DOCUMENT, error_budget, format_budget
+from labpcu.budget import DOCUMENT, ENTRIES, OPERATORS, budget_settings, error_budget, format_budget
 
 
 def add_parser(sub: argparse._SubParsersAction, seed_type: Callable[[str], int]) -> None:
@@ -26,7 +26,6 @@ def cmd_budget(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from labpcu.cli_runs import EXIT_OK
-    from labpcu.demo import budget_settings
 
     console = Console(stderr=True)
     devices, params = budget_settings(full=args.full)

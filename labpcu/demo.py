@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from labpcu.bench import Bench
-from labpcu.budget import OPERATORS
 from labpcu.characterize import STEPS, Step, characterize
 from labpcu.progress import ProgressBar
 from labpcu.runner import Runner
@@ -36,35 +35,12 @@ STORE_NAME = "wafer.h5"
 CODEBOOK_SOURCES = ("vmm", "multiplier", "divider", "softmax", "activation", "weight_statistics")
 
 
-#: the quick budget's share of the demo's work: three units, one pass (the baseline is
-#: measured with the same settings, so the drops are comparable within the budget)
-QUICK_BUDGET_UNITS = 3
-
-
-def budget_settings(full: bool = False, devices: dict[str, list[str]] | None = None,
-                    ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
-    """Devices and parameters of each operator's budget runs: the demo's own steps
-    (``full``), or a quick version on the first three units with one pass."""
-    steps = {s.protocol: s for s in STEPS if s.protocol in OPERATORS}
-    out_devices = {op: list((devices or {}).get(op, steps[op].devices)) for op in OPERATORS}
-    params = {op: {k: v for k, v in steps[op].params.items() if k != "configure"} for op in OPERATORS}
-    # the steps name pools with spares: the crossbar is one column, the operators 10 units
-    out_devices["vmm"] = out_devices["vmm"][:3]
-    for op in ("multiplier", "divider", "softmax"):
-        out_devices[op] = out_devices[op][:3 * (QUICK_BUDGET_UNITS if not full else 10)]
-    if not full:
-        for op in ("multiplier", "divider", "softmax"):
-            params[op]["repeats" if op != "softmax" else "vectors"] = 1 if op != "softmax" else 10
-        params["vmm"].update(input_sets=(20,), compare_bits=())
-    return out_devices, params
-
-
 def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | None = None,
              physics: Physics | None = None, budget: bool = False) -> int:
     """Characterize the simulated wafer into ``out``. Exit code 0 when every band of
     pcu.md is met, 1 otherwise. ``physics``: the simulated wafer's conditions and
     mechanisms (default: the bench file's). ``budget``: also measure each operator's
-    error budget (a quick one: :func:`budget_settings`) for the report."""
+    error budget (a quick one: :func:`labpcu.budget.budget_settings`) for the report."""
     from labpcu.data.codebook import build_codebook
     from labpcu.data.codebook_io import export_codebook, save_to_store
     from labpcu.data.store import Store
@@ -99,7 +75,7 @@ def run_demo(seed: int = 0, out: str | Path | None = None, console: Console | No
     else:
         console.print("[red]no operator run completed: no codebook")
     if budget:
-        from labpcu.budget import DOCUMENT, error_budget
+        from labpcu.budget import DOCUMENT, budget_settings, error_budget
 
         used = {s.protocol: list(store.info(o.run_id).devices) for s, o in campaign.outcomes
                 if s.protocol in OPERATORS and o.status == "completed"}

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from labpcu.budget import DOCUMENT, ENTRIES, Budget, BudgetRow, budget_table, error_budget, format_budget
+from labpcu.budget import (DOCUMENT, ENTRIES, Budget, BudgetRow, budget_settings, budget_table, error_budget,
+                           format_budget)
 from labpcu.data.store import Store
 from labpcu.report import budget_section
 from labpcu.sim.physics import MECHANISMS, Physics
@@ -81,8 +82,6 @@ def test_the_ideality_spread_sets_the_offset_calibrated_multiplier(tmp_path):
 
 
 def test_budget_settings_take_one_crossbar_and_whole_units_from_the_demo_pools():
-    from labpcu.demo import budget_settings
-
     quick, params = budget_settings()
     full, _ = budget_settings(full=True)
     assert len(quick["vmm"]) == len(full["vmm"]) == 3
