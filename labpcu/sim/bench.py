@@ -38,6 +38,8 @@ from labpcu.sim.wiring import MATRIX_COLUMNS, MATRIX_ROWS, Crosspoint, SimWiring
 from labpcu.unionfind import UnionFind
 
 DEFAULT_SEED = 0
+#: K: the stage temperature the diodes are evaluated at is rounded to this
+STAGE_RESOLUTION_K = 1e-3
 #: ``m1_series`` off (an error-budget switch): an M1 in its LRS with M2 in LRS (the exp
 #: mode of the log-domain operators) conducts this much better, so that its drop in
 #: series with the diodes vanishes. Applied in the circuit only, to the upper half of
@@ -135,6 +137,7 @@ class _Topology:
     dio_labels: tuple[str, ...] = ()  # "S01.D1", in the order of the diode arrays
     dio_params: tuple[DiodeParams, ...] = ()
     _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
+    _dio_const: tuple[np.ndarray, ...] | None = None
     # parasitics (labpcu.sim.parasitics): linear resistors static per topology (series
     # paths, relay leakage), and per terminal node the nodes it drives through its
     # series paths and how many closed columns it reaches (its cable capacitance)
@@ -146,20 +149,25 @@ class _Topology:
 
     def diodes_at(self, temperature: float, lux: float, leak: bool) -> Netlist:
         """The diodes at stage temperature ``temperature`` (K) under ``lux`` of lamp
-        light, with or without their soft leakage (cached: the stage moves slowly)."""
-        key = (round(temperature, 6), lux, leak)
+        light, with or without their soft leakage. Cached per :data:`STAGE_RESOLUTION_K`:
+        the stage wanders continuously, and a diode's current moves only ≈ 5 % per kelvin,
+        so a millikelvin step is far below the read noise."""
+        temperature = round(temperature / STAGE_RESOLUTION_K) * STAGE_RESOLUTION_K
+        key = (temperature, lux, leak)
         if self._dio_at is not None and self._dio_at[0] == key:
             return self._dio_at[1]
         d, ps = self.dio, self.dio_params
+        if self._dio_const is None:  # per-diode constants, once per topology
+            self._dio_const = tuple(np.array([getattr(p, f) for p in ps], float)
+                                    for f in ("i0", "n", "ea", "responsivity", "i_leak", "v_leak"))
+        i0, n, ea, resp, i_leak, v_leak = self._dio_const
         net = Netlist(self.n_nodes)
         net.dio_a, net.dio_k, net.dio_rs, net.dio_gsh = d.dio_a, d.dio_k, d.dio_rs, d.dio_gsh
-        n = np.array([p.n for p in ps])
-        net.dio_i0 = saturation_current(np.array([p.i0 for p in ps]), n, np.array([p.ea for p in ps]),
-                                        ps[0].temperature if ps else T_REF_K, temperature)
+        net.dio_i0 = saturation_current(i0, n, ea, ps[0].temperature if ps else T_REF_K, temperature)
         net.dio_nvt = n * thermal_voltage(temperature)
-        net.dio_iph = np.array([p.responsivity for p in ps]) * lux
-        net.dio_ileak = np.array([p.i_leak for p in ps]) if leak else np.zeros(len(ps))
-        net.dio_vleak = np.array([p.v_leak for p in ps])
+        net.dio_iph = resp * lux
+        net.dio_ileak = i_leak if leak else np.zeros(len(ps))
+        net.dio_vleak = v_leak
         self._dio_at = (key, net)
         return net
 
