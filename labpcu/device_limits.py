@@ -102,6 +102,10 @@ def site_elements(wafer: Wafer, site: Site) -> list[Element]:
     return out
 
 
+#: how many passing terminal-state sets an :class:`ElementGuard` remembers
+_SAFE_STATES_KEPT = 4096
+
+
 class ElementGuard:
     """The element limits of one site and one set of connections.
 
@@ -123,6 +127,7 @@ class ElementGuard:
         self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
         self.path_resistance = float(path_resistance)
         self._structures: dict[frozenset[str], _Structure] = {}
+        self._safe: set[frozenset[tuple[str, TerminalState]]] = set()  # states check() passed
 
     @property
     def terminals(self) -> frozenset[str]:
@@ -146,8 +151,18 @@ class ElementGuard:
 
     def check(self, states: Mapping[str, TerminalState], changing: str = "") -> None:
         """Raise :class:`LimitError` (one line) if any element could see more than its
-        type's limit with these terminal states."""
+        type's limit with these terminal states.
+
+        States found safe are remembered: the guard is fixed once built, and a protocol
+        repeats a handful of states (a current source's state does not depend on its
+        level), so most checks are one lookup."""
+        key = frozenset(states.items())
+        if key in self._safe:
+            return
         self.structure(self._driving(states)).check(states, changing)
+        if len(self._safe) >= _SAFE_STATES_KEPT:
+            self._safe.clear()
+        self._safe.add(key)
 
     def addressed_kinds(self) -> set[str]:
         """The element types the connection addresses (every connected terminal driving)."""

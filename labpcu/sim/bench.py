@@ -260,6 +260,7 @@ class SimBench:
         (see :class:`SourceState`)."""
         with self.lock:
             s = self.source(name)
+            was = (s.output, s.mode, s.level, s.limit, s.off_mode, s.off_limit)
             capacitive = self.physics.on("capacitance")
             if capacitive:  # where the step starts from
                 before = (s.in_circuit, s.applied())
@@ -284,6 +285,8 @@ class SimBench:
                 s.limit = float(limit)
             if output is not None:
                 s.output = bool(output)
+            if (s.output, s.mode, s.level, s.limit, s.off_mode, s.off_limit) == was:
+                return  # an instrument re-sending a setting changes nothing in the circuit
             self._settled = None
             if s.in_circuit and self.reaches_devices(name):
                 # the new bias reaches the devices at once: filament switching takes
@@ -567,7 +570,7 @@ class SimBench:
             vnl = getattr(net, "res_vnl", None)
             if vnl is not None and len(vnl) == n1 + n2 and n1 + n2:
                 net.res_vnl = np.concatenate([vnl, np.full(len(topo.par_g), np.inf)])
-        names = [n for n, s in self._sources.items() if s.in_circuit]
+        names = self._in_circuit()
         if names:
             applied = [self._sources[n].applied() for n in names]
             net.src_node = np.array([topo.terminal_node[n] for n in names], int)
@@ -653,6 +656,18 @@ class SimBench:
                     dev.m2.fix_strength((trial.v[a] - trial.v[b]) / dev.m2.resistance(t))
                 changed = True
         return changed
+
+    def in_limit(self, name: str) -> bool:
+        """True if the terminal's source sits at its compliance limit now. A state of
+        the source, not a reading: judged on the settled, noise-free circuit."""
+        with self.lock:
+            sol = self.settle()
+            names = self._in_circuit()
+            return name in names and bool(sol.src_in_limit[names.index(name)])
+
+    def _in_circuit(self) -> list[str]:
+        """Terminals that drive their node, in the order of ``Solution.src_current``."""
+        return [n for n, s in self._sources.items() if s.in_circuit]
 
     def measure(self, name: str, duration: float = 0.0) -> Reading:
         """Read one terminal now (device read noise included), then let ``duration``

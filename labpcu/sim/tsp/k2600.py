@@ -1487,7 +1487,7 @@ class SmuChannel(TspObject):
     def in_compliance(self) -> bool:
         if self.bench is None or self.source.output != 1:
             return False  # an output that is off reports no compliance
-        return bool(self.bench.measure(self.terminal, 0.0).compliance)
+        return self.bench.in_limit(self.terminal)
 
     def buffer_available(self) -> bool:
         return self.nvbuffer1.n > 0 or self.nvbuffer2.n > 0
