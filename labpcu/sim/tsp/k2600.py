@@ -1756,7 +1756,7 @@ class StatusRegister(TspObject):
                  source: Callable[[], int] | None = None, writable_condition: bool = False,
                  ptr: int | None = None) -> None:
         super().__init__(path)
-        self._model = model
+        object.__setattr__(self, "_model", model)
         self.bits = dict(bits)
         self.children: dict[str, tuple[int, StatusRegister]] = {}
         self.source = source
@@ -1768,8 +1768,18 @@ class StatusRegister(TspObject):
         self.user_condition = 0
         self.clear_all()
 
+    #: what :meth:`refresh` reads besides the sources and the children: a change to any
+    #: of them tells the model that its registers may have moved (see StatusModel.update)
+    _TRACKED = frozenset({"cond", "ev", "enable", "ntr", "ptr", "user_condition", "source"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in self._TRACKED:
+            self._model.version += 1
+
     def child(self, name: str, bit: int, reg: StatusRegister) -> StatusRegister:
         self.children[name] = (bit, reg)
+        self._model.version += 1
         self.used |= bit
         self._ptr_default |= bit
         self.ptr = self._ptr_default
@@ -1846,6 +1856,12 @@ class StatusModel(TspObject):
     def __init__(self, emu: K2612AEmulator) -> None:
         super().__init__("status")
         self._emu = emu
+        #: bumped by every change to a register (condition, event, enable, transition
+        #: filters, user condition, tree); with the sources it keys :meth:`update`
+        self.version = 0
+        #: what the last refresh of the register sets saw, and their summary bits
+        self._seen: tuple[Any, ...] | None = None
+        self._summary = 0
         chans = list(emu.channels)
         ch_bits = {n.upper(): 2 << k for k, n in enumerate(chans)}
         R = StatusRegister
@@ -1976,24 +1992,53 @@ class StatusModel(TspObject):
         self._overflow[ch.lua_path] = overflow
         self.update()
 
-    def update(self, mav: bool | None = None) -> int:
-        """Recompute every register and the status byte; assert SRQ on a new request."""
-        emu = self._emu
-        stb = 0
+    def _inputs(self) -> tuple[Any, ...]:
+        """Everything the register sets are computed from besides the registers
+        themselves (whose changes count in :attr:`version`): per channel what the
+        sources read (sweeping, limit status, overflow, buffer readings)."""
+        overflow = self._overflow
+        key: list[Any] = [self.version]
+        for name, ch in self._emu.channels.items():
+            key += (ch.sweep is not None, ch._status, overflow[name], ch.buffer_available())
+        return tuple(key)
+
+    def _recompute(self) -> int:
+        """Refresh every register set (latching transitions); their summary bits."""
+        summary = 0
         if self.measurement.refresh():
-            stb |= MSB
+            summary |= MSB
         if self.system.refresh():
-            stb |= SSB
+            summary |= SSB
+        if self.questionable.refresh():
+            summary |= QSB
+        if self.standard.refresh():
+            summary |= ESB
+        if self.operation.refresh():
+            summary |= OSB
+        return summary
+
+    def update(self, mav: bool | None = None) -> int:
+        """Recompute every register and the status byte; assert SRQ on a new request.
+
+        It runs after every message and at every internal event, and most of the time
+        nothing the register sets read has changed. Then they are not refreshed: a
+        refresh from the same inputs moves nothing (every condition already equals
+        what its source and children give, so there is no transition to latch, and
+        every summary stays). Their inputs are the sources' values (:meth:`_inputs`)
+        and every register attribute (counted in :attr:`version` by
+        :class:`StatusRegister`); the key is taken after the refresh, so its own writes
+        do not count as a change. The error and message bits, the request and the SRQ
+        are computed every time, as before.
+        """
+        emu = self._emu
+        if self._inputs() != self._seen:
+            self._summary = self._recompute()
+            self._seen = self._inputs()
+        stb = self._summary
         if len(emu.errors):
             stb |= EAV
-        if self.questionable.refresh():
-            stb |= QSB
         if mav if mav is not None else emu.pending_output() > 0:
             stb |= MAV
-        if self.standard.refresh():
-            stb |= ESB
-        if self.operation.refresh():
-            stb |= OSB
         request = bool(stb & self.request_enable)
         if request:
             stb |= MSS
