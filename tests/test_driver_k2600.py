@@ -138,16 +138,65 @@ def test_levels_and_limits():
         assert inst.smua.limiti == 1e-3
 
 
+def sourcing(smu: str, func: int, limit: str, level: str) -> str:
+    """The one message of source_voltage/source_current: each step only while the
+    error queue is empty (a refused setting does not stop a TSP chunk)."""
+    kind = "i" if func == 1 else "v"
+    other = "v" if func == 1 else "i"
+    return (f"{smu}.source.func = {func} if errorqueue.count == 0 then {smu}.source.limit{kind} = {limit} end "
+            f"if errorqueue.count == 0 then {smu}.source.level{other} = {level} end")
+
+
 def test_source_voltage_sets_the_limit_before_the_level():
-    with proto([("smua.source.func = 1", None), OK, ("smua.source.limiti = 0.0001", None), OK,
-                ("smua.source.levelv = -0.5", None), OK]) as inst:
+    with proto([(sourcing("smua", 1, "0.0001", "-0.5"), None), OK]) as inst:
         inst.smua.source_voltage(-0.5, 1e-4)
+        assert inst.smua._limits_set == {"i": 1e-4} and inst.smua._function == "voltage"
 
 
 def test_source_current_sets_the_voltage_limit_before_the_level():
-    with proto([("smub.source.func = 0", None), OK, ("smub.source.limitv = 1", None), OK,
-                ("smub.source.leveli = 1e-05", None), OK]) as inst:
+    with proto([(sourcing("smub", 0, "1", "1e-05"), None), OK]) as inst:
         inst.smub.source_current(1e-5, 1)
+
+
+def test_source_voltage_then_output_on_needs_no_query():
+    with proto([(sourcing("smua", 1, "0.001", "0.2"), None), OK,
+                ("smua.source.output = 1", None), OK]) as inst:
+        inst.smua.source_voltage(0.2, 1e-3)
+        inst.smua.output = True
+
+
+def test_source_voltage_refused_forgets_the_compliance():
+    """The error is raised; which statement failed is unknown, so the compliance
+    counts as unset and the function as unknown until sent again."""
+    with proto([(sourcing("smua", 1, "0.001", "0.2"), None), OK,
+                (sourcing("smua", 1, "0.01", "0.3"), None),
+                ("print(errorqueue.count)", "1.00000e+00"),
+                ("print(errorqueue.next())", "-222\tParameter data out of range\t30\t1")]) as inst:
+        inst.smua.source_voltage(0.2, 1e-3)
+        with pytest.raises(InstrumentError, match="-222"):
+            inst.smua.source_voltage(0.3, 1e-2)
+        assert inst.smua._limits_set == {} and inst.smua._function is None
+        with pytest.raises(LimitError, match="no compliance has been set"):
+            inst.smua.output = True
+
+
+def test_measure_iv_with_compliance_is_one_query():
+    with proto([("local i, v = smua.measure.iv() print(i, v, smua.source.compliance)",
+                 "1.00000e-03\t9.91000e+37\ttrue"),
+                ("local i, v = smub.measure.iv() print(i, v, smub.source.compliance)",
+                 "-2.00000e-06\t1.00000e-01\tfalse")]) as inst:
+        r, at_limit = inst.smua.measure_iv_compliance()
+        assert r.current == 1e-3 and math.isnan(r.voltage) and r.overflow and at_limit is True
+        r, at_limit = inst.smub.measure_iv_compliance()
+        assert (r.current, r.voltage, r.overflow, at_limit) == (-2e-6, 0.1, False, False)
+
+
+@pytest.mark.parametrize("reply", ["1.00000e-03\t1.00000e-01", "1.00000e-03\ttrue", "a\tb\tfalse",
+                                   "1.00000e-03\t1.00000e-01\tmaybe"])
+def test_measure_iv_with_compliance_rejects_a_bad_reply(reply):
+    with proto([("local i, v = smua.measure.iv() print(i, v, smua.source.compliance)", reply)]) as inst:
+        with pytest.raises(DataFormatError):
+            inst.smua.measure_iv_compliance()
 
 
 def test_ranges_round_up_to_the_models_ranges():
@@ -1031,3 +1080,65 @@ def test_tcp_read_sweep_and_shutdown(tcp_k2612a):
     inst.shutdown()
     assert inst.check_errors() == []  # a reply: the shutdown lines have been handled
     assert rig.bench.source(A).output is False and rig.bench.source(B).output is False
+
+
+# ------------------------------------- one message for function, limit and level
+def test_emulator_a_refused_setting_does_not_stop_the_chunk(rig):
+    """As on the instrument (2600B manual, "Effects of errors on scripts"): a parameter
+    error only queues an error, the statements after it still run. Hence the guards
+    in the driver's one-message source_voltage."""
+    emu = rig.emulators["k2612a"]
+    emu.write("smua.source.levelv = 0.1 smua.source.limiti = 5 smua.source.levelv = 0.2")
+    assert [e.code for e in emu.errors] == [-222]
+    emu.errors.clear()
+    assert rig.bench.source(A).level == 0.2 and rig.bench.source(A).limit != 5
+    emu.write("smua.source.levelv = 0.1 "
+              "if errorqueue.count == 0 then smua.source.limiti = 5 end "
+              "if errorqueue.count == 0 then smua.source.levelv = 0.2 end")
+    assert [e.code for e in emu.errors] == [-222]
+    assert rig.bench.source(A).level == 0.1  # the guarded level did not follow the refused limit
+
+
+def test_emulator_source_voltage_after_a_stale_error_applies_neither_limit_nor_level(rig, k):
+    k.smua.source_voltage(0.05, 1e-3)
+    rig.emulators["k2612a"].inject_error(-222, "Parameter data out of range")
+    with pytest.raises(InstrumentError, match="-222"):
+        k.smua.source_voltage(0.3, 1e-4)
+    state = rig.bench.source(A)
+    assert state.level == 0.05 and state.limit == 1e-3
+    with pytest.raises(LimitError, match="no compliance has been set"):
+        k.smua.output = True
+    k.smua.source_voltage(0.3, 1e-4)
+    k.smua.output = True
+    assert (rig.bench.source(A).level, rig.bench.source(A).limit, rig.bench.source(A).output) == (0.3, 1e-4, True)
+
+
+def test_emulator_source_voltage_refused_level_keeps_function_and_limit(rig, k):
+    k.smua.rangev = 0.2  # a fixed 200 mV range: a 1 V level does not fit
+    k.smua.source_voltage(0.1, 1e-3)
+    with pytest.raises(InstrumentError, match="exceeds rangev"):
+        k.smua.source_voltage(1.0, 1e-4)
+    state = rig.bench.source(A)
+    assert state.level == 0.1 and state.limit == 1e-4
+    assert k.smua.levelv == pytest.approx(0.1) and k.smua.limiti == pytest.approx(1e-4)
+
+
+def test_emulator_measure_iv_compliance_matches_the_two_queries():
+    """Two rigs, one seed: the one query gives what measure_iv then in_compliance gave."""
+    results = []
+    for combined in (False, True):
+        rig = make_rig()
+        rig.bench.close_relays([(1, 1, 11), (1, 2, 12)])
+        k = Keithley2600(rig.adapter("k2612a"), name="k2612a")
+        hold_smub_at_zero(k)
+        out = []
+        for level, comp in ((0.01, 1e-3), (0.1, 1e-3), (0.5, 1e-7), (-0.2, 1e-6)):
+            k.smua.source_voltage(level, comp)
+            k.smua.output = True
+            if combined:
+                out.append(k.smua.measure_iv_compliance())
+            else:
+                out.append((k.smua.measure_iv(), k.smua.in_compliance))
+        results.append(out)
+    assert results[0] == results[1]
+    assert {at_limit for _, at_limit in results[0]} == {True, False}

@@ -88,7 +88,7 @@ import numpy as np
 from pymeasure.instruments import Channel, Instrument
 
 from labpcu.instruments.base import PlainAttributes, TspInstrument
-from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, LimitError
+from labpcu.instruments.errors import DataFormatError, InstrumentCommunicationError, InstrumentError, LimitError
 
 __all__ = [
     "BufferResult",
@@ -272,6 +272,21 @@ def parse_numbers(reply: str, count: int | None = None, what: str = "reply") -> 
     if count is not None and len(values) != count:
         raise DataFormatError(f"{what}: {len(values)} numbers, expected {count}: {reply[:120]!r}")
     return values
+
+
+def _spot_reading(reply: str, what: str) -> Reading:
+    """Current and voltage of a ``print`` reply, as :func:`parse_numbers` reads them
+    (overflow becomes NaN and is flagged), without numpy: this runs once a reading."""
+    text = reply.strip()
+    items = _SEPARATOR.split(text) if text else []
+    if len(items) != 2:
+        raise DataFormatError(f"{what}: {len(items)} numbers, expected 2: {reply[:120]!r}")
+    try:
+        i, v = float(items[0]), float(items[1])
+    except ValueError:
+        raise DataFormatError(f"{what}: not a list of numbers: {reply[:120]!r}") from None
+    over_i, over_v = abs(i) >= _OVERFLOW_MIN, abs(v) >= _OVERFLOW_MIN
+    return Reading(math.nan if over_i else i, math.nan if over_v else v, over_i or over_v)
 
 
 def _overflow_mask(values: np.ndarray) -> np.ndarray:
@@ -1017,22 +1032,47 @@ class SMUChannel(PlainAttributes, Channel):
     # -- convenience ----------------------------------------------------------------
     def source_voltage(self, level: float, compliance: float) -> None:
         """Source ``level`` V with a ``compliance`` A current limit: function, limit,
-        then level (each checked by the instrument). Everything is validated first;
-        the output state is not changed."""
+        then level, in one message with one error check (:meth:`_source`). Everything
+        is validated first; the output state is not changed."""
         v = self.check_voltage("source voltage", level)
         comp = self.check_current_limit(compliance, v)
-        self.source_function = "voltage"
-        self.limiti = comp
-        self.levelv = v
+        self._source("voltage", comp, v)
 
     def source_current(self, level: float, compliance: float) -> None:
         """Source ``level`` A with a ``compliance`` V voltage limit: function, limit,
-        then level."""
+        then level, in one message (:meth:`_source`)."""
         i = self.check_current("source current", level)
         comp = self.check_voltage_limit(compliance, i)
-        self.source_function = "current"
-        self.limitv = comp
-        self.leveli = i
+        self._source("current", comp, i)
+
+    def _source(self, function: str, limit: float, level: float) -> None:
+        """Send function, limit and level (already validated) as one TSP chunk, then one
+        error check: one round trip instead of three writes and three checks.
+
+        A refused setting (a parameter error) does not stop a TSP chunk, it only
+        queues an error (2600B manual, "Effects of errors on scripts"), so the chunk
+        itself stops there: the limit is sent only if the queue is still empty after
+        the function, and the level only if it is still empty after the limit. The
+        instrument thus ends as the three separate writes left it (a level never
+        follows a refused limit); a stale error already queued stops it after the
+        function, where the old first check would have raised. On an error the
+        driver forgets the function and this kind of compliance (sent again before
+        the output may go on), since it does not know which statement failed.
+        """
+        kind = "v" if function == "current" else "i"
+        smu = self.tsp
+        clean = "if errorqueue.count == 0 then"
+        self.parent.write(f"{smu}.source.func = {_FUNCTIONS[function]} "
+                   f"{clean} {smu}.source.limit{kind} = {tsp_number(limit)} end "
+                   f"{clean} {smu}.source.level{'v' if kind == 'i' else 'i'} = {tsp_number(level)} end")
+        try:
+            self.parent.check_set_errors()
+        except InstrumentError:
+            self._function = None
+            self._limits_set.pop(kind, None)
+            raise
+        self._function = function
+        self._limits_set[kind] = float(limit)
 
     def enable(self) -> None:
         """Turn the output on (same checks as ``output = True``)."""
@@ -1052,10 +1092,19 @@ class SMUChannel(PlainAttributes, Channel):
     def measure_iv(self) -> Reading:
         """Current and voltage of one conversion (``print(smuX.measure.iv())``)."""
         query = f"print({self.tsp}.measure.iv())"
-        values = parse_numbers(self.parent.ask(query), 2, query)
-        over = _overflow_mask(values)
-        i, v = _without_overflow(values)
-        return Reading(float(i), float(v), bool(over.any()))
+        return _spot_reading(self.parent.ask(query), query)
+
+    def measure_iv_compliance(self) -> tuple[Reading, bool]:
+        """One conversion and whether the source is in its limit just after it, in one
+        query (``local i, v = smuX.measure.iv() print(i, v, smuX.source.compliance)``):
+        what :meth:`measure_iv` then :attr:`in_compliance` give, for one round trip."""
+        smu = self.tsp
+        query = f"local i, v = {smu}.measure.iv() print(i, v, {smu}.source.compliance)"
+        reply = self.parent.ask(query)
+        numbers, tab, flag = reply.rpartition("\t")
+        if not tab:
+            raise DataFormatError(f"{query}: expected current, voltage and compliance: {reply[:120]!r}")
+        return _spot_reading(numbers, query), _boolean(flag)
 
     def measure_buffer(self, count: int, quantity: str = "i", *, timestamps: bool = False) -> BufferResult:
         """Take ``count`` readings into the channel's buffer and read them in one

@@ -347,8 +347,8 @@ class K2600Smu(_SmuBase):
 
     def measure(self) -> IVReading:
         self._wait_settled()
-        r = self.channel.measure_iv()
-        return IVReading(r.current, r.voltage, bool(self.channel.in_compliance), r.overflow)
+        r, at_limit = self.channel.measure_iv_compliance()  # one query, not two
+        return IVReading(r.current, r.voltage, at_limit, r.overflow)
 
     def sweep_voltage(self, levels: Sequence[float], compliance: float, nplc: float = 1.0) -> IVSweep:
         """A list sweep run by the instrument; with a :attr:`settle` time, one level and
