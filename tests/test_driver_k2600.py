@@ -140,26 +140,27 @@ def test_levels_and_limits():
 
 def sourcing(smu: str, func: int, limit: str, level: str) -> str:
     """The one message of source_voltage/source_current: each step only while the
-    error queue is empty (a refused setting does not stop a TSP chunk)."""
+    error queue is empty (a refused setting does not stop a TSP chunk), then the
+    error check."""
     kind = "i" if func == 1 else "v"
     other = "v" if func == 1 else "i"
     return (f"{smu}.source.func = {func} if errorqueue.count == 0 then {smu}.source.limit{kind} = {limit} end "
-            f"if errorqueue.count == 0 then {smu}.source.level{other} = {level} end")
+            f"if errorqueue.count == 0 then {smu}.source.level{other} = {level} end print(errorqueue.count)")
 
 
 def test_source_voltage_sets_the_limit_before_the_level():
-    with proto([(sourcing("smua", 1, "0.0001", "-0.5"), None), OK]) as inst:
+    with proto([(sourcing("smua", 1, "0.0001", "-0.5"), OK[1])]) as inst:
         inst.smua.source_voltage(-0.5, 1e-4)
         assert inst.smua._limits_set == {"i": 1e-4} and inst.smua._function == "voltage"
 
 
 def test_source_current_sets_the_voltage_limit_before_the_level():
-    with proto([(sourcing("smub", 0, "1", "1e-05"), None), OK]) as inst:
+    with proto([(sourcing("smub", 0, "1", "1e-05"), OK[1])]) as inst:
         inst.smub.source_current(1e-5, 1)
 
 
 def test_source_voltage_then_output_on_needs_no_query():
-    with proto([(sourcing("smua", 1, "0.001", "0.2"), None), OK,
+    with proto([(sourcing("smua", 1, "0.001", "0.2"), OK[1]),
                 ("smua.source.output = 1", None), OK]) as inst:
         inst.smua.source_voltage(0.2, 1e-3)
         inst.smua.output = True
@@ -168,9 +169,8 @@ def test_source_voltage_then_output_on_needs_no_query():
 def test_source_voltage_refused_forgets_the_compliance():
     """The error is raised; which statement failed is unknown, so the compliance
     counts as unset and the function as unknown until sent again."""
-    with proto([(sourcing("smua", 1, "0.001", "0.2"), None), OK,
-                (sourcing("smua", 1, "0.01", "0.3"), None),
-                ("print(errorqueue.count)", "1.00000e+00"),
+    with proto([(sourcing("smua", 1, "0.001", "0.2"), OK[1]),
+                (sourcing("smua", 1, "0.01", "0.3"), "1.00000e+00"),
                 ("print(errorqueue.next())", "-222\tParameter data out of range\t30\t1")]) as inst:
         inst.smua.source_voltage(0.2, 1e-3)
         with pytest.raises(InstrumentError, match="-222"):

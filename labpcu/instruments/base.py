@@ -169,6 +169,10 @@ class TspInstrument(GuardedInstrument):
         Reads ``print(errorqueue.count)`` first, so an empty queue costs one query.
         """
         count = self._number(self.ask("print(errorqueue.count)"), "print(errorqueue.count)")
+        return self._drain(count)
+
+    def _drain(self, count: float) -> list[tuple[int, str]]:
+        """Read ``count`` errors (``print(errorqueue.next())``), logging each."""
         errors: list[tuple[int, str]] = []
         for _ in range(int(count)):
             reply = self.ask("print(errorqueue.next())")
@@ -192,6 +196,20 @@ class TspInstrument(GuardedInstrument):
         if errors:
             raise self._error(errors)
         return errors
+
+    def write_checked(self, chunk: str) -> None:
+        """Send one TSP chunk with its error check at its end, as one query
+        (``<chunk> print(errorqueue.count)``): one round trip where a write and
+        :meth:`check_set_errors` take two. Raises :class:`InstrumentError` as that does.
+
+        A parameter error does not stop a chunk, so the count comes back and the queue
+        is drained as usual; a Lua runtime error does stop it, the print never runs and
+        :meth:`ask` reads the queue after the timeout and raises the error it finds.
+        """
+        query = f"{chunk} print(errorqueue.count)"
+        errors = self._drain(self._number(self.ask(query), query))
+        if errors:
+            raise self._error(errors)
 
     def check_get_errors(self) -> list[tuple[int, str]]:
         return self.check_set_errors()

@@ -1046,8 +1046,9 @@ class SMUChannel(PlainAttributes, Channel):
         self._source("current", comp, i)
 
     def _source(self, function: str, limit: float, level: float) -> None:
-        """Send function, limit and level (already validated) as one TSP chunk, then one
-        error check: one round trip instead of three writes and three checks.
+        """Send function, limit and level (already validated) as one TSP chunk ending in
+        its error check (:meth:`~TspInstrument.write_checked`): one round trip instead of
+        three writes and three checks.
 
         A refused setting (a parameter error) does not stop a TSP chunk, it only
         queues an error (2600B manual, "Effects of errors on scripts"), so the chunk
@@ -1062,11 +1063,11 @@ class SMUChannel(PlainAttributes, Channel):
         kind = "v" if function == "current" else "i"
         smu = self.tsp
         clean = "if errorqueue.count == 0 then"
-        self.parent.write(f"{smu}.source.func = {_FUNCTIONS[function]} "
-                   f"{clean} {smu}.source.limit{kind} = {tsp_number(limit)} end "
-                   f"{clean} {smu}.source.level{'v' if kind == 'i' else 'i'} = {tsp_number(level)} end")
         try:
-            self.parent.check_set_errors()
+            self.parent.write_checked(
+                f"{smu}.source.func = {_FUNCTIONS[function]} "
+                f"{clean} {smu}.source.limit{kind} = {tsp_number(limit)} end "
+                f"{clean} {smu}.source.level{'v' if kind == 'i' else 'i'} = {tsp_number(level)} end")
         except InstrumentError:
             self._function = None
             self._limits_set.pop(kind, None)
