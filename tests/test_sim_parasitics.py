@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from labpcu.sim.circuit import V_TOL
+from labpcu.sim.circuit import I_TOL, V_TOL
 
 from labpcu.benchfile import Limits
 from labpcu.device_limits import ElementGuard, site_elements
@@ -317,4 +317,7 @@ def test_each_parasitic_keeps_every_element_within_the_guards_bounds(mechanism):
         bound = guard.bounds(states)
         for label, (v, _) in b.stress.items():
             worst[label] = max(worst.get(label, -1.0), v - bound[label][0])
-    assert worst and max(worst.values()) <= V_TOL, worst  # the solver's voltage tolerance
+    # the solver's voltage tolerance; the site's other PCUs float, held only by open
+    # crosspoints' leakage, and a node there is resolved to I_TOL over the ~1 nS of a
+    # diode at 0 V (the solver's current tolerance), not to V_TOL
+    assert worst and max(worst.values()) <= max(V_TOL, I_TOL / 1e-9), worst

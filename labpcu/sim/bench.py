@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labpcu.clock import VirtualClock
-from labpcu.sim.circuit import GMIN, Netlist, Solution, solve
+from labpcu.sim.circuit import GMIN, Netlist, Solution, conductance_response, solve
 from labpcu.sim.diode import DiodeParams, saturation_current, thermal_voltage
 from labpcu.sim.parasitics import (COLUMN_PATH_CAPACITANCE, NEGLIGIBLE_CURRENT, PATH_RESISTANCE,
                                    RELAY_ISOLATION_OHM, SMU_CABLE_CAPACITANCE, ParasiticNetwork, Step,
@@ -56,9 +56,17 @@ def m1_series_factor(dev: PCU, t: float) -> float:
     return M1_SERIES_OFF_FACTOR if upper and dev.m2.lrs else 1.0
 
 
+#: a reading solves the circuit again once a conductance has moved this much (relative)
+#: since the last settle; below it the change is carried to first order, an error of
+#: ~1e-6 of the reading (the read noise, ~1e-3, is carried the same way)
+RESOLVE_AFTER = 1e-3
+
 #: upper bound on the change of an M1 state (fraction of its range) per integration step
 MAX_STATE_STEP = 0.03
 MAX_SUBSTEPS = 64
+#: V: a substep across which no M1 voltage moved more than this doubles the next one
+#: (the switching rate then moved by < 1/80 of itself, e^(1 mV/v0) with v0 = 80 mV)
+SUBSTEP_STEADY_V = 1e-3
 
 
 #: what an SMU output that is off does to its terminal
@@ -123,6 +131,21 @@ class RelayEvent:
     any_live: tuple[str, ...] = ()  # every output live anywhere on the bench at that moment
 
 
+@dataclass(frozen=True)
+class _Elements:
+    """The conductances of one topology as the solver takes them: the device elements
+    (M1s, then M2s; their values change with time) and the parasitics after them
+    (static). ``vnl``: M1's non-ohmic voltage scale (empty: all ohmic); ``sigma``: each
+    device element's read noise (None: off)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    g_static: np.ndarray  # the parasitics' conductances, zeros where a device goes
+    vnl: np.ndarray
+    sigma: np.ndarray | None
+    n_devices: int
+
+
 @dataclass
 class _Topology:
     """The network for the present site and relay state (rebuilt when they change)."""
@@ -138,6 +161,7 @@ class _Topology:
     dio_params: tuple[DiodeParams, ...] = ()
     _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
     _dio_const: tuple[np.ndarray, ...] | None = None
+    elements: _Elements | None = None  # built on first solve (SimBench._elements)
     # parasitics (labpcu.sim.parasitics): linear resistors static per topology (series
     # paths, relay leakage), and per terminal node the nodes it drives through its
     # series paths and how many closed columns it reaches (its cable capacitance)
@@ -203,6 +227,8 @@ class SimBench:
         self._topology: _Topology | None = None
         self._v_guess: np.ndarray | None = None
         self._settled: Solution | None = None  # noise-free solution after the last settle
+        self._settled_net: Netlist | None = None  # ... and the network it solved
+        self._last_net: Netlist | None = None  # the network of the last noise-free solve
         self.solve_count = 0
         #: record the largest |V| across and |I| through every element at each settled
         #: bias (:attr:`stress`): what safety tests judge, not what a driver sent
@@ -539,6 +565,43 @@ class SimBench:
         return self._topology
 
     # ----------------------------------------------------------------- solving
+    def _elements(self, topo: _Topology) -> _Elements:
+        """The memristors' and parasitics' static arrays for ``topo`` (kept with it)."""
+        if topo.elements is None:
+            n1, n2 = len(topo.m1), len(topo.m2)
+            devices = topo.m1 + topo.m2
+            nonohmic = n1 and self.physics.on("m1_nonohmic")  # M1: I = g·v_nl·sinh(V/v_nl); M2 stays ohmic
+            vnl = (np.concatenate([[dev.m1.p.v_nl for dev, _, _ in topo.m1], np.full(n2 + len(topo.par_g), np.inf)])
+                   if nonohmic else np.zeros(0))
+            sigma = None
+            if (n1 + n2) and self.physics.on("read_noise"):
+                sigma = np.array([dev.m1.p.read_noise for dev, _, _ in topo.m1] +
+                                 [dev.m2.p.read_noise for dev, _, _ in topo.m2])
+            topo.elements = _Elements(
+                np.concatenate([np.array([x for _, x, _ in devices], int), topo.par_a]).astype(int),
+                np.concatenate([np.array([y for _, _, y in devices], int), topo.par_b]).astype(int),
+                np.concatenate([np.zeros(n1 + n2), topo.par_g]), vnl, sigma, n1 + n2)
+        return topo.elements
+
+    def _conductances(self, topo: _Topology, t: float) -> np.ndarray:
+        """Every conductance of the network at ``t``, noise-free: M1s, M2s, parasitics."""
+        el = self._elements(topo)
+        g = el.g_static.copy()
+        if self.physics.on("m1_series"):
+            g[:len(topo.m1)] = [dev.m1.conductance(t) for dev, _, _ in topo.m1]
+        else:
+            g[:len(topo.m1)] = [dev.m1.conductance(t) * m1_series_factor(dev, t) for dev, _, _ in topo.m1]
+        g[len(topo.m1):el.n_devices] = [1.0 / dev.m2.resistance(t) for dev, _, _ in topo.m2]
+        return g
+
+    def _read_noise(self, topo: _Topology) -> np.ndarray | None:
+        """This reading's relative conductance fluctuation of each device element (None:
+        read noise is off)."""
+        sigma = self._elements(topo).sigma
+        if sigma is None:
+            return None
+        return np.maximum(1.0 + sigma * self.rng.standard_normal(len(sigma)), 0.0) - 1.0
+
     def _netlist(self, noisy: bool) -> tuple[Netlist, list[str]]:
         topo = self.topology
         t = self.clock.now()
@@ -548,28 +611,13 @@ class SimBench:
             d.dio_a, d.dio_k, d.dio_i0, d.dio_nvt, d.dio_rs, d.dio_gsh,
         )
         net.dio_iph, net.dio_ileak, net.dio_vleak = d.dio_iph, d.dio_ileak, d.dio_vleak
-        n1, n2 = len(topo.m1), len(topo.m2)
-        a = np.empty(n1 + n2, int)
-        b = np.empty(n1 + n2, int)
-        g = np.empty(n1 + n2)
-        series_on = self.physics.on("m1_series")
-        for k, (dev, x, y) in enumerate(topo.m1):
-            a[k], b[k], g[k] = x, y, dev.m1.conductance(t) * (1.0 if series_on else m1_series_factor(dev, t))
-        for k, (dev, x, y) in enumerate(topo.m2):
-            a[n1 + k], b[n1 + k], g[n1 + k] = x, y, 1.0 / dev.m2.resistance(t)
-        if noisy and (n1 + n2) and self.physics.on("read_noise"):
-            sig = np.array([dev.m1.p.read_noise for dev, _, _ in topo.m1] + [dev.m2.p.read_noise for dev, _, _ in topo.m2])
-            g = g * np.maximum(1.0 + sig * self.rng.standard_normal(n1 + n2), 0.0)
-        net.res_a, net.res_b, net.res_g = a, b, g
-        if n1 and self.physics.on("m1_nonohmic"):  # M1: I = g·v_nl·sinh(V/v_nl); M2 stays ohmic
-            net.res_vnl = np.concatenate([[dev.m1.p.v_nl for dev, _, _ in topo.m1], np.full(n2, np.inf)])
-        if len(topo.par_g):  # parasitics: series paths and relay leakage (ohmic, after M1 and M2)
-            net.res_a = np.concatenate([net.res_a, topo.par_a])
-            net.res_b = np.concatenate([net.res_b, topo.par_b])
-            net.res_g = np.concatenate([net.res_g, topo.par_g])
-            vnl = getattr(net, "res_vnl", None)
-            if vnl is not None and len(vnl) == n1 + n2 and n1 + n2:
-                net.res_vnl = np.concatenate([vnl, np.full(len(topo.par_g), np.inf)])
+        el = self._elements(topo)
+        g = self._conductances(topo, t)
+        if noisy:
+            noise = self._read_noise(topo)
+            if noise is not None:
+                g[:el.n_devices] *= 1.0 + noise
+        net.res_a, net.res_b, net.res_g, net.res_vnl = el.a, el.b, g, el.vnl
         names = self._in_circuit()
         if names:
             applied = [self._sources[n].applied() for n in names]
@@ -599,6 +647,7 @@ class SimBench:
             self.solve_count += 1
             if not noisy:
                 self._v_guess = sol.v
+                self._last_net = net
             return sol, names
 
     def settle(self) -> Solution:
@@ -613,7 +662,22 @@ class SimBench:
                 if not self._switch_m2(sol):
                     break
             self._settled = sol
+            self._settled_net = self._last_net
             return sol
+
+    def _settled_now(self) -> Solution:
+        """The settled solution, solved again if the circuit has moved since (drift,
+        relaxation, the stage temperature) by more than :data:`RESOLVE_AFTER` of any
+        conductance; less is carried to first order by :meth:`measure`."""
+        sol = self.settle()
+        net = self._settled_net
+        topo = self.topology
+        t = self.clock.now()
+        if net is None or self._diodes(topo, t).dio_i0 is not net.dio_i0 or not np.allclose(
+                self._conductances(topo, t), net.res_g, rtol=RESOLVE_AFTER, atol=0.0):
+            self._settled = None
+            sol = self.settle()
+        return sol
 
     def _record_stress(self, sol: Solution) -> None:
         """Fold the voltage across and current through each element into :attr:`stress`."""
@@ -677,10 +741,21 @@ class SimBench:
             src = self.source(name)
             topo = self.topology
             if src.in_circuit:  # on, or off but holding its terminal at 0
-                sol, names = self.solve(noisy=True)
-                k = names.index(name)
-                reading = Reading(float(sol.src_current[k]), float(sol.src_voltage[k]), bool(sol.src_in_limit[k]))
-                reading = self._parasitic_reading(name, src, reading)
+                sol = self._settled_now()
+                net = self._settled_net
+                k = self._in_circuit().index(name)
+                i, v = float(sol.src_current[k]), float(sol.src_voltage[k])
+                # what moved since the settle, and this reading's device noise: to first order
+                g = self._conductances(topo, self.clock.now())
+                noise = self._read_noise(topo)
+                if noise is not None:
+                    g[:len(noise)] *= 1.0 + noise
+                dg = g - net.res_g
+                if np.any(dg):
+                    dv, di = conductance_response(net, sol, dg)
+                    i += float(di[k])
+                    v += float(dv[topo.terminal_node[name]])
+                reading = self._parasitic_reading(name, src, Reading(i, v, bool(sol.src_in_limit[k])))
             else:  # a high-Z terminal only senses its node: no need to solve again
                 sol = settled
                 node = topo.terminal_node.get(name)
@@ -743,13 +818,21 @@ class SimBench:
             spreads = [dev.m1.draw_spread(self.rng) if r else 0.0 for (dev, _, _), r in zip(m1, rates)]
             worst = max(abs(r) * s for r, s in zip(rates, spreads))
             n = int(min(MAX_SUBSTEPS, max(1, math.ceil(worst * dt / MAX_STATE_STEP))))
-            h = dt / n
-            for k in range(n):
-                t = t0 + k * h
+            # each substep holds the voltages found at its start; the closed form per
+            # substep is exact for a constant voltage, so substeps only follow how the
+            # state moves the voltages: while they barely move, the next one is doubled
+            h, t, end = dt / n, t0, t0 + dt
+            while True:
+                h = min(h, end - t)
                 for (dev, _, _), v, s in zip(m1, volts, spreads):
                     if s:
                         dev.m1.apply(v, h, t, s, kinetics)
                 self._settled = None
-                if k + 1 < n:
-                    sol = self.settle()
-                    volts = [float(sol.v[a] - sol.v[b]) for _, a, b in m1]
+                t += h
+                if end - t <= 1e-12 * dt:
+                    break
+                sol = self.settle()
+                now = [float(sol.v[a] - sol.v[b]) for _, a, b in m1]
+                if max(abs(x - y) for x, y in zip(now, volts)) < SUBSTEP_STEADY_V:
+                    h *= 2.0
+                volts = now

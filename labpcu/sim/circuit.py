@@ -286,33 +286,40 @@ class _ReferenceEngine:
 
 
 # ------------------------------------------------------------------ fast engine
-# The same Newton iteration on the free nodes only, with the stamps of one network
-# structure worked out once (index arrays, an element incidence matrix) and reused
-# while only conductances and levels change (the bench's next solve, the next pass of
-# the active set); diodes evaluated with their per-solve constants folded; LAPACK
-# called directly. A converged iteration's last step is below V_TOL, so the element
-# currents at its end follow from the Jacobian (error ~ g'·V_TOL², far below I_TOL)
-# instead of one more diode evaluation.
+# The same Newton iteration on the free nodes only, with the ohmic conductances
+# (memristors read at small signal, series paths, a hundred-odd relay leakages) stamped
+# once per solve into a nodal matrix and the iteration left with the few nonlinear
+# elements (diodes, non-ohmic M1s): their incidence is worked out once per network
+# structure and reused while only conductances and levels change (the bench's next
+# solve, the next pass of the active set). Diodes are evaluated with their per-solve
+# constants folded; LAPACK is called directly. A converged iteration's last step is
+# below V_TOL, so the element currents at its end follow from the Jacobian (error
+# ~ g'·V_TOL², far below I_TOL) instead of one more diode evaluation.
 
 _PLANS: dict[tuple, "_Plan"] = {}
 _MAX_PLANS = 64
 
 
 class _Plan:
-    """One network structure: which nodes each element joins (conductances first,
-    then diodes), and per set of fixed nodes the free nodes and their stamps."""
+    """One network structure: the ohmic conductances' stamps in the nodal matrix, the
+    nonlinear elements (diodes, then non-ohmic conductances) as an incidence matrix,
+    and per set of fixed nodes the free nodes (:class:`_FreeSet`)."""
 
-    def __init__(self, n: int, a: np.ndarray, b: np.ndarray, nd: int) -> None:
+    def __init__(self, n: int, lin_a: np.ndarray, lin_b: np.ndarray, nl_a: np.ndarray, nl_b: np.ndarray) -> None:
         self.n = n
-        ne = len(a)
-        self.a, self.b = a, b
-        E = np.zeros((ne, n))  # element voltage = E @ v
-        np.add.at(E, (np.arange(ne), a), 1.0)
-        np.add.at(E, (np.arange(ne), b), -1.0)
+        # G = bincount(g_stamp_idx, g[g_stamp_elem] * g_stamp_sign): the four stamps of each
+        # ohmic conductance, flat in the n×n matrix
+        k = np.arange(len(lin_a))
+        self.g_idx = np.concatenate([lin_a * n + lin_a, lin_b * n + lin_b, lin_a * n + lin_b, lin_b * n + lin_a])
+        self.g_elem = np.concatenate([k, k, k, k])
+        self.g_sign = np.concatenate([np.ones(2 * len(k)), -np.ones(2 * len(k))])
+        nn = len(nl_a)
+        E = np.zeros((nn, n))  # nonlinear element voltage = E @ v
+        np.add.at(E, (np.arange(nn), nl_a), 1.0)
+        np.add.at(E, (np.arange(nn), nl_b), -1.0)
         self.E = E
         self.ET = np.ascontiguousarray(E.T)  # node currents = ET @ element currents
         self.absE = np.abs(E)
-        self.diode_rows = np.arange(ne - nd, ne)
         self._free: dict[tuple[int, ...], _FreeSet] = {}
 
     def free_set(self, fixed: tuple[int, ...]) -> _FreeSet:
@@ -323,29 +330,18 @@ class _Plan:
 
 
 class _FreeSet:
-    """The free nodes for one set of fixed nodes, and where each element's
-    conductance lands in the free-node Jacobian (flat indices for np.bincount)."""
+    """The free nodes for one set of fixed nodes, and the nonlinear incidence on them."""
 
     def __init__(self, plan: _Plan, fixed: tuple[int, ...]) -> None:
-        n = plan.n
-        is_free = np.ones(n, bool)
+        is_free = np.ones(plan.n, bool)
         is_free[0] = False
         is_free[list(fixed)] = False
         self.free = np.flatnonzero(is_free)
-        m = self.m = len(self.free)
-        pos = np.full(n, -1)
-        pos[self.free] = np.arange(m)
+        self.m = len(self.free)
         self.Ef = np.ascontiguousarray(plan.E[:, self.free])
         self.EfT = np.ascontiguousarray(self.Ef.T)
         self.absEfT = np.abs(self.EfT)
-        pa, pb = pos[plan.a], pos[plan.b]
-        el = np.arange(len(pa))
-        stamps = [(pa >= 0, pa * m + pa, 1.0), (pb >= 0, pb * m + pb, 1.0),
-                  ((pa >= 0) & (pb >= 0), pa * m + pb, -1.0), ((pa >= 0) & (pb >= 0), pb * m + pa, -1.0)]
-        self.j_elem = np.concatenate([el[ok] for ok, _, _ in stamps])
-        self.j_idx = np.concatenate([idx[ok] for ok, idx, _ in stamps])
-        self.j_sign = np.concatenate([np.full(int(ok.sum()), s) for ok, _, s in stamps])
-        self.diag = np.arange(m) * (m + 1)
+        self.diag = np.arange(self.m) * (self.m + 1)
 
 
 def _cached(cache: dict, key: tuple, make):
@@ -358,12 +354,18 @@ def _cached(cache: dict, key: tuple, make):
     return found
 
 
-def _plan_of(net: Netlist) -> _Plan:
-    """The plan of the network's structure (conductances first, then diodes)."""
-    key = (net.n_nodes, net.res_a.tobytes(), net.res_b.tobytes(), net.dio_a.tobytes(), net.dio_k.tobytes())
-    return _cached(_PLANS, key, lambda: _Plan(
-        net.n_nodes, np.concatenate([net.res_a, net.dio_a]).astype(np.intp, copy=False),
-        np.concatenate([net.res_b, net.dio_k]).astype(np.intp, copy=False), len(net.dio_a)))
+def _plan_of(net: Netlist, sinh: np.ndarray) -> _Plan:
+    """The plan of the network's structure (``sinh``: the non-ohmic conductances)."""
+    key = (net.n_nodes, net.res_a.tobytes(), net.res_b.tobytes(), sinh.tobytes(), net.dio_a.tobytes(),
+           net.dio_k.tobytes())
+
+    def make() -> _Plan:
+        ohmic = np.ones(len(net.res_a), bool)
+        ohmic[sinh] = False
+        a, b = np.asarray(net.res_a, np.intp), np.asarray(net.res_b, np.intp)
+        return _Plan(net.n_nodes, a[ohmic], b[ohmic], np.concatenate([np.asarray(net.dio_a, np.intp), a[sinh]]),
+                     np.concatenate([np.asarray(net.dio_k, np.intp), b[sinh]]))
+    return _cached(_PLANS, key, make)
 
 
 _BANKS: dict[tuple, "_DiodeBank"] = {}
@@ -412,40 +414,57 @@ class _FastEngine:
     """The fast solver for one netlist (see the section comment)."""
 
     def __init__(self, net: Netlist) -> None:
-        nr, nd = len(net.res_a), len(net.dio_a)
-        self.plan = _plan_of(net)
-        self.nr, self.nd = nr, nd
-        self.g = np.asarray(net.res_g, float)
-        self.sinh = None
+        nd = len(net.dio_a)
+        g = np.asarray(net.res_g, float)
+        sinh = np.zeros(0, np.intp)
         if len(net.res_vnl):
             vnl = net.resistor_vnl()
-            finite = np.isfinite(vnl)
-            if finite.any():
-                self.sinh = np.flatnonzero(finite)
-                self.vnl = vnl[self.sinh]
-                self.g_nl = self.g[self.sinh]
+            sinh = np.flatnonzero(np.isfinite(vnl))
+            self.vnl = vnl[sinh]
+            self.g_nl = g[sinh]
+        self.plan = plan = _plan_of(net, sinh)
+        self.nd = nd
+        self.sinh = sinh if len(sinh) else None
+        n = plan.n
+        ohmic_g = np.delete(g, sinh) if len(sinh) else g
+        self.G = np.bincount(plan.g_idx, ohmic_g[plan.g_elem] * plan.g_sign, n * n).astype(float, copy=False).reshape(n, n)
+        self.absG = np.abs(self.G)
         self.diodes = _bank_of(net) if nd else None
         self.linear = self.diodes is None and self.sinh is None
-        # elements whose voltage step the damping bounds
-        self.damped = self.plan.diode_rows if self.sinh is None else np.concatenate([self.plan.diode_rows, self.sinh])
-        self.ie = np.empty(nr + nd)
-        self.ge = np.empty(nr + nd)
-        self.ge[:nr] = self.g
+        self.ie = np.empty(len(plan.E))
+        self.ge = np.empty(len(plan.E))
+        self._sub: dict[_FreeSet, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def currents(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Element currents and conductances at node voltages ``v`` (buffers reused)."""
+        """Nonlinear element currents and conductances at node voltages ``v`` (buffers
+        reused): diodes first, then the non-ohmic conductances."""
         ve = self.plan.E @ v
-        nr = self.nr
         ie, ge = self.ie, self.ge
-        np.multiply(self.g, ve[:nr], out=ie[:nr])
-        if self.sinh is not None:
-            vs = ve[self.sinh]
-            x = np.minimum(np.maximum(vs / self.vnl, -700.0), 700.0)
-            ie[self.sinh] = self.g_nl * self.vnl * np.sinh(x)
-            ge[self.sinh] = self.g_nl * np.cosh(x)
+        nd = self.nd
         if self.diodes is not None:
-            ie[nr:], ge[nr:] = self.diodes.iv(ve[nr:])
+            ie[:nd], ge[:nd] = self.diodes.iv(ve[:nd])
+        if self.sinh is not None:
+            x = np.minimum(np.maximum(ve[nd:] / self.vnl, -700.0), 700.0)
+            ie[nd:] = self.g_nl * self.vnl * np.sinh(x)
+            ge[nd:] = self.g_nl * np.cosh(x)
         return ie, ge
+
+    def node_currents(self, v: np.ndarray) -> np.ndarray:
+        """The current leaving each node through the elements at ``v``."""
+        out = self.G @ v
+        if not self.linear:
+            out += self.plan.ET @ self.currents(v)[0]
+        return out
+
+    def _submatrices(self, fs: _FreeSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """G's rows of the free nodes, its free block with GMIN, and |G|'s free rows."""
+        found = self._sub.get(fs)
+        if found is None:
+            rows = self.G[fs.free]
+            block = rows[:, fs.free].copy()
+            block.flat[fs.diag] += GMIN
+            found = self._sub[fs] = (rows, block, self.absG[fs.free])
+        return found
 
     def newton(self, fixed: dict[int, float], inject: np.ndarray, v0: np.ndarray,
                vlimits: dict[int, float]) -> tuple[np.ndarray, int, np.ndarray]:
@@ -454,48 +473,46 @@ class _FastEngine:
         v[0] = 0.0
         for node, val in fixed.items():
             v[node] = val
-        fs = self.plan.free_set(tuple(sorted(fixed)))
+        plan = self.plan
+        fs = plan.free_set(tuple(sorted(fixed)))
         free, m = fs.free, fs.m
         if m == 0:
-            ie, _ = self.currents(v)
-            return v, 0, self.plan.ET @ ie
+            return v, 0, self.node_currents(v)
+        Gf, Jlin, absGf = self._submatrices(fs)
         inj = inject[free]
+        if self.linear:  # one exact step
+            x = v[free] + _solve_spd(Jlin.copy(), Gf @ v + GMIN * v[free] - inj)
+            v[free] = x
+            return v, 1, self.G @ v
         watch = [(node, RUNAWAY * lim) for node, lim in vlimits.items()]
-        Ef, EfT, jsel, jidx, jsign, diag = fs.Ef, fs.EfT, fs.j_elem, fs.j_idx, fs.j_sign, fs.diag
-        damped = self.damped
-        mm = m * m
+        Ef, EfT, absEfT = fs.Ef, fs.EfT, fs.absEfT
         for it in range(1, MAX_ITER + 1):
             ie, ge = self.currents(v)
-            resid = EfT @ ie + GMIN * v[free] - inj
+            vf = v[free]
+            resid = Gf @ v + EfT @ ie + GMIN * vf - inj
             if it > 1:
                 r = np.abs(resid)
-                if float(np.max(r)) < I_TOL:
-                    return v, it, self.plan.ET @ ie
+                if float(r.max()) < I_TOL:
+                    return v, it, self.G @ v + plan.ET @ ie
                 # at the round-off floor of each node's KCL sum
-                scale = fs.absEfT @ (np.abs(ie) + ge * (self.plan.absE @ np.abs(v))) + GMIN * np.abs(v[free])
+                av = np.abs(v)
+                scale = absGf @ av + absEfT @ (np.abs(ie) + ge * (plan.absE @ av)) + GMIN * np.abs(vf)
                 if np.all(r <= I_TOL + ROUNDOFF * scale):
-                    return v, it, self.plan.ET @ ie
-            J = np.bincount(jidx, ge[jsel] * jsign, mm).astype(float, copy=False)  # int when empty
-            J[diag] += GMIN
-            J = J.reshape(m, m)
+                    return v, it, self.G @ v + plan.ET @ ie
+            J = Jlin + (EfT * ge) @ Ef
             dx = _solve_spd(J, resid)
             dve = Ef @ dx
-            if damped.size:
-                biggest = float(np.max(np.abs(dve[damped])))
-                if biggest > MAX_DIODE_STEP:
-                    f = MAX_DIODE_STEP / biggest
-                    dx *= f
-                    dve *= f
-            x = v[free] + dx
+            biggest = float(np.max(np.abs(dve)))
+            if biggest > MAX_DIODE_STEP:
+                f = MAX_DIODE_STEP / biggest
+                dx *= f
+                dve *= f
+            x = vf + dx
             v[free] = x
             if watch and any(abs(v[node]) > lim for node, lim in watch):
-                ie, _ = self.currents(v)
-                return v, it, self.plan.ET @ ie
-            if self.linear:  # one exact step
-                ie, _ = self.currents(v)
-                return v, it, self.plan.ET @ ie
+                return v, it, self.node_currents(v)
             if np.all(np.abs(dx) <= V_TOL + 1e-9 * np.abs(x)):
-                return v, it, self.plan.ET @ (ie + ge * dve)
+                return v, it, self.G @ v + plan.ET @ (ie + ge * dve)
         raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
 
 
@@ -511,6 +528,45 @@ def _solve_spd(J: np.ndarray, resid: np.ndarray) -> np.ndarray:
     if info != 0:  # pragma: no cover - GMIN prevents this
         raise SolverError(f"singular network (LAPACK info {info})")
     return x
+
+
+def conductance_response(net: Netlist, sol: Solution, dg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First-order change of the node voltages and of every source's current when the
+    conductances ``net.res_g`` change by ``dg``, at the solution ``sol`` of ``net`` with
+    its active set held (which sources sit at their limits).
+
+    Why: a reading's device noise is a fluctuation of a few 10⁻³ of some conductances;
+    one linear solve with the Jacobian at the settled point gives its effect to
+    ~(10⁻³)² relative, where a full Newton solve would cost several."""
+    engine = _FastEngine(net)
+    n = net.n_nodes
+    primary = ~np.asarray(sol.src_in_limit, bool)
+    forcing_v = np.asarray(net.src_is_v, bool) == primary
+    fixed = sorted({int(node) for node, f in zip(net.src_node, forcing_v) if f and node != 0})
+    # the current each conductance change adds at fixed voltages (I is linear in g)
+    ra, rb = np.asarray(net.res_a, np.intp), np.asarray(net.res_b, np.intp)
+    di, _ = _sinh_iv(sol.v[ra] - sol.v[rb], np.asarray(dg, float), net.resistor_vnl())
+    d_out = np.bincount(ra, di, n) - np.bincount(rb, di, n)
+    dv = np.zeros(n)
+    fs = engine.plan.free_set(tuple(fixed))
+    if fs.m:
+        _, Jlin, _ = engine._submatrices(fs)
+        _, ge = engine.currents(sol.v)
+        J = Jlin + (fs.EfT * ge) @ fs.Ef if len(ge) else Jlin.copy()
+        dv[fs.free] = _solve_spd(J, d_out[fs.free])
+        d_out = d_out + engine.G @ dv
+        if len(ge):
+            d_out += engine.plan.ET @ (ge * (engine.plan.E @ dv))
+    # the voltage-forcing sources on a node share its change; the others force theirs
+    d_src = np.zeros(len(net.src_node))
+    sharing: dict[int, list[int]] = {}
+    for k, (node, f) in enumerate(zip(net.src_node.tolist(), forcing_v.tolist())):
+        if f:
+            sharing.setdefault(node, []).append(k)
+    for node, group in sharing.items():
+        for k in group:
+            d_src[k] = d_out[node] / len(group)
+    return dv, d_src
 
 
 # ------------------------------------------------------------------ active set
