@@ -227,6 +227,9 @@ MODELS: dict[str, SmuModel] = _models(
 Check = Callable[[Any, Any, str], Any]
 
 
+_UNSET = object()
+
+
 class _Setting:
     """A validated instrument attribute: Lua assignments go through ``check``
     (which raises TspParameterError for out-of-range values, so the old value stays),
@@ -235,6 +238,9 @@ class _Setting:
     def __init__(self, default: Any, check: Check) -> None:
         self.default = default
         self.check = check
+        # a default computed from the owner (e.g. its model's range) is only computed
+        # when the attribute was never set; settings are read ~15 times a message
+        self._computed = callable(default)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -243,8 +249,10 @@ class _Setting:
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        default = self.default(obj) if callable(self.default) else self.default
-        return obj.__dict__.get(self.attr, default)
+        if not self._computed:
+            return obj.__dict__.get(self.attr, self.default)
+        value = obj.__dict__.get(self.attr, _UNSET)
+        return self.default(obj) if value is _UNSET else value
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__[self.attr] = self.check(obj, value, f"{obj.lua_path}.{self.name}")
