@@ -102,31 +102,38 @@ class GuardedInstrument(PlainAttributes, Instrument):
             kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
             raise InstrumentCommunicationError(f"{name}: {kind} while {doing}: {exc}") from exc
 
-    @contextmanager
-    def _io(self, doing: str) -> Iterator[None]:
-        """:meth:`_link` for this instrument's own link, which a failure marks out of step."""
-        try:
-            with self._link(doing, self.name):
-                yield
-        except InstrumentCommunicationError:
-            self.out_of_step = True
-            raise
+    def _failed(self, doing: str, exc: BaseException) -> InstrumentCommunicationError:
+        """The error :meth:`_link` raises for this link, which a failure marks out of
+        step. Written out in each I/O method rather than as a context manager: this runs
+        on every message, and a generator-based ``with`` plus the eagerly formatted
+        description cost more than the in-process transfer itself."""
+        self.out_of_step = True
+        kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
+        return InstrumentCommunicationError(f"{self.name}: {kind} while {doing}: {exc}")
 
     def write(self, command: str, **kwargs: Any) -> None:
-        with self._io(f"sending {command[:80]!r}"):
+        try:
             super().write(command, **kwargs)
+        except COMM_ERRORS as exc:
+            raise self._failed(f"sending {command[:80]!r}", exc) from exc
 
     def write_bytes(self, content: bytes, **kwargs: Any) -> None:
-        with self._io(f"sending {len(content)} bytes"):
+        try:
             super().write_bytes(content, **kwargs)
+        except COMM_ERRORS as exc:
+            raise self._failed(f"sending {len(content)} bytes", exc) from exc
 
     def read(self, **kwargs: Any) -> str:
-        with self._io("reading a reply"):
+        try:
             return super().read(**kwargs)
+        except COMM_ERRORS as exc:
+            raise self._failed("reading a reply", exc) from exc
 
     def read_bytes(self, count: int, **kwargs: Any) -> bytes:
-        with self._io(f"reading {count} bytes"):
+        try:
             return super().read_bytes(count, **kwargs)
+        except COMM_ERRORS as exc:
+            raise self._failed(f"reading {count} bytes", exc) from exc
 
 
 class TspInstrument(GuardedInstrument):
@@ -146,12 +153,13 @@ class TspInstrument(GuardedInstrument):
         self.write(command)
         self.wait_for(query_delay)
         try:
-            with self._io(f"reading the reply to {command[:80]!r}"):
-                return self.adapter.read()
-        except InstrumentCommunicationError as exc:
-            if not is_timeout(exc.__cause__) or self._diagnosing:
-                raise
-            timeout = exc
+            return self.adapter.read()
+        except COMM_ERRORS as exc:
+            failure = self._failed(f"reading the reply to {command[:80]!r}", exc)
+            if not is_timeout(exc) or self._diagnosing:
+                raise failure from exc
+            failure.__cause__ = exc
+            timeout = failure
         self._diagnosing = True
         try:
             errors = self.check_errors()
