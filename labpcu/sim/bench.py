@@ -27,9 +27,8 @@ from labpcu.clock import VirtualClock
 from labpcu.sim.circuit import GMIN, Netlist, Solution, conductance_response, solve
 from labpcu.sim.diode import DiodeParams, saturation_current, thermal_voltage
 from labpcu.sim.parasitics import (COLUMN_PATH_CAPACITANCE, NEGLIGIBLE_CURRENT, PATH_RESISTANCE,
-                                   RELAY_ISOLATION_OHM, SMU_CABLE_CAPACITANCE, ParasiticNetwork, Step,
-                                   node_conductance, offset_current, terminal_capacitance,
-                                   voltage_step_poles)
+                                   RELAY_ISOLATION_OHM, SMU_CABLE_CAPACITANCE, GroupBoundary, ParasiticNetwork,
+                                   Step, StepPlan, offset_current, terminal_capacitance)
 from labpcu.sim.pcu import ELEMENTS, PCU
 from labpcu.sim.physics import DEFAULT_PHYSICS, T_REF_K, Physics
 from labpcu.sim.stage import StageTemperature
@@ -162,6 +161,8 @@ class _Topology:
     _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
     _dio_const: tuple[np.ndarray, ...] | None = None
     elements: _Elements | None = None  # built on first solve (SimBench._elements)
+    #: capacitance: per-topology structures of steps (StepPlan, GroupBoundary, C per terminal)
+    plans: dict[object, object] = field(default_factory=dict)
     # parasitics (labpcu.sim.parasitics): linear resistors static per topology (series
     # paths, relay leakage), and per terminal node the nodes it drives through its
     # series paths and how many closed columns it reaches (its cable capacitance)
@@ -350,8 +351,7 @@ class SimBench:
         topo, sol = self.topology, self._settled
         node = topo.terminal_node[name]
         group = topo.driven.get(node, frozenset({node}))
-        elements = [(a, b) for _, a, b in topo.m1 + topo.m2] + list(zip(topo.dio.dio_a.tolist(), topo.dio.dio_k.tolist()))
-        c = terminal_capacitance(topo.paths.get(node, 0), group, elements)
+        c = self._terminal_capacitance(topo, name)
         before = self._cap_nodes
         if sol is not None:
             self._cap_nodes = (topo, sol.v)
@@ -362,19 +362,16 @@ class SimBench:
         v_dc = float(sol.v[node])
         old = self._steps.get(name)
         dv = v_dc - v_before
-        net, names = self._netlist(noisy=False)
+        net = self._settled_net
         v_forcing, level, _ = self._sources[name].applied()
         if v_forcing:
             stiff = {0}
-            for k, n in enumerate(names):
+            for k, n in enumerate(self._in_circuit()):
                 if self._sources[n].applied()[0] and not sol.src_in_limit[k] or n == name:
                     tn = topo.terminal_node[n]
                     stiff |= topo.driven.get(tn, frozenset({tn}))
-            extra = {tn: SMU_CABLE_CAPACITANCE + k * COLUMN_PATH_CAPACITANCE for tn, k in topo.paths.items()
-                     if tn not in stiff and k}
             v_old = before[1] if before is not None and before[0] is topo else None
-            poles = voltage_step_poles(net, sol.v, v_old, dv, group, frozenset(stiff), len(topo.m1) + len(topo.m2),
-                                       list(topo.driven.values()), extra)
+            poles = self._step_plan(topo, net, group, frozenset(stiff)).poles(net, sol.v, v_old, dv)
             if old is not None and old.topology is topo:
                 poles += old.poles_at(t)
             poles = [(a, tau) for a, tau in poles if abs(a) > NEGLIGIBLE_CURRENT and tau > 0]
@@ -382,10 +379,36 @@ class SimBench:
             self._steps[name] = Step(t, 0.0, c, slowest, topo, v_dc, tuple(poles))
             return
         residual = old.lag_at(t) if old is not None and old.topology is topo else 0.0
-        r = 1.0 / (node_conductance(net, sol.v, group) + GMIN * len(group))
+        boundary = topo.plans.get(group)
+        if boundary is None:
+            boundary = topo.plans[group] = GroupBoundary(net, group)
+        r = 1.0 / (boundary.conductance(net, sol.v) + GMIN * len(group))
         if not applied_before[0] and level != applied_before[1] and dv:
             r = max(r, abs(dv / (level - applied_before[1])))
         self._steps[name] = Step(t, residual + dv, c, r * c, topo, v_dc)
+
+    def _terminal_capacitance(self, topo: _Topology, name: str) -> float:
+        """What a terminal charges when it steps (:func:`terminal_capacitance`), per topology."""
+        key = ("capacitance", name)
+        c = topo.plans.get(key)
+        if c is None:
+            node = topo.terminal_node[name]
+            elements = [(a, b) for _, a, b in topo.m1 + topo.m2] + list(zip(topo.dio.dio_a.tolist(),
+                                                                              topo.dio.dio_k.tolist()))
+            c = topo.plans[key] = terminal_capacitance(topo.paths.get(node, 0),
+                                                       topo.driven.get(node, frozenset({node})), elements)
+        return c
+
+    def _step_plan(self, topo: _Topology, net: Netlist, group: frozenset[int], stiff: frozenset[int]) -> StepPlan:
+        """The structure of a voltage step of the nodes ``group`` with these nodes stiff."""
+        key = (group, stiff)
+        plan = topo.plans.get(key)
+        if plan is None:
+            extra = {tn: SMU_CABLE_CAPACITANCE + k * COLUMN_PATH_CAPACITANCE for tn, k in topo.paths.items()
+                     if tn not in stiff and k}
+            plan = topo.plans[key] = StepPlan(net, group, stiff, len(topo.m1) + len(topo.m2),
+                                              list(topo.driven.values()), extra)
+        return plan
 
     def reaches_devices(self, name: str) -> bool:
         """True if the terminal's net touches any device under the probes now."""
@@ -665,19 +688,21 @@ class SimBench:
             self._settled_net = self._last_net
             return sol
 
-    def _settled_now(self) -> Solution:
+    def _settled_now(self) -> tuple[Solution, np.ndarray]:
         """The settled solution, solved again if the circuit has moved since (drift,
         relaxation, the stage temperature) by more than :data:`RESOLVE_AFTER` of any
-        conductance; less is carried to first order by :meth:`measure`."""
+        conductance; less is carried to first order by :meth:`measure`. Also returns
+        the conductances now."""
         sol = self.settle()
         net = self._settled_net
         topo = self.topology
         t = self.clock.now()
-        if net is None or self._diodes(topo, t).dio_i0 is not net.dio_i0 or not np.allclose(
-                self._conductances(topo, t), net.res_g, rtol=RESOLVE_AFTER, atol=0.0):
+        g = self._conductances(topo, t)
+        if (net is None or self._diodes(topo, t).dio_i0 is not net.dio_i0
+                or np.any(np.abs(g - net.res_g) > RESOLVE_AFTER * np.abs(net.res_g))):
             self._settled = None
             sol = self.settle()
-        return sol
+        return sol, g
 
     def _record_stress(self, sol: Solution) -> None:
         """Fold the voltage across and current through each element into :attr:`stress`."""
@@ -741,12 +766,11 @@ class SimBench:
             src = self.source(name)
             topo = self.topology
             if src.in_circuit:  # on, or off but holding its terminal at 0
-                sol = self._settled_now()
+                sol, g = self._settled_now()
                 net = self._settled_net
                 k = self._in_circuit().index(name)
                 i, v = float(sol.src_current[k]), float(sol.src_voltage[k])
                 # what moved since the settle, and this reading's device noise: to first order
-                g = self._conductances(topo, self.clock.now())
                 noise = self._read_noise(topo)
                 if noise is not None:
                     g[:len(noise)] *= 1.0 + noise

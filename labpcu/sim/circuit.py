@@ -79,6 +79,9 @@ class Netlist:
     src_is_v: np.ndarray = field(default_factory=lambda: _NO_BOOL)
     src_level: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
     src_limit: np.ndarray = field(default_factory=lambda: _NO_FLOAT)
+    #: the fast engine this network's last solve built, kept for :func:`conductance_response`
+    #: (a netlist is not changed once solved)
+    engine: object = field(default=None, repr=False, compare=False)
 
     def add_resistor(self, a: int, b: int, g: float, v_nl: float = np.inf) -> None:
         """A conductance ``g`` between nodes ``a`` and ``b``; ohmic unless ``v_nl`` (V)
@@ -538,7 +541,7 @@ def conductance_response(net: Netlist, sol: Solution, dg: np.ndarray) -> tuple[n
     Why: a reading's device noise is a fluctuation of a few 10⁻³ of some conductances;
     one linear solve with the Jacobian at the settled point gives its effect to
     ~(10⁻³)² relative, where a full Newton solve would cost several."""
-    engine = _FastEngine(net)
+    engine = net.engine if isinstance(net.engine, _FastEngine) else _FastEngine(net)
     n = net.n_nodes
     primary = ~np.asarray(sol.src_in_limit, bool)
     forcing_v = np.asarray(net.src_is_v, bool) == primary
@@ -588,6 +591,8 @@ def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = N
     kinds = [_FastEngine, _ReferenceEngine] if (FAST_PATH if fast is None else fast) else [_ReferenceEngine]
     for kind in kinds:
         engine = kind(net)
+        if kind is _FastEngine:
+            net.engine = engine
         try:
             return _solve(net, engine, v_start, one_change=False)
         except SolverError:

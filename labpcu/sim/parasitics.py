@@ -173,21 +173,32 @@ def node_conductance(net, v: np.ndarray, group: frozenset[int]) -> float:
     """Small-signal conductance (S) from the node ``group`` into the rest of the
     network at the operating point ``v``: the R of the node's R·C is its inverse.
     Elements with both ends inside the group (a series path resistor) do not count."""
-    g = 0.0
-    ra, rb = np.asarray(net.res_a), np.asarray(net.res_b)
-    if len(ra):
-        ina = np.isin(ra, list(group))
-        inb = np.isin(rb, list(group))
-        g += float(np.sum(np.asarray(net.res_g)[ina ^ inb]))
-    da, dk = np.asarray(net.dio_a), np.asarray(net.dio_k)
-    if len(da):
-        ina = np.isin(da, list(group))
-        ink = np.isin(dk, list(group))
-        edge = ina ^ ink
-        if edge.any():
-            _, gd = net.diode_currents(v[da] - v[dk])
-            g += float(np.sum(np.asarray(gd)[edge]))
-    return g
+    return GroupBoundary(net, group).conductance(net, v)
+
+
+class GroupBoundary:
+    """Which conductances and diodes cross the boundary of a node group, worked out
+    once for a network structure (a terminal steps many times on one topology)."""
+
+    def __init__(self, net, group: frozenset[int] | np.ndarray) -> None:
+        members = np.zeros(net.n_nodes, bool)
+        members[list(group) if not isinstance(group, np.ndarray) else group] = True
+        ra, rb = np.asarray(net.res_a, int), np.asarray(net.res_b, int)
+        da, dk = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
+        self.res = np.flatnonzero(members[ra] ^ members[rb])
+        self.dio = np.flatnonzero(members[da] ^ members[dk])
+        self.size = int(members.sum())
+
+    def conductance(self, net, v: np.ndarray, g_dio: np.ndarray | None = None) -> float:
+        """The group's conductance into the rest at ``v`` (``g_dio``: every diode's
+        small-signal conductance there, if already known)."""
+        g = float(np.sum(np.asarray(net.res_g)[self.res])) if len(self.res) else 0.0
+        if len(self.dio):
+            if g_dio is None:
+                da, dk = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
+                _, g_dio = net.diode_currents(v[da] - v[dk])
+            g += float(np.sum(np.asarray(g_dio)[self.dio]))
+        return g
 
 
 @dataclass(frozen=True)
@@ -228,57 +239,96 @@ def voltage_step_poles(net, v_new: np.ndarray, v_old: np.ndarray | None, dv_term
     besides the elements' (the cable of an undriven terminal). ``v_old``: the DC node
     voltages before the step (None: the cluster's DC change is taken from the
     small-signal divider g_TK/g_K instead)."""
-    res_a, res_b = np.asarray(net.res_a, int), np.asarray(net.res_b, int)
-    dio_a, dio_k = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
-    g_res = net.resistor_currents(v_new[res_a] - v_new[res_b])[1] if len(res_a) else np.zeros(0)
-    g_dio = net.diode_currents(v_new[dio_a] - v_new[dio_k])[1] if len(dio_a) else np.zeros(0)
-    el_a = np.concatenate([res_a[:n_device_res], dio_a])
-    el_b = np.concatenate([res_b[:n_device_res], dio_k])
-    el_g = np.concatenate([np.asarray(g_res)[:n_device_res], np.asarray(g_dio)])
-    # clusters: undriven nodes joined through device elements (merged groups move as one)
-    sets: UnionFind[int] = UnionFind()
+    return StepPlan(net, terminal, stiff, n_device_res, merged, extra_c).poles(net, v_new, v_old, dv_terminal)
 
-    for group in merged:
-        if not group & stiff:
-            first = min(group)
-            for n in group:
-                sets.union(first, n)
-    for a, b in zip(el_a.tolist(), el_b.tolist()):
-        if a not in stiff and b not in stiff:
-            sets.union(a, b)
-    poles: list[tuple[float, float]] = []
-    c_tk: dict[int, float] = {}
-    g_tk: dict[int, float] = {}
-    for a, b, g in zip(el_a.tolist(), el_b.tolist(), el_g.tolist()):
-        if (a in terminal) == (b in terminal):
-            continue
-        other = b if a in terminal else a
-        if other in stiff:  # between two stiff nodes: the element's own charge, τ = C/g
+
+@dataclass(frozen=True)
+class _Cluster:
+    """An undriven cluster a stepping terminal reaches through device elements."""
+
+    between: np.ndarray  # device elements joining the terminal to the cluster
+    c_between: float  # F, their capacitance (C_TK)
+    c: float  # F, every element with one end in the cluster, and cable on its nodes (C_K)
+    boundary: GroupBoundary  # for g_K
+    ends: np.ndarray  # the cluster's nodes on its elements' ends (for its DC change)
+
+
+class StepPlan:
+    """The structure of :func:`voltage_step_poles` for one network structure, stepping
+    terminal and set of stiff nodes: the clusters, the elements between the terminal
+    and each cluster or stiff node, each cluster's capacitance and boundary. Only the
+    small-signal conductances and voltages change from one step to the next."""
+
+    def __init__(self, net, terminal: frozenset[int], stiff: frozenset[int], n_device_res: int,
+                 merged: list[frozenset[int]], extra_c: dict[int, float]) -> None:
+        res_a, res_b = np.asarray(net.res_a, int), np.asarray(net.res_b, int)
+        dio_a, dio_k = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
+        self.n_device_res = n_device_res
+        el_a = np.concatenate([res_a[:n_device_res], dio_a])
+        el_b = np.concatenate([res_b[:n_device_res], dio_k])
+        # clusters: undriven nodes joined through device elements (merged groups move as one)
+        sets: UnionFind[int] = UnionFind()
+        for group in merged:
+            if not group & stiff:
+                first = min(group)
+                for n in group:
+                    sets.union(first, n)
+        for a, b in zip(el_a.tolist(), el_b.tolist()):
+            if a not in stiff and b not in stiff:
+                sets.union(a, b)
+        to_stiff: list[int] = []
+        between: dict[int, list[int]] = {}  # cluster root -> elements, in order of first meeting
+        for k, (a, b) in enumerate(zip(el_a.tolist(), el_b.tolist())):
+            if (a in terminal) == (b in terminal):
+                continue
+            other = b if a in terminal else a
+            if other in stiff:  # between two stiff nodes: the element's own charge
+                to_stiff.append(k)
+            else:
+                between.setdefault(sets.find(other), []).append(k)
+        self.to_stiff = np.array(to_stiff, int)
+        self.clusters: list[_Cluster] = []
+        if between:
+            roots = np.array([sets.find(n) if n in sets else -1 for n in range(net.n_nodes)])
+            for root, elements in between.items():
+                inside = roots == root
+                ina, inb = inside[el_a], inside[el_b]
+                edge = ina ^ inb
+                c = ELEMENT_CAPACITANCE * int(np.sum(edge)) + sum(cap for n, cap in extra_c.items() if inside[n])
+                self.clusters.append(_Cluster(np.array(elements, int), ELEMENT_CAPACITANCE * len(elements), c,
+                                              GroupBoundary(net, np.flatnonzero(inside)),
+                                              np.concatenate([el_a[edge & ina], el_b[edge & inb]])))
+
+    def poles(self, net, v_new: np.ndarray, v_old: np.ndarray | None, dv_terminal: float) -> list[tuple[float, float]]:
+        """The step's poles at the operating point ``v_new`` (see :func:`voltage_step_poles`)."""
+        n = self.n_device_res
+        res_a, res_b = np.asarray(net.res_a, int)[:n], np.asarray(net.res_b, int)[:n]
+        dio_a, dio_k = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
+        if n:
+            vnl = net.resistor_vnl()[:n]
+            g_res = _small_signal(v_new[res_a] - v_new[res_b], np.asarray(net.res_g)[:n], vnl)
+        else:
+            g_res = np.zeros(0)
+        g_dio = net.diode_currents(v_new[dio_a] - v_new[dio_k])[1] if len(dio_a) else np.zeros(0)
+        el_g = np.concatenate([g_res, np.asarray(g_dio, float)])
+        poles: list[tuple[float, float]] = []
+        for g in el_g[self.to_stiff].tolist():
             if g > 0:
-                tau = ELEMENT_CAPACITANCE / g
-                poles.append((g * dv_terminal, tau))  # C·ΔV/τ
-        else:
-            k = sets.find(other)
-            c_tk[k] = c_tk.get(k, 0.0) + ELEMENT_CAPACITANCE
-            g_tk[k] = g_tk.get(k, 0.0) + g
-    if not c_tk:
+                poles.append((g * dv_terminal, ELEMENT_CAPACITANCE / g))  # C·ΔV/τ, τ = C/g
+        compare = v_old is not None and len(v_old) == len(v_new)
+        for cl in self.clusters:
+            g_tk = float(np.sum(el_g[cl.between]))
+            g_k = cl.boundary.conductance(net, v_new, g_dio) + GMIN * cl.boundary.size
+            tau = cl.c / g_k
+            if compare:
+                dv_k = float(np.mean(v_new[cl.ends] - v_old[cl.ends]))
+            else:
+                dv_k = dv_terminal * g_tk / g_k
+            lag = dv_k - dv_terminal * cl.c_between / cl.c  # what the capacitive divider left undone
+            poles.append((lag * (g_tk - cl.c_between / tau), tau))
         return poles
-    nodes = np.arange(len(v_new))
-    roots = np.array([sets.find(int(n)) if int(n) in sets else -1 for n in nodes])
-    for k, ctk in c_tk.items():
-        inside = roots == k
-        ina = inside[el_a]
-        inb = inside[el_b]
-        edge = ina ^ inb
-        c_k = ELEMENT_CAPACITANCE * int(np.sum(edge)) + sum(c for n, c in extra_c.items() if inside[n])
-        group = frozenset(np.flatnonzero(inside).tolist())
-        g_k = node_conductance(net, v_new, group) + GMIN * len(group)
-        tau = c_k / g_k
-        if v_old is not None and len(v_old) == len(v_new):
-            ends = np.concatenate([el_a[edge & ina], el_b[edge & inb]])
-            dv_k = float(np.mean(v_new[ends] - v_old[ends]))
-        else:
-            dv_k = dv_terminal * g_tk[k] / g_k
-        lag = dv_k - dv_terminal * ctk / c_k  # what the capacitive divider left undone
-        poles.append((lag * (g_tk[k] - ctk / tau), tau))
-    return poles
+
+
+def _small_signal(v: np.ndarray, g: np.ndarray, vnl: np.ndarray) -> np.ndarray:
+    """dI/dV of conductances g (non-ohmic where ``vnl`` is finite: g·cosh(V/v_nl))."""
+    return np.where(np.isinf(vnl), g, g * np.cosh(np.clip(v / np.where(np.isinf(vnl), 1.0, vnl), -700.0, 700.0)))
