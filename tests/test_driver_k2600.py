@@ -161,7 +161,7 @@ def test_source_current_sets_the_voltage_limit_before_the_level():
 
 def test_source_voltage_then_output_on_needs_no_query():
     with proto([(sourcing("smua", 1, "0.001", "0.2"), OK[1]),
-                ("smua.source.output = 1", None), OK]) as inst:
+                ("smua.source.output = 1 print(errorqueue.count)", OK[1])]) as inst:
         inst.smua.source_voltage(0.2, 1e-3)
         inst.smua.output = True
 
@@ -255,10 +255,10 @@ def test_offmode(mode, code):
 
 
 def test_output_on_after_compliance_and_off_any_time():
-    with proto([("smub.source.output = 0", None), OK,
+    with proto([("smub.source.output = 0 print(errorqueue.count)", OK[1]),
                 ("smua.source.func = 1", None), OK,
                 ("smua.source.limiti = 0.01", None), OK,
-                ("smua.source.output = 1", None), OK,
+                ("smua.source.output = 1 print(errorqueue.count)", OK[1]),
                 ("print(smua.source.output)", "1.00000e+00")]) as inst:
         inst.smub.output = False  # off never needs a compliance
         inst.smua.source_function = "voltage"
@@ -270,7 +270,7 @@ def test_output_on_after_compliance_and_off_any_time():
 def test_output_on_with_unknown_function_asks_it_first():
     with proto([("smua.source.limiti = 0.01", None), OK,
                 ("print(smua.source.func)", "1.00000e+00"),
-                ("smua.source.output = 1", None), OK]) as inst:
+                ("smua.source.output = 1 print(errorqueue.count)", OK[1])]) as inst:
         inst.smua.limiti = 0.01
         inst.smua.output = True
 
@@ -414,7 +414,7 @@ SWEEP_REPLY = ("1.00000e-12, 1.00000e-06, 0.00000e+00, "
 def test_list_sweep_runs_on_the_trigger_model_and_reads_one_transfer():
     pairs = [(line, None) for line in SWEEP_LINES] + [
         OK,
-        ("smua.source.output = 1", None), OK,
+        ("smua.source.output = 1 print(errorqueue.count)", OK[1]),
         ("smua.trigger.initiate()", None),
         ("waitcomplete()", None),
         ("smua.source.output = smua.OUTPUT_OFF", None),
@@ -433,7 +433,7 @@ def test_list_sweep_runs_on_the_trigger_model_and_reads_one_transfer():
 
 def test_list_sweep_keeping_the_output_on():
     pairs = [(line, None) for line in SWEEP_LINES] + [
-        OK, ("smua.source.output = 1", None), OK, ("smua.trigger.initiate()", None),
+        OK, ("smua.source.output = 1 print(errorqueue.count)", OK[1]), ("smua.trigger.initiate()", None),
         ("waitcomplete()", None),
         ("printbuffer(1, 3, smua.nvbuffer1.readings, smua.nvbuffer2.readings, smua.nvbuffer1.sourcevalues)",
          SWEEP_REPLY), OK]
@@ -457,7 +457,7 @@ def test_long_sweep_list_is_sent_in_pieces():
     lines[lines.index("smua.trigger.count = 3")] = "smua.trigger.count = 250"
     reply = ", ".join(f"{x:.5e}" for k in range(250) for x in (1e-9 * k, levels[k], levels[k]))
     pairs = [(line, None) for line in lines] + [
-        OK, ("smua.source.output = 1", None), OK, ("smua.trigger.initiate()", None),
+        OK, ("smua.source.output = 1 print(errorqueue.count)", OK[1]), ("smua.trigger.initiate()", None),
         ("waitcomplete()", None), ("smua.source.output = smua.OUTPUT_OFF", None),
         ("printbuffer(1, 250, smua.nvbuffer1.readings, smua.nvbuffer2.readings, smua.nvbuffer1.sourcevalues)",
          reply), OK]
@@ -506,7 +506,7 @@ PULSE_LINES = [
 
 def test_pulse_train_uses_trigger_timers_and_one_transfer():
     pairs = [("print(localnode.linefreq)", "6.00000e+01")] + [(line, None) for line in PULSE_LINES] + [
-        OK, ("smub.source.output = 1", None), OK,
+        OK, ("smub.source.output = 1 print(errorqueue.count)", OK[1]),
         ("smub.trigger.initiate()", None), ("waitcomplete()", None),
         ("smub.source.output = smub.OUTPUT_OFF", None),
         ("printbuffer(1, 3, smub.nvbuffer1.readings, smub.nvbuffer1.sourcevalues, smub.nvbuffer1.timestamps)",
@@ -530,7 +530,7 @@ def test_pulse_train_with_amplitudes_bias_and_nplc():
                  .replace("timer[2].delay = 0.00394", "timer[2].delay = 0.00994")
              for line in PULSE_LINES]
     pairs = [("print(localnode.linefreq)", "5.00000e+01")] + [(line, None) for line in lines] + [
-        OK, ("smub.source.output = 1", None), OK,
+        OK, ("smub.source.output = 1 print(errorqueue.count)", OK[1]),
         ("smub.trigger.initiate()", None), ("waitcomplete()", None),
         ("printbuffer(1, 2, smub.nvbuffer1.readings, smub.nvbuffer1.sourcevalues, smub.nvbuffer1.timestamps)",
          "9.91000e+37, 3.00000e-01, 0.00000e+00, -1.00000e-06, -3.00000e-01, 1.00000e-01"),
@@ -579,7 +579,7 @@ def test_program_and_verify_uploads_once_then_calls_and_parses_one_reply():
                     + ", ".join(f"{a:.6e}, {i:.6e}" for a, i in
                                 [(0, 1e-7), (0.3, 1e-7), (0.35, 1e-7), (0.4, 1e-7), (0.45, 1e-7), (0.5, 1e-7)]))
     pairs = ISPP_UPLOAD + [(ISPP_CALL, ISPP_REPLY), OK, (second, second_reply), OK,
-                           ("smua.source.output = 1", None), OK]
+                           ("smua.source.output = 1 print(errorqueue.count)", OK[1])]
     with proto(pairs) as inst:
         res = inst.program_and_verify(5e-5, 2e-6)
         assert res.reached and res.status == "reached" and res.pulses == 2

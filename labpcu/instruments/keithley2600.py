@@ -43,7 +43,9 @@ Rules it keeps, and why:
 * **Errors are exceptions.** After each configuration write the driver reads
   ``print(errorqueue.count)`` and, if non-zero, drains ``print(errorqueue.next())`` and
   raises :class:`~labpcu.instruments.errors.InstrumentError` with the instrument's own
-  code and text. A Lua runtime error inside ``print(...)`` prints nothing, so a query
+  code and text. What runs once a reading (the source level with its function and
+  limit, the output switch) carries that check at the end of its own message, one
+  round trip instead of two. A Lua runtime error inside ``print(...)`` prints nothing, so a query
   that times out is first put to the error queue: its error is raised if there is one,
   otherwise the timeout stands.
 * **Transport failures** (``VisaIOError``, any pyvisa error, ``OSError``) become
@@ -1007,7 +1009,8 @@ class SMUChannel(PlainAttributes, Channel):
         state = _choice(on, _ON_OFF)
         if state:
             self._require_compliance()
-        self._output = state
+        # the setting and its error check in one message (a write and a query before)
+        self.parent.write_checked(f"{self.tsp}.source.output = {_ON_OFF[state]}")
 
     def _require_compliance(self) -> None:
         if not self._limits_set:
