@@ -15,6 +15,10 @@ What goes on the wire (``smua`` stands for either channel)::
                smua.measure.rangei = 1e-06   smua.measure.autorangei = 0
     queries    print(smua.source.levelv)     print(smua.measure.i())    print(smua.measure.iv())
     errors     print(errorqueue.count)       print(errorqueue.next())   errorqueue.clear()
+    sourcing   smua.source.func = 1 if errorqueue.count == 0 then smua.source.limiti = 0.001 end
+               if errorqueue.count == 0 then smua.source.levelv = 0.1 end print(errorqueue.count)
+               smua.source.output = 1 print(errorqueue.count)
+    reading    local i, v = smua.measure.iv() print(i, v, smua.source.compliance)
     buffers    smua.nvbuffer1.clear()  smua.measure.count = n  smua.measure.i(smua.nvbuffer1)
                printbuffer(1, n, smua.nvbuffer1.readings)       -> one reply for n readings
     sweeps     smua.trigger.source.listv({0, 0.1, 0.2})  smua.trigger.measure.iv(...)
