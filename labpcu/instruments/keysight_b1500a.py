@@ -861,7 +861,9 @@ class KeysightB1500A(GuardedInstrument):
         """Read ``ERRX?`` until the queue is empty; return what was there (oldest first)."""
         errors: list[tuple[int, str]] = []
         for _ in range(31):  # the queue holds 30 entries
-            code, text = self.next_error
+            # what next_error reads, without pymeasure's generic reply processing:
+            # this check follows every setting (~10k times in the demo)
+            code, text = _parse_errx(self.ask("ERRX?").strip())
             if code == 0:
                 break
             errors.append((code, text))
