@@ -230,6 +230,8 @@ class SimBench:
         self._settled: Solution | None = None  # noise-free solution after the last settle
         self._settled_net: Netlist | None = None  # ... and the network it solved
         self._last_net: Netlist | None = None  # the network of the last noise-free solve
+        #: ... its sources (terminal, voltage mode?, level, limit) and solution
+        self._last_solved: tuple[list[tuple[str, bool, float, float]], Solution] | None = None
         self.solve_count = 0
         #: record the largest |V| across and |I| through every element at each settled
         #: bias (:attr:`stress`): what safety tests judge, not what a driver sent
@@ -482,6 +484,7 @@ class SimBench:
         self._topology = None
         self._v_guess = None
         self._settled = None
+        self._last_solved = None
 
     def _build(self) -> _Topology:
         uf: UnionFind[str] = UnionFind()
@@ -666,11 +669,16 @@ class SimBench:
             self.topology  # build first, so _netlist node numbers are stable
             net, names = self._netlist(noisy)
             guess = self._v_guess if self._v_guess is not None and len(self._v_guess) == net.n_nodes else None
-            sol = solve(net, guess)
+            # the last solution's compliance states are a good start if the sources are
+            # as they were and only the devices moved (an M1 pulse's substeps, drift)
+            sources = list(zip(names, net.src_is_v.tolist(), net.src_level.tolist(), net.src_limit.tolist()))
+            last = self._last_solved
+            sol = solve(net, guess, hint=last[1] if last is not None and last[0] == sources else None)
             self.solve_count += 1
             if not noisy:
                 self._v_guess = sol.v
                 self._last_net = net
+                self._last_solved = (sources, sol)
             return sol, names
 
     def settle(self) -> Solution:

@@ -37,6 +37,10 @@ I_TOL = 1e-17  # A, ... or when every node's KCL residual is below this (floatin
 #: its KCL sum (a 6 Ω series path carrying 0.1 A leaves ~1e-17 A of round-off, where
 #: the steps at high-impedance nodes never drop below V_TOL)
 ROUNDOFF = 1e-13
+#: V: an undamped Newton step this small ends the fast engine's iteration: the next one
+#: would move a node by about κ·step², κ = 1/(2·n·Vt) ≤ 13 /V for these diodes (n ≥ 1.5),
+#: ≤ 1.3e-11 V, V_TOL's order; checking that would cost one more evaluation per solve
+QUADRATIC_STEP = 1e-6
 RUNAWAY = 10.0  # a current source's node this many times past its voltage limit is running away
 
 
@@ -514,7 +518,8 @@ class _FastEngine:
             v[free] = x
             if watch and any(abs(v[node]) > lim for node, lim in watch):
                 return v, it, self.node_currents(v)
-            if np.all(np.abs(dx) <= V_TOL + 1e-9 * np.abs(x)):
+            step = np.abs(dx)
+            if float(step.max()) <= QUADRATIC_STEP or np.all(step <= V_TOL + 1e-9 * np.abs(x)):
                 return v, it, self.G @ v + plan.ET @ (ie + ge * dve)
         raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
 
@@ -578,7 +583,8 @@ def conductance_response(net: Netlist, sol: Solution, dg: np.ndarray) -> tuple[n
 FAST_PATH = True
 
 
-def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = None) -> Solution:
+def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = None,
+          hint: Solution | None = None) -> Solution:
     """Solve the network, honouring every source's compliance limit.
 
     The active set (which sources sit at their limit) usually settles in a few passes.
@@ -586,7 +592,10 @@ def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = N
     solved again from scratch changing one source per pass, which always settles.
     ``fast`` picks the engine (default :data:`FAST_PATH`); both give the same solution,
     and a network the fast engine fails on (round-off in a nearly singular Jacobian)
-    is handed to the reference engine.
+    is handed to the reference engine. ``hint``: a solution of a nearby network with the
+    same sources, whose compliance states the active set starts from (a source that was
+    at its limit is likely still there; starting it unlimited costs a Newton solve of a
+    circuit far from the answer).
     """
     kinds = [_FastEngine, _ReferenceEngine] if (FAST_PATH if fast is None else fast) else [_ReferenceEngine]
     for kind in kinds:
@@ -594,7 +603,7 @@ def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = N
         if kind is _FastEngine:
             net.engine = engine
         try:
-            return _solve(net, engine, v_start, one_change=False)
+            return _solve(net, engine, v_start, one_change=False, hint=hint)
         except SolverError:
             pass
         try:
@@ -606,7 +615,7 @@ def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = N
 
 
 def _solve(net: Netlist, engine: _FastEngine | _ReferenceEngine, v_start: np.ndarray | None,
-           one_change: bool) -> Solution:
+           one_change: bool, hint: Solution | None = None) -> Solution:
     n = net.n_nodes
     v = np.zeros(n) if v_start is None or len(v_start) != n else np.array(v_start, float)
     ns = len(net.src_node)
@@ -618,6 +627,11 @@ def _solve(net: Netlist, engine: _FastEngine | _ReferenceEngine, v_start: np.nda
     primary = np.ones(ns, bool)
     limited_value = np.zeros(ns)  # the limit value a source sits at when not primary
     _resolve_conflicts(net, primary, limited_value)
+    if hint is not None and len(hint.src_in_limit) == ns and np.any(hint.src_in_limit):
+        for s in np.flatnonzero(hint.src_in_limit):
+            primary[s] = False
+            side = hint.src_current[s] if is_v[s] else hint.src_voltage[s]
+            limited_value[s] = (1.0 if side >= 0 else -1.0) * limits[s]
     total_it = 0
     for _ in range((8 if one_change else 4) * ns + 4):
         fixed: dict[int, float] = {}
