@@ -128,6 +128,8 @@ class ElementGuard:
         self.path_resistance = float(path_resistance)
         self._structures: dict[frozenset[str], _Structure] = {}
         self._safe: set[frozenset[tuple[str, TerminalState]]] = set()  # states check() passed
+        self._spans: dict[object, tuple[float, float]] = {}  # levels proven safe together
+        self._narrow: set[object] = set()  # spans that failed to widen
 
     @property
     def terminals(self) -> frozenset[str]:
@@ -153,16 +155,60 @@ class ElementGuard:
         """Raise :class:`LimitError` (one line) if any element could see more than its
         type's limit with these terminal states.
 
-        States found safe are remembered: the guard is fixed once built, and a protocol
-        repeats a handful of states (a current source's state does not depend on its
-        level), so most checks are one lookup."""
+        What was proven safe is remembered, since this runs before every level a
+        protocol sets: the guard is fixed once built, and a protocol repeats a handful
+        of states (a current source's state does not depend on its level). A voltage
+        level that only one terminal changes is covered by a *span* of that terminal's
+        levels proven at once (a ranged state is checked at every instant it allows),
+        widened as new levels come, so an antilog stage's many voltages cost a few
+        checks."""
         key = frozenset(states.items())
         if key in self._safe:
             return
-        self.structure(self._driving(states)).check(states, changing)
+        span_key, level = self._span_key(states, changing)
+        if span_key is None:
+            self._check_now(states, changing)
+        elif not self._covered(states, changing, span_key, level):
+            self._check_now(states, changing)  # the level alone (raises if unsafe)
+            self._spans.setdefault(span_key, (level, level))
         if len(self._safe) >= _SAFE_STATES_KEPT:
             self._safe.clear()
+            self._spans.clear()
         self._safe.add(key)
+
+    def _check_now(self, states: Mapping[str, TerminalState], changing: str) -> None:
+        self.structure(self._driving(states)).check(states, changing)
+
+    def _span_key(self, states: Mapping[str, TerminalState], changing: str) -> tuple[object, float]:
+        """(what must stay the same, the level) when ``changing`` is one terminal putting
+        one live voltage on its net; (None, 0) otherwise."""
+        s = states.get(changing)
+        if s is None or not s.live or s.push or s.floating or s.v_lo != s.v_hi:
+            return None, 0.0
+        rest = frozenset((t, x) for t, x in states.items() if t != changing)
+        return (rest, changing, s.current), s.v_lo
+
+    def _covered(self, states: Mapping[str, TerminalState], changing: str, span_key: object, level: float) -> bool:
+        """True if ``level`` lies in the span proven for ``span_key``, or the span
+        widened to it proves safe now (a span that cannot widen stays as it is)."""
+        span = self._spans.get(span_key)
+        if span is None:
+            return False
+        lo, hi = span
+        if lo <= level <= hi:
+            return True
+        if span_key in self._narrow:
+            return False
+        lo, hi = min(lo, level), max(hi, level)
+        wide = dict(states)
+        wide[changing] = TerminalState.voltage(lo, hi, states[changing].current)
+        try:
+            self._check_now(wide, changing)
+        except LimitError:
+            self._narrow.add(span_key)
+            return False
+        self._spans[span_key] = (lo, hi)
+        return True
 
     def addressed_kinds(self) -> set[str]:
         """The element types the connection addresses (every connected terminal driving)."""
