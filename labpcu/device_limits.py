@@ -102,8 +102,24 @@ def site_elements(wafer: Wafer, site: Site) -> list[Element]:
     return out
 
 
-#: how many passing terminal-state sets an :class:`ElementGuard` remembers
-_SAFE_STATES_KEPT = 4096
+#: envelopes of proven-safe states an :class:`ElementGuard` keeps per kind of states
+_ENVELOPES_KEPT = 16
+
+
+def _within(state: Mapping[str, TerminalState], envelope: Mapping[str, TerminalState]) -> bool:
+    """True if every terminal's interval lies in the envelope's and its current is no
+    larger (the kinds, live/push/floating, are equal by construction)."""
+    for t, s in state.items():
+        e = envelope[t]
+        if s.v_lo < e.v_lo or s.v_hi > e.v_hi or s.current > e.current:
+            return False
+    return True
+
+
+def _union(s: TerminalState, e: TerminalState) -> TerminalState:
+    """The smallest state of this kind covering both."""
+    return TerminalState(min(s.v_lo, e.v_lo), max(s.v_hi, e.v_hi), max(s.current, e.current), s.live, s.push,
+                         s.floating)
 
 
 class ElementGuard:
@@ -127,9 +143,8 @@ class ElementGuard:
         self.terminal_nets = {t: frozenset(nets) for t, nets in connections.items()}
         self.path_resistance = float(path_resistance)
         self._structures: dict[frozenset[str], _Structure] = {}
-        self._safe: set[frozenset[tuple[str, TerminalState]]] = set()  # states check() passed
-        self._spans: dict[object, tuple[float, float]] = {}  # levels proven safe together
-        self._narrow: set[object] = set()  # spans that failed to widen
+        #: per kind of states, envelopes proven safe (and whether each may still widen)
+        self._envelopes: dict[tuple, list[tuple[dict[str, TerminalState], bool]]] = {}
 
     @property
     def terminals(self) -> frozenset[str]:
@@ -156,59 +171,32 @@ class ElementGuard:
         type's limit with these terminal states.
 
         What was proven safe is remembered, since this runs before every level a
-        protocol sets: the guard is fixed once built, and a protocol repeats a handful
-        of states (a current source's state does not depend on its level). A voltage
-        level that only one terminal changes is covered by a *span* of that terminal's
-        levels proven at once (a ranged state is checked at every instant it allows),
-        widened as new levels come, so an antilog stage's many voltages cost a few
-        checks."""
-        key = frozenset(states.items())
-        if key in self._safe:
+        protocol sets. The bounds only grow as a terminal's voltage interval widens or
+        the current it can drive rises (a ranged state is checked at every instant it
+        allows), so states are proven in *envelopes*: per kind of states (which
+        terminals are live, push current, float), the union of the intervals and the
+        largest currents seen, widened as new states come. A state inside an envelope
+        is safe without a check; a protocol's many levels cost a few checks."""
+        shape = tuple(sorted((t, s.live, s.push, s.floating) for t, s in states.items()))
+        envelopes = self._envelopes.setdefault(shape, [])
+        if any(_within(states, e) for e, _ in envelopes):
             return
-        span_key, level = self._span_key(states, changing)
-        if span_key is None:
-            self._check_now(states, changing)
-        elif not self._covered(states, changing, span_key, level):
-            self._check_now(states, changing)  # the level alone (raises if unsafe)
-            self._spans.setdefault(span_key, (level, level))
-        if len(self._safe) >= _SAFE_STATES_KEPT:
-            self._safe.clear()
-            self._spans.clear()
-        self._safe.add(key)
+        if envelopes and envelopes[-1][1]:  # try to widen the newest envelope to this state
+            wide = {t: _union(s, envelopes[-1][0][t]) for t, s in states.items()}
+            try:
+                self._check_now(wide, changing)
+            except LimitError:
+                envelopes[-1] = (envelopes[-1][0], False)  # it cannot widen: leave it
+            else:
+                envelopes[-1] = (wide, True)
+                return
+        self._check_now(states, changing)  # the state alone (raises if unsafe)
+        if len(envelopes) >= _ENVELOPES_KEPT:
+            envelopes.pop(0)
+        envelopes.append((dict(states), True))
 
     def _check_now(self, states: Mapping[str, TerminalState], changing: str) -> None:
         self.structure(self._driving(states)).check(states, changing)
-
-    def _span_key(self, states: Mapping[str, TerminalState], changing: str) -> tuple[object, float]:
-        """(what must stay the same, the level) when ``changing`` is one terminal putting
-        one live voltage on its net; (None, 0) otherwise."""
-        s = states.get(changing)
-        if s is None or not s.live or s.push or s.floating or s.v_lo != s.v_hi:
-            return None, 0.0
-        rest = frozenset((t, x) for t, x in states.items() if t != changing)
-        return (rest, changing, s.current), s.v_lo
-
-    def _covered(self, states: Mapping[str, TerminalState], changing: str, span_key: object, level: float) -> bool:
-        """True if ``level`` lies in the span proven for ``span_key``, or the span
-        widened to it proves safe now (a span that cannot widen stays as it is)."""
-        span = self._spans.get(span_key)
-        if span is None:
-            return False
-        lo, hi = span
-        if lo <= level <= hi:
-            return True
-        if span_key in self._narrow:
-            return False
-        lo, hi = min(lo, level), max(hi, level)
-        wide = dict(states)
-        wide[changing] = TerminalState.voltage(lo, hi, states[changing].current)
-        try:
-            self._check_now(wide, changing)
-        except LimitError:
-            self._narrow.add(span_key)
-            return False
-        self._spans[span_key] = (lo, hi)
-        return True
 
     def addressed_kinds(self) -> set[str]:
         """The element types the connection addresses (every connected terminal driving)."""
