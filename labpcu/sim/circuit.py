@@ -24,6 +24,8 @@ import numpy as np
 
 from scipy.linalg.lapack import dgesv as _dgesv
 from scipy.linalg.lapack import dposv as _dposv
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
 from scipy.special import wrightomega
 
 from labpcu.sim.diode import diode_iv
@@ -440,6 +442,7 @@ class _FastEngine:
         self.linear = self.diodes is None and self.sinh is None
         self.ie = np.empty(len(plan.E))
         self.ge = np.empty(len(plan.E))
+        self.response: _Linearized | None = None  # conductance_response's factor for one solution
         self._sub: dict[_FreeSet, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def currents(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -501,7 +504,8 @@ class _FastEngine:
                 r = np.abs(resid)
                 if float(r.max()) < I_TOL:
                     return v, it, self.G @ v + plan.ET @ ie
-                # at the round-off floor of each node's KCL sum
+            if it > 3:  # at the round-off floor of each node's KCL sum (a slow case only:
+                # a converging iteration ends on its step size first)
                 av = np.abs(v)
                 scale = absGf @ av + absEfT @ (np.abs(ie) + ge * (plan.absE @ av)) + GMIN * np.abs(vf)
                 if np.all(r <= I_TOL + ROUNDOFF * scale):
@@ -545,36 +549,65 @@ def conductance_response(net: Netlist, sol: Solution, dg: np.ndarray) -> tuple[n
 
     Why: a reading's device noise is a fluctuation of a few 10⁻³ of some conductances;
     one linear solve with the Jacobian at the settled point gives its effect to
-    ~(10⁻³)² relative, where a full Newton solve would cost several."""
+    ~(10⁻³)² relative, where a full Newton solve would cost several. The Jacobian's
+    factor is kept for the next reading of the same solution."""
     engine = net.engine if isinstance(net.engine, _FastEngine) else _FastEngine(net)
+    lin = engine.response if engine.response is not None and engine.response.sol is sol else None
+    if lin is None:
+        lin = engine.response = _Linearized(net, engine, sol)
     n = net.n_nodes
-    primary = ~np.asarray(sol.src_in_limit, bool)
-    forcing_v = np.asarray(net.src_is_v, bool) == primary
-    fixed = sorted({int(node) for node, f in zip(net.src_node, forcing_v) if f and node != 0})
     # the current each conductance change adds at fixed voltages (I is linear in g)
-    ra, rb = np.asarray(net.res_a, np.intp), np.asarray(net.res_b, np.intp)
-    di, _ = _sinh_iv(sol.v[ra] - sol.v[rb], np.asarray(dg, float), net.resistor_vnl())
+    changed = np.flatnonzero(dg)
+    ra, rb = lin.res_a[changed], lin.res_b[changed]
+    di, _ = _sinh_iv(sol.v[ra] - sol.v[rb], np.asarray(dg, float)[changed], lin.vnl[changed])
     d_out = np.bincount(ra, di, n) - np.bincount(rb, di, n)
     dv = np.zeros(n)
-    fs = engine.plan.free_set(tuple(fixed))
-    if fs.m:
-        _, Jlin, _ = engine._submatrices(fs)
-        _, ge = engine.currents(sol.v)
-        J = Jlin + (fs.EfT * ge) @ fs.Ef if len(ge) else Jlin.copy()
-        dv[fs.free] = _solve_spd(J, d_out[fs.free])
-        d_out = d_out + engine.G @ dv
-        if len(ge):
-            d_out += engine.plan.ET @ (ge * (engine.plan.E @ dv))
+    if lin.free is not None:
+        dv[lin.free] = -lin.solve(d_out[lin.free])
+        d_out += engine.G @ dv
+        if len(lin.ge):
+            d_out += engine.plan.ET @ (lin.ge * (engine.plan.E @ dv))
     # the voltage-forcing sources on a node share its change; the others force theirs
     d_src = np.zeros(len(net.src_node))
-    sharing: dict[int, list[int]] = {}
-    for k, (node, f) in enumerate(zip(net.src_node.tolist(), forcing_v.tolist())):
-        if f:
-            sharing.setdefault(node, []).append(k)
-    for node, group in sharing.items():
-        for k in group:
-            d_src[k] = d_out[node] / len(group)
+    for node, group in lin.sharing:
+        d_src[group] = d_out[node] / len(group)
     return dv, d_src
+
+
+class _Linearized:
+    """A solution's Jacobian on its free nodes, factored, for :func:`conductance_response`."""
+
+    def __init__(self, net: Netlist, engine: _FastEngine, sol: Solution) -> None:
+        self.sol = sol
+        primary = ~np.asarray(sol.src_in_limit, bool)
+        forcing_v = np.asarray(net.src_is_v, bool) == primary
+        fixed = sorted({int(node) for node, f in zip(net.src_node.tolist(), forcing_v.tolist()) if f and node != 0})
+        self.res_a, self.res_b = np.asarray(net.res_a, np.intp), np.asarray(net.res_b, np.intp)
+        self.vnl = net.resistor_vnl()
+        sharing: dict[int, list[int]] = {}
+        for k, (node, f) in enumerate(zip(net.src_node.tolist(), forcing_v.tolist())):
+            if f:
+                sharing.setdefault(node, []).append(k)
+        self.sharing = [(node, np.array(group)) for node, group in sharing.items()]
+        fs = engine.plan.free_set(tuple(fixed))
+        self.free = fs.free if fs.m else None
+        self.ge = np.zeros(0)
+        if fs.m:
+            _, Jlin, _ = engine._submatrices(fs)
+            self.ge = engine.currents(sol.v)[1].copy() if len(engine.plan.E) else np.zeros(0)
+            self.J = Jlin + (fs.EfT * self.ge) @ fs.Ef if len(self.ge) else Jlin.copy()
+            self.factor, info = _dpotrf(self.J, lower=1)
+            if info != 0:  # not positive definite (a negative conductance): LU each time
+                self.factor = None
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """J⁻¹·b."""
+        if self.factor is None:
+            return -_solve_spd(self.J, b)
+        x, info = _dpotrs(self.factor, b, lower=1)
+        if info != 0:  # pragma: no cover - a valid factor solves
+            raise SolverError(f"Cholesky solve failed (LAPACK info {info})")
+        return x
 
 
 # ------------------------------------------------------------------ active set
