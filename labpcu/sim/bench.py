@@ -55,6 +55,9 @@ def m1_series_factor(dev: PCU, t: float) -> float:
     return M1_SERIES_OFF_FACTOR if upper and dev.m2.lrs else 1.0
 
 
+#: solutions a simulated bench keeps as starting points (per topology)
+SOLUTIONS_KEPT = 4096
+
 #: a reading solves the circuit again once a conductance has moved this much (relative)
 #: since the last settle; below it the change is carried to first order, an error of
 #: ~1e-6 of the reading (the read noise, ~1e-3, is carried the same way)
@@ -230,8 +233,9 @@ class SimBench:
         self._settled: Solution | None = None  # noise-free solution after the last settle
         self._settled_net: Netlist | None = None  # ... and the network it solved
         self._last_net: Netlist | None = None  # the network of the last noise-free solve
-        #: ... its sources (terminal, voltage mode?, level, limit) and solution
-        self._last_solved: tuple[list[tuple[str, bool, float, float]], Solution] | None = None
+        #: solutions by the sources they were found with (terminal, voltage mode?, level,
+        #: limit, each), for this topology
+        self._solved: dict[tuple, Solution] = {}
         self.solve_count = 0
         #: record the largest |V| across and |I| through every element at each settled
         #: bias (:attr:`stress`): what safety tests judge, not what a driver sent
@@ -484,7 +488,7 @@ class SimBench:
         self._topology = None
         self._v_guess = None
         self._settled = None
-        self._last_solved = None
+        self._solved = {}
 
     def _build(self) -> _Topology:
         uf: UnionFind[str] = UnionFind()
@@ -669,16 +673,22 @@ class SimBench:
             self.topology  # build first, so _netlist node numbers are stable
             net, names = self._netlist(noisy)
             guess = self._v_guess if self._v_guess is not None and len(self._v_guess) == net.n_nodes else None
-            # the last solution's compliance states are a good start if the sources are
-            # as they were and only the devices moved (an M1 pulse's substeps, drift)
-            sources = list(zip(names, net.src_is_v.tolist(), net.src_level.tolist(), net.src_limit.tolist()))
-            last = self._last_solved
-            sol = solve(net, guess, hint=last[1] if last is not None and last[0] == sources else None)
+            # a solution found before with every source as it is now is the best start,
+            # voltages and compliance states: only the devices have moved since (an M1
+            # pulse's substeps, drift), and protocols revisit source states (a VMM's
+            # bit planes, an input grid)
+            sources = tuple(zip(names, net.src_is_v.tolist(), net.src_level.tolist(), net.src_limit.tolist()))
+            before = self._solved.get(sources)
+            if before is not None:
+                guess = before.v
+            sol = solve(net, guess, hint=before)
             self.solve_count += 1
             if not noisy:
                 self._v_guess = sol.v
                 self._last_net = net
-                self._last_solved = (sources, sol)
+                if len(self._solved) >= SOLUTIONS_KEPT:
+                    self._solved.clear()
+                self._solved[sources] = sol
             return sol, names
 
     def settle(self) -> Solution:

@@ -328,6 +328,7 @@ class _Plan:
         np.add.at(E, (np.arange(nn), nl_b), -1.0)
         self.E = E
         self.ET = np.ascontiguousarray(E.T)  # node currents = ET @ element currents
+        self.ohmic = np.zeros(0, np.intp)  # which of the netlist's conductances are ohmic (_plan_of)
         self.absE = np.abs(E)
         self._free: dict[tuple[int, ...], _FreeSet] = {}
 
@@ -372,8 +373,10 @@ def _plan_of(net: Netlist, sinh: np.ndarray) -> _Plan:
         ohmic = np.ones(len(net.res_a), bool)
         ohmic[sinh] = False
         a, b = np.asarray(net.res_a, np.intp), np.asarray(net.res_b, np.intp)
-        return _Plan(net.n_nodes, a[ohmic], b[ohmic], np.concatenate([np.asarray(net.dio_a, np.intp), a[sinh]]),
+        plan = _Plan(net.n_nodes, a[ohmic], b[ohmic], np.concatenate([np.asarray(net.dio_a, np.intp), a[sinh]]),
                      np.concatenate([np.asarray(net.dio_k, np.intp), b[sinh]]))
+        plan.ohmic = np.flatnonzero(ohmic)
+        return plan
     return _cached(_PLANS, key, make)
 
 
@@ -409,14 +412,18 @@ class _DiodeBank:
         self.inv_vleak, self.ileak, self.gleak = 1.0 / vleak, ileak, ileak / vleak
 
     def iv(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w = wrightomega(v * self.inv_nvt + self.z0)
-        i = self.scale * w - self.ish + self.gsh * v
-        g = w * self.inv_rs / (1.0 + w) + self.gsh
+        i, g = self.shockley(v)
         if self.leaky:
             x = np.minimum(np.maximum(v * self.inv_vleak, -700.0), 700.0)
             i += self.ileak * np.sinh(x)
             g += self.gleak * np.cosh(x)
         return i, g
+
+    def shockley(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The diodes without their soft leakage (the fast engine adds it with the
+        other sinh-law elements)."""
+        w = wrightomega(v * self.inv_nvt + self.z0)
+        return self.scale * w - self.ish + self.gsh * v, w * self.inv_rs / (1.0 + w) + self.gsh
 
 
 class _FastEngine:
@@ -435,11 +442,24 @@ class _FastEngine:
         self.nd = nd
         self.sinh = sinh if len(sinh) else None
         n = plan.n
-        ohmic_g = np.delete(g, sinh) if len(sinh) else g
+        ohmic_g = g[plan.ohmic] if len(sinh) else g
         self.G = np.bincount(plan.g_idx, ohmic_g[plan.g_elem] * plan.g_sign, n * n).astype(float, copy=False).reshape(n, n)
-        self.absG = np.abs(self.G)
+        self._absG: np.ndarray | None = None
         self.diodes = _bank_of(net) if nd else None
         self.linear = self.diodes is None and self.sinh is None
+        # every sinh law among the nonlinear elements, a·sinh(b·V): the diodes' soft
+        # leakage (i_leak, 1/v_leak) and the non-ohmic conductances (g·v_nl, 1/v_nl)
+        amp, inv = [], []
+        if self.diodes is not None:
+            amp.append(self.diodes.ileak if self.diodes.leaky else np.zeros(nd))
+            inv.append(self.diodes.inv_vleak)
+        if self.sinh is not None:
+            amp.append(self.g_nl * self.vnl)
+            inv.append(1.0 / self.vnl)
+        self.sh_a = np.concatenate(amp) if amp else np.zeros(0)
+        self.sh_b = np.concatenate(inv) if inv else np.zeros(0)
+        self.sh_ab = self.sh_a * self.sh_b
+        self.any_sinh = bool(np.any(self.sh_a))
         self.ie = np.empty(len(plan.E))
         self.ge = np.empty(len(plan.E))
         self.response: _Linearized | None = None  # conductance_response's factor for one solution
@@ -449,15 +469,25 @@ class _FastEngine:
         """Nonlinear element currents and conductances at node voltages ``v`` (buffers
         reused): diodes first, then the non-ohmic conductances."""
         ve = self.plan.E @ v
-        ie, ge = self.ie, self.ge
+        if self.any_sinh:
+            x = np.clip(ve * self.sh_b, -700.0, 700.0)
+            ie = self.sh_a * np.sinh(x)
+            ge = self.sh_ab * np.cosh(x)
+        else:
+            ie, ge = np.zeros(len(ve)), np.zeros(len(ve))
         nd = self.nd
-        if self.diodes is not None:
-            ie[:nd], ge[:nd] = self.diodes.iv(ve[:nd])
-        if self.sinh is not None:
-            x = np.minimum(np.maximum(ve[nd:] / self.vnl, -700.0), 700.0)
-            ie[nd:] = self.g_nl * self.vnl * np.sinh(x)
-            ge[nd:] = self.g_nl * np.cosh(x)
+        if nd:
+            i, g = self.diodes.shockley(ve[:nd])
+            ie[:nd] += i
+            ge[:nd] += g
+        self.ie, self.ge = ie, ge
         return ie, ge
+
+    @property
+    def absG(self) -> np.ndarray:
+        if self._absG is None:
+            self._absG = np.abs(self.G)
+        return self._absG
 
     def node_currents(self, v: np.ndarray) -> np.ndarray:
         """The current leaving each node through the elements at ``v``."""
@@ -473,7 +503,7 @@ class _FastEngine:
             rows = self.G[fs.free]
             block = rows[:, fs.free].copy()
             block.flat[fs.diag] += GMIN
-            found = self._sub[fs] = (rows, block, self.absG[fs.free])
+            found = self._sub[fs] = (rows, block, None)
         return found
 
     def newton(self, fixed: dict[int, float], inject: np.ndarray, v0: np.ndarray,
@@ -488,7 +518,7 @@ class _FastEngine:
         free, m = fs.free, fs.m
         if m == 0:
             return v, 0, self.node_currents(v)
-        Gf, Jlin, absGf = self._submatrices(fs)
+        Gf, Jlin, _ = self._submatrices(fs)
         inj = inject[free]
         if self.linear:  # one exact step
             x = v[free] + _solve_spd(Jlin.copy(), Gf @ v + GMIN * v[free] - inj)
@@ -507,7 +537,7 @@ class _FastEngine:
             if it > 3:  # at the round-off floor of each node's KCL sum (a slow case only:
                 # a converging iteration ends on its step size first)
                 av = np.abs(v)
-                scale = absGf @ av + absEfT @ (np.abs(ie) + ge * (plan.absE @ av)) + GMIN * np.abs(vf)
+                scale = self.absG[free] @ av + absEfT @ (np.abs(ie) + ge * (plan.absE @ av)) + GMIN * np.abs(vf)
                 if np.all(r <= I_TOL + ROUNDOFF * scale):
                     return v, it, self.G @ v + plan.ET @ ie
             J = Jlin + (EfT * ge) @ Ef
