@@ -364,6 +364,16 @@ def _cached(cache: dict, key: tuple, make):
     return found
 
 
+def _structure_of(net: Netlist) -> tuple[_Plan, np.ndarray, np.ndarray]:
+    """(plan, the non-ohmic conductances, their v_nl) of a netlist."""
+    sinh, vnl = np.zeros(0, np.intp), np.zeros(0)
+    if len(net.res_vnl):
+        every = net.resistor_vnl()
+        sinh = np.flatnonzero(np.isfinite(every))
+        vnl = every[sinh]
+    return _plan_of(net, sinh), sinh, vnl
+
+
 def _plan_of(net: Netlist, sinh: np.ndarray) -> _Plan:
     """The plan of the network's structure (``sinh``: the non-ohmic conductances)."""
     key = (net.n_nodes, net.res_a.tobytes(), net.res_b.tobytes(), sinh.tobytes(), net.dio_a.tobytes(),
@@ -381,6 +391,30 @@ def _plan_of(net: Netlist, sinh: np.ndarray) -> _Plan:
 
 
 _BANKS: dict[tuple, "_DiodeBank"] = {}
+
+#: (ids of read-only arrays) -> (the arrays, what was made from them)
+_BY_IDENTITY: dict[tuple[int, ...], tuple[tuple[np.ndarray, ...], object]] = {}
+
+
+def _by_identity(arrays: tuple[np.ndarray, ...], make, size: int = 0):
+    """``make()``, cached on the identity of ``arrays`` when every one is read-only.
+
+    The simulated bench hands the solver the same per-topology arrays (marked
+    read-only) for every solve; hashing their bytes each time would cost more than the
+    solve's own set-up. Cached entries hold the arrays, so no other array can take
+    their ids; a writeable array is never trusted by identity. ``size``: what else the
+    made thing depends on (the node count: the shared empty arrays are in every netlist)."""
+    if any(a.flags.writeable for a in arrays):
+        return make()
+    key = (size, *(id(a) for a in arrays))
+    found = _BY_IDENTITY.get(key)
+    if found is not None and all(x is y for x, y in zip(found[0], arrays)):
+        return found[1]
+    value = make()
+    if len(_BY_IDENTITY) >= _MAX_PLANS:
+        _BY_IDENTITY.pop(next(iter(_BY_IDENTITY)))
+    _BY_IDENTITY[key] = (arrays, value)
+    return value
 
 
 def _bank_of(net: Netlist) -> _DiodeBank:
@@ -432,20 +466,20 @@ class _FastEngine:
     def __init__(self, net: Netlist) -> None:
         nd = len(net.dio_a)
         g = np.asarray(net.res_g, float)
-        sinh = np.zeros(0, np.intp)
-        if len(net.res_vnl):
-            vnl = net.resistor_vnl()
-            sinh = np.flatnonzero(np.isfinite(vnl))
-            self.vnl = vnl[sinh]
+        structure = (net.res_a, net.res_b, net.res_vnl, net.dio_a, net.dio_k)
+        plan, sinh, self.vnl = _by_identity(structure, lambda: _structure_of(net), net.n_nodes)
+        self.plan = plan
+        if len(sinh):
             self.g_nl = g[sinh]
-        self.plan = plan = _plan_of(net, sinh)
         self.nd = nd
         self.sinh = sinh if len(sinh) else None
         n = plan.n
         ohmic_g = g[plan.ohmic] if len(sinh) else g
         self.G = np.bincount(plan.g_idx, ohmic_g[plan.g_elem] * plan.g_sign, n * n).astype(float, copy=False).reshape(n, n)
         self._absG: np.ndarray | None = None
-        self.diodes = _bank_of(net) if nd else None
+        self.diodes = _by_identity((net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh, net.dio_iph, net.dio_ileak,
+                                    net.dio_vleak), lambda: _bank_of(net)) if nd else None
+        self.last: tuple[_FreeSet, np.ndarray, np.ndarray | None, np.ndarray] | None = None  # see newton
         self.linear = self.diodes is None and self.sinh is None
         # every sinh law among the nonlinear elements, a·sinh(b·V): the diodes' soft
         # leakage (i_leak, 1/v_leak) and the non-ohmic conductances (g·v_nl, 1/v_nl)
@@ -541,7 +575,8 @@ class _FastEngine:
                 if np.all(r <= I_TOL + ROUNDOFF * scale):
                     return v, it, self.G @ v + plan.ET @ ie
             J = Jlin + (EfT * ge) @ Ef
-            dx = _solve_spd(J, resid)
+            dx, factor = _solve_factored(J, resid)
+            self.last = (fs, J, factor, ge)  # for conductance_response at this solution
             dve = Ef @ dx
             biggest = float(np.max(np.abs(dve)))
             if biggest > MAX_DIODE_STEP:
@@ -556,6 +591,18 @@ class _FastEngine:
             if float(step.max()) <= QUADRATIC_STEP or np.all(step <= V_TOL + 1e-9 * np.abs(x)):
                 return v, it, self.G @ v + plan.ET @ (ie + ge * dve)
         raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
+
+
+def _solve_factored(J: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_solve_spd`, also returning J's Cholesky factor (None: J is not positive
+    definite, solved by LU)."""
+    if J.shape[0] > 1:
+        c, info = _dpotrf(J, lower=1)
+        if info == 0:
+            x, info = _dpotrs(c, resid, lower=1)
+            if info == 0:
+                return -x, c
+    return _solve_spd(J, resid), None
 
 
 def _solve_spd(J: np.ndarray, resid: np.ndarray) -> np.ndarray:
@@ -622,7 +669,11 @@ class _Linearized:
         fs = engine.plan.free_set(tuple(fixed))
         self.free = fs.free if fs.m else None
         self.ge = np.zeros(0)
-        if fs.m:
+        if fs.m and engine.last is not None and engine.last[0] is fs:
+            # the Jacobian of the solve's last iteration: within its last step (< 1 µV)
+            # of the solution, which moves a first-order change by ~1e-5 of itself
+            _, self.J, self.factor, self.ge = engine.last
+        elif fs.m:
             _, Jlin, _ = engine._submatrices(fs)
             self.ge = engine.currents(sol.v)[1].copy() if len(engine.plan.E) else np.zeros(0)
             self.J = Jlin + (fs.EfT * self.ge) @ fs.Ef if len(self.ge) else Jlin.copy()
