@@ -133,24 +133,6 @@ class RelayEvent:
     any_live: tuple[str, ...] = ()  # every output live anywhere on the bench at that moment
 
 
-@dataclass(frozen=True)
-class _M1Laws:
-    """A topology's M1s as arrays: their nodes, switching thresholds and read-disturb
-    law (:meth:`~labpcu.sim.memristor.MultiStateMemristor.disturb_rate`, vectorized)."""
-
-    a: np.ndarray
-    b: np.ndarray
-    v_th_p: np.ndarray
-    v_th_d: np.ndarray
-    rd_rate: np.ndarray
-    rd_slope: np.ndarray
-
-    def disturb_rates(self, v: np.ndarray) -> np.ndarray:
-        th = np.where(v > 0, self.v_th_p, self.v_th_d)
-        rate = self.rd_rate * np.exp((np.minimum(np.abs(v), th) - th) / self.rd_slope)
-        return np.where(v == 0.0, 0.0, np.copysign(rate, v))
-
-
 def _read_only(a: np.ndarray) -> np.ndarray:
     """``a``, no longer writeable (see :func:`labpcu.sim.circuit._by_identity`)."""
     a.flags.writeable = False
@@ -188,7 +170,6 @@ class _Topology:
     _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
     _dio_const: tuple[np.ndarray, ...] | None = None
     elements: _Elements | None = None  # built on first solve (SimBench._elements)
-    m1_laws: _M1Laws | None = None  # built on first evolution (SimBench._m1_laws)
     #: capacitance: per-topology structures of steps (StepPlan, GroupBoundary, C per terminal)
     plans: dict[object, object] = field(default_factory=dict)
     # parasitics (labpcu.sim.parasitics): linear resistors static per topology (series
@@ -652,15 +633,6 @@ class SimBench:
         g[len(topo.m1):el.n_devices] = [1.0 / dev.m2.resistance(t) for dev, _, _ in topo.m2]
         return g
 
-    def _m1_laws(self, topo: _Topology) -> _M1Laws:
-        """The M1s' nodes and switching thresholds at this topology, as arrays."""
-        if topo.m1_laws is None:
-            ps = [dev.m1.p for dev, _, _ in topo.m1]
-            topo.m1_laws = _M1Laws(np.array([a for _, a, _ in topo.m1]), np.array([b for _, _, b in topo.m1]),
-                                   *(np.array([getattr(p, f) for p in ps], float)
-                                     for f in ("v_th_p", "v_th_d", "rd_rate", "rd_slope")))
-        return topo.m1_laws
-
     def _read_noise(self, topo: _Topology) -> np.ndarray | None:
         """This reading's relative conductance fluctuation of each device element (None:
         read noise is off)."""
@@ -884,20 +856,14 @@ class SimBench:
             if not any(s.output and s.level != 0.0 for s in self._sources.values()):
                 return  # nothing biased: only closed-form drift, nothing to integrate
             sol = self.settle()
-            topo = self.topology
-            m1 = topo.m1
-            if not m1:
-                return
-            law = self._m1_laws(topo)
-            vv = sol.v[law.a] - sol.v[law.b]
+            m1 = self.topology.m1
+            v = sol.v
+            volts = [float(v[a] - v[b]) for _, a, b in m1]
             if self.physics.on("m1_read_disturb"):  # slow sub-threshold motion, whole interval at once
-                for (dev, _, _), k in zip(m1, (law.disturb_rates(vv) * dt).tolist()):
-                    if dev.m1.add_disturb(k, dt, t0):
+                for (dev, _, _), x in zip(m1, volts):
+                    if dev.m1.disturb(x, dt, t0):
                         self._settled = None
-            if not np.any((vv > law.v_th_p) | (vv < -law.v_th_d)):
-                return  # below both thresholds: nothing switches
-            volts = vv.tolist()
-            rates = [dev.m1.drive_rate(v) for (dev, _, _), v in zip(m1, volts)]
+            rates = [dev.m1.drive_rate(x) for (dev, _, _), x in zip(m1, volts)]
             if not any(rates):
                 return
             kinetics = self.physics.on("m1_kinetics")

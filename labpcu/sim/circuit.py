@@ -479,7 +479,7 @@ class _FastEngine:
         self._absG: np.ndarray | None = None
         self.diodes = _by_identity((net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh, net.dio_iph, net.dio_ileak,
                                     net.dio_vleak), lambda: _bank_of(net)) if nd else None
-        self.last: tuple[_FreeSet, np.ndarray, np.ndarray | None, np.ndarray] | None = None  # see newton
+        self.last: tuple[_FreeSet, np.ndarray, np.ndarray] | None = None  # see newton
         self.linear = self.diodes is None and self.sinh is None
         # every sinh law among the nonlinear elements, a·sinh(b·V): the diodes' soft
         # leakage (i_leak, 1/v_leak) and the non-ohmic conductances (g·v_nl, 1/v_nl)
@@ -575,8 +575,8 @@ class _FastEngine:
                 if np.all(r <= I_TOL + ROUNDOFF * scale):
                     return v, it, self.G @ v + plan.ET @ ie
             J = Jlin + (EfT * ge) @ Ef
-            dx, factor = _solve_factored(J, resid)
-            self.last = (fs, J, factor, ge)  # for conductance_response at this solution
+            dx = _solve_spd(J, resid)
+            self.last = (fs, J, ge)  # for conductance_response at this solution
             dve = Ef @ dx
             biggest = float(np.max(np.abs(dve)))
             if biggest > MAX_DIODE_STEP:
@@ -591,18 +591,6 @@ class _FastEngine:
             if float(step.max()) <= QUADRATIC_STEP or np.all(step <= V_TOL + 1e-9 * np.abs(x)):
                 return v, it, self.G @ v + plan.ET @ (ie + ge * dve)
         raise SolverError(f"Newton did not converge in {MAX_ITER} iterations")
-
-
-def _solve_factored(J: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`_solve_spd`, also returning J's Cholesky factor (None: J is not positive
-    definite, solved by LU)."""
-    if J.shape[0] > 1:
-        c, info = _dpotrf(J, lower=1)
-        if info == 0:
-            x, info = _dpotrs(c, resid, lower=1)
-            if info == 0:
-                return -x, c
-    return _solve_spd(J, resid), None
 
 
 def _solve_spd(J: np.ndarray, resid: np.ndarray) -> np.ndarray:
@@ -672,11 +660,12 @@ class _Linearized:
         if fs.m and engine.last is not None and engine.last[0] is fs:
             # the Jacobian of the solve's last iteration: within its last step (< 1 µV)
             # of the solution, which moves a first-order change by ~1e-5 of itself
-            _, self.J, self.factor, self.ge = engine.last
+            _, self.J, self.ge = engine.last
         elif fs.m:
             _, Jlin, _ = engine._submatrices(fs)
             self.ge = engine.currents(sol.v)[1].copy() if len(engine.plan.E) else np.zeros(0)
             self.J = Jlin + (fs.EfT * self.ge) @ fs.Ef if len(self.ge) else Jlin.copy()
+        if fs.m:
             self.factor, info = _dpotrf(self.J, lower=1)
             if info != 0:  # not positive definite (a negative conductance): LU each time
                 self.factor = None

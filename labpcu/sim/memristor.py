@@ -190,12 +190,7 @@ class MultiStateMemristor:
         """Let ``dt`` seconds of sub-threshold motion at ``v`` act from ``t``; returns the
         change in normalized state folded in now (0 while it is below
         :data:`DISTURB_QUANTUM`). The drift clock is kept: a read does not reprogram."""
-        return self.add_disturb(self.disturb_rate(v) * dt, dt, t)
-
-    def add_disturb(self, k: float, dt: float, t: float) -> float:
-        """:meth:`disturb` with the state exponent ``k`` = rate·dt already known (the
-        simulated bench computes the rates of a whole site at once)."""
-        self.rd_pending += k
+        self.rd_pending += self.disturb_rate(v) * dt
         if abs(self.rd_pending) < DISTURB_QUANTUM:
             return 0.0
         k, self.rd_pending = self.rd_pending, 0.0
