@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +428,28 @@ def screen_step(campaign: Campaign, step: Step) -> Step | None:
     return next((s for s in reversed(before) if s.protocol == SCREEN_PROTOCOL), None)
 
 
+#: store → run id → (per-device results, failed devices) of finished screen runs
+_SCREENS: weakref.WeakKeyDictionary[Any, dict[str, tuple[Mapping, Mapping]]] = weakref.WeakKeyDictionary()
+
+
+def _screen_results(store: Any, run_id: str) -> tuple[Mapping, Mapping]:
+    """A finished screen run's per-device results and failed devices, read from the
+    store once: every later step asks (a wafer's screen results are a large tree), and
+    a finished run does not change."""
+    try:
+        cache = _SCREENS.setdefault(store, {})
+    except TypeError:  # a store that cannot be weakly referenced: read each time
+        cache = {}
+    if run_id not in cache:
+        info = store.info(run_id)
+        results = info.results if isinstance(info.results, Mapping) else {}
+        found = (results.get("devices", {}), results.get("failed_devices", {}))
+        if info.status != "completed":
+            return found  # not final: read again next time
+        cache[run_id] = found
+    return cache[run_id]
+
+
 def screened_classes(campaign: Campaign, step: Step, done: Mapping[str, TaskRecord],
                      store: Any) -> tuple[str | None, dict[str, str]]:
     """(the screen step's name, device → class it found) for ``step``'s screening; a
@@ -438,10 +461,7 @@ def screened_classes(campaign: Campaign, step: Step, done: Mapping[str, TaskReco
     for record in done.values():
         if record.step != screen.name:
             continue
-        info = store.info(record.run_id)
-        results = info.results if isinstance(info.results, Mapping) else {}
-        per_device = results.get("devices", {})
-        failed = results.get("failed_devices", {})
+        per_device, failed = _screen_results(store, record.run_id)
         for device in record.devices:
             if device in failed:
                 classes[device] = "screen failed"
