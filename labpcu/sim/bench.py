@@ -836,7 +836,16 @@ class SimBench:
         return Reading(i, v, reading.compliance)
 
     def _offset_current(self, name: str) -> float:
-        """The offset current of every closed crosspoint on the terminal's rows (A)."""
+        """The offset current of every closed crosspoint on the terminal's rows (A), per
+        topology (the relays it depends on are the topology's)."""
+        topo = self.topology
+        key = ("offset", name)
+        found = topo.plans.get(key)
+        if found is None:
+            found = topo.plans[key] = self._offset_sum(name)
+        return found
+
+    def _offset_sum(self, name: str) -> float:
         total = 0.0
         for slot, row, col in self.physically_closed():
             if self.wiring.rows.get((slot, row)) == name:

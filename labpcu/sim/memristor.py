@@ -110,9 +110,19 @@ class MultiStateMemristor:
         return self.vol_fast * math.exp(-age / self.p.tau_fast) + self.vol_slow * math.exp(-age / self.p.tau_slow)
 
     def conductance(self, t: float) -> float:
-        """Noise-free conductance at time ``t`` (small-signal, at 0 V)."""
-        g = self.nonvolatile(t) + self.volatile(t)
-        return min(max(g, self.p.g_min), self.p.g_max)
+        """Noise-free conductance at time ``t`` (small-signal, at 0 V): :meth:`nonvolatile`
+        plus :meth:`volatile`, written out in one body (the simulated bench evaluates
+        every M1 at every solve and reading)."""
+        p = self.p
+        age = t - self.t_prog
+        g = self.g_prog * (1.0 - p.drift_nu * math.log10(1.0 + age / p.drift_tau)) if age > 0 else self.g_prog
+        g = min(max(g, p.g_min), p.g_max)
+        if self.vol_fast or self.vol_slow:
+            age = t - self.t_vol
+            if age < 0:
+                age = 0.0
+            g += self.vol_fast * math.exp(-age / p.tau_fast) + self.vol_slow * math.exp(-age / p.tau_slow)
+        return min(max(g, p.g_min), p.g_max)
 
     def current(self, v: float, t: float, nonohmic: bool = True) -> float:
         """Current at voltage ``v``: g·v_nl·sinh(v/v_nl), or g·v when ``nonohmic`` is off."""
