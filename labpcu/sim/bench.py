@@ -545,7 +545,7 @@ class SimBench:
                     m1.append((dev, a, b))
                 else:
                     m2.append((dev, a, b))
-        terminal_node = {t: node(f"T:{t}") for t in set(self.wiring.rows.values()) | set(self._sources)}
+        terminal_node = {t: node(f"T:{t}") for t in sorted(set(self.wiring.rows.values()) | set(self._sources))}
         par = self._parasitic_network(node, series, closed, pins)
         n_nodes = len(node_of_root) + 1
         dio = Netlist(n_nodes)
