@@ -170,8 +170,14 @@ class _Topology:
     _dio_at: tuple[tuple[float, float, bool], Netlist] | None = None
     _dio_const: tuple[np.ndarray, ...] | None = None
     elements: _Elements | None = None  # built on first solve (SimBench._elements)
-    #: capacitance: per-topology structures of steps (StepPlan, GroupBoundary, C per terminal)
-    plans: dict[object, object] = field(default_factory=dict)
+    # worked out once per topology (SimBench._step_plan, _record_step, _offset_current):
+    #: a voltage step's structure per (stepping nodes, stiff nodes)
+    step_plans: dict[tuple[frozenset[int], frozenset[int]], StepPlan] = field(default_factory=dict)
+    #: the boundary of a current-forced terminal's nodes
+    boundaries: dict[frozenset[int], GroupBoundary] = field(default_factory=dict)
+    #: the capacitance each terminal charges (F), and the closed paths' offset current (A)
+    capacitance: dict[str, float] = field(default_factory=dict)
+    offsets: dict[str, float] = field(default_factory=dict)
     # parasitics (labpcu.sim.parasitics): linear resistors static per topology (series
     # paths, relay leakage), and per terminal node the nodes it drives through its
     # series paths and how many closed columns it reaches (its cable capacitance)
@@ -394,9 +400,9 @@ class SimBench:
             self._steps[name] = Step(t, 0.0, c, slowest, topo, v_dc, tuple(poles))
             return
         residual = old.lag_at(t) if old is not None and old.topology is topo else 0.0
-        boundary = topo.plans.get(group)
+        boundary = topo.boundaries.get(group)
         if boundary is None:
-            boundary = topo.plans[group] = GroupBoundary(net, group)
+            boundary = topo.boundaries[group] = GroupBoundary(net, group)
         r = 1.0 / (boundary.conductance(net, sol.v) + GMIN * len(group))
         if not applied_before[0] and level != applied_before[1] and dv:
             r = max(r, abs(dv / (level - applied_before[1])))
@@ -404,24 +410,23 @@ class SimBench:
 
     def _terminal_capacitance(self, topo: _Topology, name: str) -> float:
         """What a terminal charges when it steps (:func:`terminal_capacitance`), per topology."""
-        key = ("capacitance", name)
-        c = topo.plans.get(key)
+        c = topo.capacitance.get(name)
         if c is None:
             node = topo.terminal_node[name]
             elements = [(a, b) for _, a, b in topo.m1 + topo.m2] + list(zip(topo.dio.dio_a.tolist(),
                                                                               topo.dio.dio_k.tolist()))
-            c = topo.plans[key] = terminal_capacitance(topo.paths.get(node, 0),
-                                                       topo.driven.get(node, frozenset({node})), elements)
+            c = topo.capacitance[name] = terminal_capacitance(topo.paths.get(node, 0),
+                                                              topo.driven.get(node, frozenset({node})), elements)
         return c
 
     def _step_plan(self, topo: _Topology, net: Netlist, group: frozenset[int], stiff: frozenset[int]) -> StepPlan:
         """The structure of a voltage step of the nodes ``group`` with these nodes stiff."""
         key = (group, stiff)
-        plan = topo.plans.get(key)
+        plan = topo.step_plans.get(key)
         if plan is None:
             extra = {tn: SMU_CABLE_CAPACITANCE + k * COLUMN_PATH_CAPACITANCE for tn, k in topo.paths.items()
                      if tn not in stiff and k}
-            plan = topo.plans[key] = StepPlan(net, group, stiff, len(topo.m1) + len(topo.m2),
+            plan = topo.step_plans[key] = StepPlan(net, group, stiff, len(topo.m1) + len(topo.m2),
                                               list(topo.driven.values()), extra)
         return plan
 
@@ -839,10 +844,9 @@ class SimBench:
         """The offset current of every closed crosspoint on the terminal's rows (A), per
         topology (the relays it depends on are the topology's)."""
         topo = self.topology
-        key = ("offset", name)
-        found = topo.plans.get(key)
+        found = topo.offsets.get(name)
         if found is None:
-            found = topo.plans[key] = self._offset_sum(name)
+            found = topo.offsets[name] = self._offset_sum(name)
         return found
 
     def _offset_sum(self, name: str) -> float:

@@ -19,6 +19,7 @@ disturbing currents through even a 10 GΩ device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import combinations, product
 
 import numpy as np
 
@@ -692,7 +693,8 @@ def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = N
 
     The active set (which sources sit at their limit) usually settles in a few passes.
     When it does not (several sources and islands clamping against each other), it is
-    solved again from scratch changing one source per pass, which always settles.
+    solved again from scratch changing one source per pass; should that cycle too, every
+    combination of compliance states is tried (:func:`_solve_exhaustive`).
     ``fast`` picks the engine (default :data:`FAST_PATH`); both give the same solution,
     and a network the fast engine fails on (round-off in a nearly singular Jacobian)
     is handed to the reference engine. ``hint``: a solution of a nearby network with the
@@ -712,6 +714,10 @@ def solve(net: Netlist, v_start: np.ndarray | None = None, fast: bool | None = N
         try:
             return _solve(net, engine, None, one_change=True)
         except SolverError:
+            pass
+        try:
+            return _solve_exhaustive(net, engine)
+        except SolverError:
             if kind is kinds[-1]:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
@@ -722,9 +728,6 @@ def _solve(net: Netlist, engine: _FastEngine | _ReferenceEngine, v_start: np.nda
     n = net.n_nodes
     v = np.zeros(n) if v_start is None or len(v_start) != n else np.array(v_start, float)
     ns = len(net.src_node)
-    nodes = [int(x) for x in net.src_node]
-    is_v = [bool(x) for x in net.src_is_v]
-    levels = [float(x) for x in net.src_level]
     limits = [float(x) for x in net.src_limit]
     # active set: True where a source currently acts in its primary (programmed) mode
     primary = np.ones(ns, bool)
@@ -733,38 +736,90 @@ def _solve(net: Netlist, engine: _FastEngine | _ReferenceEngine, v_start: np.nda
     if hint is not None and len(hint.src_in_limit) == ns and np.any(hint.src_in_limit):
         for s in np.flatnonzero(hint.src_in_limit):
             primary[s] = False
-            side = hint.src_current[s] if is_v[s] else hint.src_voltage[s]
+            side = hint.src_current[s] if net.src_is_v[s] else hint.src_voltage[s]
             limited_value[s] = (1.0 if side >= 0 else -1.0) * limits[s]
     total_it = 0
     for _ in range((8 if one_change else 4) * ns + 4):
-        fixed: dict[int, float] = {}
-        vlimits: dict[int, float] = {}
-        inject = np.zeros(n)
-        for s in range(ns):
-            node = nodes[s]
-            if node == 0:
-                continue
-            forces_v = is_v[s] == primary[s]
-            value = levels[s] if primary[s] else float(limited_value[s])
-            if forces_v:
-                fixed[node] = value
-            else:
-                inject[node] += value
-                # watch for a runaway: a current source past its voltage limit, or a
-                # voltage source in current limit past its own level
-                watch = limits[s] if not is_v[s] else max(abs(levels[s]), 1.0)
-                vlimits[node] = min(vlimits.get(node, np.inf), watch)
-        # every free node lies between the fixed voltages (maximum principle); an
-        # iterate left far outside by the last active set would take the damped
-        # Newton thousands of steps to walk back
-        bounds = [0.0, *fixed.values(), *vlimits.values(), *(-x for x in vlimits.values())]
-        v = np.minimum(np.maximum(v, min(bounds)), max(bounds))
-        v, it, out = engine.newton(fixed, inject, v, vlimits)
+        v, it, cur = _one_pass(net, engine, v, primary, limited_value)
         total_it += it
-        cur = _source_currents(net, out, primary, limited_value)
         if not _update_active_set(net, v, cur, primary, limited_value, one_change):
             return Solution(v, cur, v[net.src_node], ~primary, total_it)
     raise SolverError("source compliance states did not settle")
+
+
+def _one_pass(net: Netlist, engine: _FastEngine | _ReferenceEngine, v: np.ndarray, primary: np.ndarray,
+              limited_value: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Solve with every source in the given compliance state: (node voltages, Newton
+    iterations, each source's current)."""
+    fixed: dict[int, float] = {}
+    vlimits: dict[int, float] = {}
+    inject = np.zeros(net.n_nodes)
+    for s, (node, is_v, level, limit) in enumerate(zip(net.src_node.tolist(), net.src_is_v.tolist(),
+                                                       net.src_level.tolist(), net.src_limit.tolist())):
+        if node == 0:
+            continue
+        value = level if primary[s] else float(limited_value[s])
+        if is_v == primary[s]:  # forces a voltage
+            fixed[node] = value
+        else:
+            inject[node] += value
+            # watch for a runaway: a current source past its voltage limit, or a
+            # voltage source in current limit past its own level
+            watch = limit if not is_v else max(abs(level), 1.0)
+            vlimits[node] = min(vlimits.get(node, np.inf), watch)
+    # every free node lies between the fixed voltages (maximum principle); an
+    # iterate left far outside by the last active set would take the damped
+    # Newton thousands of steps to walk back
+    bounds = [0.0, *fixed.values(), *vlimits.values(), *(-x for x in vlimits.values())]
+    v = np.minimum(np.maximum(v, min(bounds)), max(bounds))
+    v, it, out = engine.newton(fixed, inject, v, vlimits)
+    return v, it, _source_currents(net, out, primary, limited_value)
+
+
+#: at most this many sources are searched exhaustively (3^n compliance states) when the
+#: active-set passes cannot settle
+EXHAUSTIVE_SOURCES = 6
+
+
+def _solve_exhaustive(net: Netlist, engine: _FastEngine | _ReferenceEngine) -> Solution:
+    """The last resort: try every compliance state of every source (at its limit on
+    either side, or not), fewest limited sources first, and return the first that every
+    source agrees with. The passes can cycle when sources on separate islands clamp in
+    turn (found by fuzzing: a 0 A source on a pad that a 0.25 mA-limited voltage source
+    pulls through M1, beside a 1 mA source into a floating pad); a consistent state
+    exists, and this finds it."""
+    ns = len(net.src_node)
+    if ns > EXHAUSTIVE_SOURCES:
+        raise SolverError("source compliance states did not settle")
+    limits = net.src_limit.tolist()
+    for k in range(ns + 1):
+        for chosen in combinations(range(ns), k):
+            for signs in product((1.0, -1.0), repeat=k):
+                primary = np.ones(ns, bool)
+                limited = np.zeros(ns)
+                for s, sign in zip(chosen, signs):
+                    primary[s] = False
+                    limited[s] = sign * limits[s]
+                if _forcing_conflict(net, primary, limited):
+                    continue
+                try:
+                    v, it, cur = _one_pass(net, engine, np.zeros(net.n_nodes), primary, limited)
+                except SolverError:
+                    continue
+                if not _update_active_set(net, v, cur, primary.copy(), limited.copy()):
+                    return Solution(v, cur, v[net.src_node], ~primary, it)
+    raise SolverError("no compliance states satisfy every source")
+
+
+def _forcing_conflict(net: Netlist, primary: np.ndarray, limited: np.ndarray) -> bool:
+    """True if two sources would force one node to different voltages."""
+    forced: dict[int, float] = {}
+    for s, (node, is_v) in enumerate(zip(net.src_node.tolist(), net.src_is_v.tolist())):
+        if node != 0 and is_v == primary[s]:
+            value = float(net.src_level[s]) if primary[s] else float(limited[s])
+            if forced.setdefault(node, value) != value:
+                return True
+    return False
 
 
 def _resolve_conflicts(net: Netlist, primary: np.ndarray, limited: np.ndarray) -> None:
