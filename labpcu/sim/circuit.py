@@ -480,7 +480,7 @@ class _FastEngine:
         self._absG: np.ndarray | None = None
         self.diodes = _by_identity((net.dio_i0, net.dio_nvt, net.dio_rs, net.dio_gsh, net.dio_iph, net.dio_ileak,
                                     net.dio_vleak), lambda: _bank_of(net)) if nd else None
-        self.last: tuple[_FreeSet, np.ndarray, np.ndarray] | None = None  # see newton
+        self.last: tuple[_FreeSet, np.ndarray, np.ndarray, np.ndarray] | None = None  # see newton
         self.linear = self.diodes is None and self.sinh is None
         # every sinh law among the nonlinear elements, a·sinh(b·V): the diodes' soft
         # leakage (i_leak, 1/v_leak) and the non-ohmic conductances (g·v_nl, 1/v_nl)
@@ -577,7 +577,7 @@ class _FastEngine:
                     return v, it, self.G @ v + plan.ET @ ie
             J = Jlin + (EfT * ge) @ Ef
             dx = _solve_spd(J, resid)
-            self.last = (fs, J, ge)  # for conductance_response at this solution
+            self.last = (fs, J, ge, v.copy())  # for conductance_response at the solution
             dve = Ef @ dx
             biggest = float(np.max(np.abs(dve)))
             if biggest > MAX_DIODE_STEP:
@@ -658,10 +658,11 @@ class _Linearized:
         fs = engine.plan.free_set(tuple(fixed))
         self.free = fs.free if fs.m else None
         self.ge = np.zeros(0)
-        if fs.m and engine.last is not None and engine.last[0] is fs:
-            # the Jacobian of the solve's last iteration: within its last step (< 1 µV)
-            # of the solution, which moves a first-order change by ~1e-5 of itself
-            _, self.J, self.ge = engine.last
+        last = engine.last
+        if fs.m and last is not None and last[0] is fs and float(np.max(np.abs(last[3] - sol.v))) < QUADRATIC_STEP:
+            # the Jacobian of the solve's last iteration, taken within a microvolt of the
+            # solution: it moves a first-order change by ~1e-5 of itself
+            _, self.J, self.ge, _ = last
         elif fs.m:
             _, Jlin, _ = engine._submatrices(fs)
             self.ge = engine.currents(sol.v)[1].copy() if len(engine.plan.E) else np.zeros(0)
