@@ -640,6 +640,12 @@ def conductance_response(net: Netlist, sol: Solution, dg: np.ndarray) -> tuple[n
     return dv, d_src
 
 
+#: V: a reading's response reuses the solve's last Jacobian if it was taken this close to
+#: the solution: a diode's conductance then differs by ≲ 0.3 % (0.1 mV over n·Vt), which
+#: moves a 1e-3 noise response by ≲ 3e-6 of the reading
+JACOBIAN_REUSE_V = 1e-4
+
+
 class _Linearized:
     """A solution's Jacobian on its free nodes, factored, for :func:`conductance_response`."""
 
@@ -659,9 +665,8 @@ class _Linearized:
         self.free = fs.free if fs.m else None
         self.ge = np.zeros(0)
         last = engine.last
-        if fs.m and last is not None and last[0] is fs and float(np.max(np.abs(last[3] - sol.v))) < QUADRATIC_STEP:
-            # the Jacobian of the solve's last iteration, taken within a microvolt of the
-            # solution: it moves a first-order change by ~1e-5 of itself
+        if fs.m and last is not None and last[0] is fs and float(np.max(np.abs(last[3] - sol.v))) < JACOBIAN_REUSE_V:
+            # the Jacobian of the solve's last iteration, taken close to the solution
             _, self.J, self.ge, _ = last
         elif fs.m:
             _, Jlin, _ = engine._submatrices(fs)
