@@ -55,10 +55,10 @@ from itertools import product
 
 import numpy as np
 
-from labpcu.unionfind import UnionFind
 from labpcu.benchfile import Limits
 from labpcu.instruments.errors import LimitError
 from labpcu.instruments.roles import OFF, TerminalState
+from labpcu.unionfind import UnionFind
 from labpcu.sim.pcu import ELEMENTS
 from labpcu.sim.wafer import Site, Wafer
 from labpcu.sim.wiring import net_label

@@ -80,6 +80,12 @@ class PlainAttributes:
     __getattribute__ = object.__getattribute__
 
 
+def _link_error(name: str, doing: str, exc: BaseException) -> InstrumentCommunicationError:
+    """A transport failure as the one exception drivers raise, naming what failed."""
+    kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
+    return InstrumentCommunicationError(f"{name}: {kind} while {doing}: {exc}")
+
+
 class GuardedInstrument(PlainAttributes, Instrument):
     """A pymeasure Instrument whose I/O raises only InstrumentCommunicationError on a
     transport failure, naming what it was doing (the instrument's state is unknown)."""
@@ -99,17 +105,16 @@ class GuardedInstrument(PlainAttributes, Instrument):
         try:
             yield
         except COMM_ERRORS as exc:
-            kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
-            raise InstrumentCommunicationError(f"{name}: {kind} while {doing}: {exc}") from exc
+            raise _link_error(name, doing, exc) from exc
 
     def _failed(self, doing: str, exc: BaseException) -> InstrumentCommunicationError:
-        """The error :meth:`_link` raises for this link, which a failure marks out of
-        step. Written out in each I/O method rather than as a context manager: this runs
-        on every message, and a generator-based ``with`` plus the eagerly formatted
-        description cost more than the in-process transfer itself."""
+        """The error :meth:`_link` raises, for this instrument's own link, which a
+        failure marks out of step. Written out in each I/O method rather than as a
+        context manager: this runs on every message, and a generator-based ``with``
+        plus the eagerly formatted description cost more than the in-process transfer
+        itself."""
         self.out_of_step = True
-        kind = "no reply within the timeout" if is_timeout(exc) else "connection failed"
-        return InstrumentCommunicationError(f"{self.name}: {kind} while {doing}: {exc}")
+        return _link_error(self.name, doing, exc)
 
     def write(self, command: str, **kwargs: Any) -> None:
         try:

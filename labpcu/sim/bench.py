@@ -247,7 +247,6 @@ class SimBench:
         self._v_guess: np.ndarray | None = None
         self._settled: Solution | None = None  # noise-free solution after the last settle
         self._settled_net: Netlist | None = None  # ... and the network it solved
-        self._last_net: Netlist | None = None  # the network of the last noise-free solve
         #: solutions by the sources they were found with (terminal, voltage mode?, level,
         #: limit, each), for this topology
         self._solved: dict[tuple, Solution] = {}
@@ -367,7 +366,7 @@ class SimBench:
         small-signal resistance into the circuit (a current source charging through a
         diode's knee is slower: the chord ΔV/ΔI); what is left of an earlier step adds
         to the lag. Voltage mode: the source charges its cables at once; the elements
-        and the internal nodes behind them relax (:func:`voltage_step_poles`), on top of
+        and the internal nodes behind them relax (:class:`~labpcu.sim.parasitics.StepPlan`), on top of
         what is left of the earlier step's poles."""
         topo, sol = self.topology, self._settled
         node = topo.terminal_node[name]
@@ -646,7 +645,9 @@ class SimBench:
             return None
         return np.maximum(1.0 + sigma * self.rng.standard_normal(len(sigma)), 0.0) - 1.0
 
-    def _netlist(self, noisy: bool) -> tuple[Netlist, list[str]]:
+    def _netlist(self) -> tuple[Netlist, list[str]]:
+        """The circuit as it is now, noise-free (a reading adds its noise to first
+        order, :meth:`measure`), and the terminals in it in source order."""
         topo = self.topology
         t = self.clock.now()
         net = Netlist(topo.n_nodes)
@@ -656,12 +657,7 @@ class SimBench:
         )
         net.dio_iph, net.dio_ileak, net.dio_vleak = d.dio_iph, d.dio_ileak, d.dio_vleak
         el = self._elements(topo)
-        g = self._conductances(topo, t)
-        if noisy:
-            noise = self._read_noise(topo)
-            if noise is not None:
-                g[:el.n_devices] *= 1.0 + noise
-        net.res_a, net.res_b, net.res_g, net.res_vnl = el.a, el.b, g, el.vnl
+        net.res_a, net.res_b, net.res_g, net.res_vnl = el.a, el.b, self._conductances(topo, t), el.vnl
         names = self._in_circuit()
         if names:
             applied = [self._sources[n].applied() for n in names]
@@ -679,13 +675,18 @@ class SimBench:
         ph = self.physics
         return topo.diodes_at(self.stage.at(t), ph.light_lux, ph.on("diode_leakage"))
 
-    def solve(self, noisy: bool = False) -> tuple[Solution, list[str]]:
+    def solve(self) -> tuple[Solution, list[str]]:
         """Solve the circuit as it is now; returns the solution and the names of the
         terminals in the circuit (on, or off and held at 0: :attr:`SourceState.in_circuit`)
         in the order of ``Solution.src_current``."""
+        sol, names, _ = self._solve()
+        return sol, names
+
+    def _solve(self) -> tuple[Solution, list[str], Netlist]:
+        """:meth:`solve`, and the network it solved."""
         with self.lock:
             self.topology  # build first, so _netlist node numbers are stable
-            net, names = self._netlist(noisy)
+            net, names = self._netlist()
             guess = self._v_guess if self._v_guess is not None and len(self._v_guess) == net.n_nodes else None
             # a solution found before with every source as it is now is the best start,
             # voltages and compliance states: only the devices have moved since (an M1
@@ -697,13 +698,11 @@ class SimBench:
                 guess = before.v
             sol = solve(net, guess, hint=before)
             self.solve_count += 1
-            if not noisy:
-                self._v_guess = sol.v
-                self._last_net = net
-                if len(self._solved) >= SOLUTIONS_KEPT:
-                    self._solved.clear()
-                self._solved[sources] = sol
-            return sol, names
+            self._v_guess = sol.v
+            if len(self._solved) >= SOLUTIONS_KEPT:
+                self._solved.clear()
+            self._solved[sources] = sol
+            return sol, names, net
 
     def settle(self) -> Solution:
         """Apply instantaneous events (M2 set/reset) caused by the present bias."""
@@ -711,13 +710,12 @@ class SimBench:
             if self._settled is not None:
                 return self._settled
             for _ in range(8):
-                sol, _ = self.solve()
+                sol, _, net = self._solve()
                 if self.track_stress:
                     self._record_stress(sol)
                 if not self._switch_m2(sol):
                     break
-            self._settled = sol
-            self._settled_net = self._last_net
+            self._settled, self._settled_net = sol, net
             return sol
 
     def _settled_now(self) -> tuple[Solution, np.ndarray]:

@@ -495,14 +495,12 @@ class _FastEngine:
         self.sh_b = np.concatenate(inv) if inv else np.zeros(0)
         self.sh_ab = self.sh_a * self.sh_b
         self.any_sinh = bool(np.any(self.sh_a))
-        self.ie = np.empty(len(plan.E))
-        self.ge = np.empty(len(plan.E))
         self.response: _Linearized | None = None  # conductance_response's factor for one solution
-        self._sub: dict[_FreeSet, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._sub: dict[_FreeSet, tuple[np.ndarray, np.ndarray]] = {}
 
     def currents(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nonlinear element currents and conductances at node voltages ``v`` (buffers
-        reused): diodes first, then the non-ohmic conductances."""
+        """Nonlinear element currents and conductances at node voltages ``v``: diodes
+        first, then the non-ohmic conductances."""
         ve = self.plan.E @ v
         if self.any_sinh:
             x = np.clip(ve * self.sh_b, -700.0, 700.0)
@@ -515,7 +513,6 @@ class _FastEngine:
             i, g = self.diodes.shockley(ve[:nd])
             ie[:nd] += i
             ge[:nd] += g
-        self.ie, self.ge = ie, ge
         return ie, ge
 
     @property
@@ -531,14 +528,14 @@ class _FastEngine:
             out += self.plan.ET @ self.currents(v)[0]
         return out
 
-    def _submatrices(self, fs: _FreeSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """G's rows of the free nodes, its free block with GMIN, and |G|'s free rows."""
+    def _submatrices(self, fs: _FreeSet) -> tuple[np.ndarray, np.ndarray]:
+        """G's rows of the free nodes, and its free block with GMIN."""
         found = self._sub.get(fs)
         if found is None:
             rows = self.G[fs.free]
             block = rows[:, fs.free].copy()
             block.flat[fs.diag] += GMIN
-            found = self._sub[fs] = (rows, block, None)
+            found = self._sub[fs] = (rows, block)
         return found
 
     def newton(self, fixed: dict[int, float], inject: np.ndarray, v0: np.ndarray,
@@ -553,7 +550,7 @@ class _FastEngine:
         free, m = fs.free, fs.m
         if m == 0:
             return v, 0, self.node_currents(v)
-        Gf, Jlin, _ = self._submatrices(fs)
+        Gf, Jlin = self._submatrices(fs)
         inj = inject[free]
         if self.linear:  # one exact step
             x = v[free] + _solve_spd(Jlin.copy(), Gf @ v + GMIN * v[free] - inj)
@@ -669,7 +666,7 @@ class _Linearized:
             # the Jacobian of the solve's last iteration, taken close to the solution
             _, self.J, self.ge, _ = last
         elif fs.m:
-            _, Jlin, _ = engine._submatrices(fs)
+            _, Jlin = engine._submatrices(fs)
             self.ge = engine.currents(sol.v)[1].copy() if len(engine.plan.E) else np.zeros(0)
             self.J = Jlin + (fs.EfT * self.ge) @ fs.Ef if len(self.ge) else Jlin.copy()
         if fs.m:

@@ -23,7 +23,7 @@ switchable through :class:`~labpcu.sim.physics.Physics`:
     the circuit (the terminal's own elements included). The terminal sees the
     conductive and the displacement part, I − I_dc = L(t)·(g_TK − C_TK/τ_K), with
     L the cluster's lag and g_TK, C_TK the elements between terminal and cluster
-    (:func:`voltage_step_poles`). A cluster relaxes as one node: inside it the
+    (:class:`StepPlan`). A cluster relaxes as one node: inside it the
     conductances (M1 in LRS) are taken as much larger than those leaving it.
 * ``series_resistance``: lines, the 3730's relay path and the probe contact sit
   between each SMU and the pad it reaches: a resistor per closed matrix column.
@@ -122,7 +122,7 @@ class Step:
     Current mode: how far its node's capacitance lagged the new DC voltage ``v_dc`` at
     ``t0`` (``lag`` V = V_dc − V_capacitor), the capacitance ``c`` (F) and time
     constant ``tau`` (s) it relaxes with. Voltage mode: ``poles``, the excess current
-    out of the terminal as (amplitude A at ``t0``, τ s) terms (:func:`voltage_step_poles`,
+    out of the terminal as (amplitude A at ``t0``, τ s) terms (:class:`StepPlan`,
     with what is left of earlier steps); ``lag`` is 0 there and ``tau`` the slowest τ.
     ``topology`` ties it to the network it was taken on (a relay or probe move makes
     it void)."""
@@ -167,13 +167,6 @@ class Step:
                 slot = merged.setdefault(key, [0.0, tau])
                 slot[0] += left
         return [(a, tau) for a, tau in merged.values() if abs(a) > NEGLIGIBLE_CURRENT]
-
-
-def node_conductance(net, v: np.ndarray, group: frozenset[int]) -> float:
-    """Small-signal conductance (S) from the node ``group`` into the rest of the
-    network at the operating point ``v``: the R of the node's R·C is its inverse.
-    Elements with both ends inside the group (a series path resistor) do not count."""
-    return GroupBoundary(net, group).conductance(net, v)
 
 
 class GroupBoundary:
@@ -224,24 +217,6 @@ def terminal_capacitance(paths: int, group: frozenset[int], elements: list[tuple
     return SMU_CABLE_CAPACITANCE + paths * COLUMN_PATH_CAPACITANCE + n * ELEMENT_CAPACITANCE
 
 
-def voltage_step_poles(net, v_new: np.ndarray, v_old: np.ndarray | None, dv_terminal: float,
-                       terminal: frozenset[int], stiff: frozenset[int], n_device_res: int,
-                       merged: list[frozenset[int]], extra_c: dict[int, float]) -> list[tuple[float, float]]:
-    """The transient (excess current out of the terminal, as (A at the step, τ) poles)
-    of a voltage step ``dv_terminal`` on the nodes ``terminal``, linearized at the new
-    operating point ``v_new`` (see the module docstring for the model).
-
-    ``net``: the network (its first ``n_device_res`` conductances and every diode are
-    device elements, each with :data:`ELEMENT_CAPACITANCE`; the other conductances,
-    series paths and relay leakage, only conduct). ``stiff``: nodes held by voltage
-    sources (ground included). ``merged``: node groups that move as one (a terminal's
-    row and the pads its series paths reach); ``extra_c``: capacitance (F) on a node
-    besides the elements' (the cable of an undriven terminal). ``v_old``: the DC node
-    voltages before the step (None: the cluster's DC change is taken from the
-    small-signal divider g_TK/g_K instead)."""
-    return StepPlan(net, terminal, stiff, n_device_res, merged, extra_c).poles(net, v_new, v_old, dv_terminal)
-
-
 @dataclass(frozen=True)
 class _Cluster:
     """An undriven cluster a stepping terminal reaches through device elements."""
@@ -254,10 +229,19 @@ class _Cluster:
 
 
 class StepPlan:
-    """The structure of :func:`voltage_step_poles` for one network structure, stepping
-    terminal and set of stiff nodes: the clusters, the elements between the terminal
-    and each cluster or stiff node, each cluster's capacitance and boundary. Only the
-    small-signal conductances and voltages change from one step to the next."""
+    """The transient of a voltage step on the nodes ``terminal`` (excess current out of
+    the terminal, as (A at the step, τ) poles; see the module docstring for the model),
+    its structure worked out once for one network structure, stepping terminal and set
+    of stiff nodes: the clusters, the elements between the terminal and each cluster or
+    stiff node, each cluster's capacitance and boundary. Only the small-signal
+    conductances and voltages change from one step to the next (:meth:`poles`).
+
+    ``net``: the network (its first ``n_device_res`` conductances and every diode are
+    device elements, each with :data:`ELEMENT_CAPACITANCE`; the other conductances,
+    series paths and relay leakage, only conduct). ``stiff``: nodes held by voltage
+    sources (ground included). ``merged``: node groups that move as one (a terminal's
+    row and the pads its series paths reach); ``extra_c``: capacitance (F) on a node
+    besides the elements' (the cable of an undriven terminal)."""
 
     def __init__(self, net, terminal: frozenset[int], stiff: frozenset[int], n_device_res: int,
                  merged: list[frozenset[int]], extra_c: dict[int, float]) -> None:
@@ -300,7 +284,9 @@ class StepPlan:
                                               np.concatenate([el_a[edge & ina], el_b[edge & inb]])))
 
     def poles(self, net, v_new: np.ndarray, v_old: np.ndarray | None, dv_terminal: float) -> list[tuple[float, float]]:
-        """The step's poles at the operating point ``v_new`` (see :func:`voltage_step_poles`)."""
+        """The poles of a step ``dv_terminal``, linearized at the new operating point
+        ``v_new``. ``v_old``: the DC node voltages before the step (None: a cluster's DC
+        change is taken from the small-signal divider g_TK/g_K instead)."""
         n = self.n_device_res
         res_a, res_b = np.asarray(net.res_a, int)[:n], np.asarray(net.res_b, int)[:n]
         dio_a, dio_k = np.asarray(net.dio_a, int), np.asarray(net.dio_k, int)
